@@ -1,0 +1,73 @@
+"""The gateway's own configuration (operators edit it): sources, engine limits,
+listeners, user credentials, where policies and the audit log live.
+
+Secrets are stored hashed; policies carry permissions, never credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Source:
+    """A read-only data source attached into DuckDB.
+
+    kind: duckdb | sqlite | parquet | csv | postgres | mysql.
+    File kinds use `path` (a file or a glob); server kinds use `dsn`
+    (libpq key=value for postgres, "host=... user=... database=..." for mysql).
+    """
+
+    name: str
+    kind: str
+    path: Path | None = None
+    dsn: str | None = None
+    options: Mapping[str, object] = field(default_factory=dict)  # e.g. csv header/delim
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    threads: int = 2
+    memory_limit: str = "2GB"
+    temp_directory: Path | None = None
+    max_temp_directory_size: str = "4GB"
+    query_timeout_seconds: float = 30.0
+    max_result_rows: int = 1_000_000
+    data_roots: tuple[Path, ...] = ()  # allowed_directories once locked
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    token_sha256: str | None = None  # hex sha256 of the bearer token
+    scram_sha256: str | None = None  # SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey b64>
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    host: str = "127.0.0.1"
+    port: int = 5433
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_cleartext_over_tls: bool = False
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    path: Path  # the config file itself; relative paths in it resolve against its folder
+    policies: tuple[Path, ...]  # one clean room per policy file
+    sources: Mapping[str, Source]
+    users: Mapping[str, User]
+    engine: EngineSettings = EngineSettings()
+    http: HttpSettings = HttpSettings()
+    pg: PgSettings = PgSettings()
+    state_dir: Path = Path("var")  # audit log, ledgers, caches

@@ -1,0 +1,128 @@
+"""Errors a client may see, each with its SQLSTATE (wire) and HTTP status.
+
+Front ends translate these and nothing else: any other exception is an
+internal fault, reported with a request id only, never with its text.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """An error whose message is safe to show to the client."""
+
+    sqlstate = "XX000"
+    http_status = 500
+    title = "Internal error"
+    type_slug = "internal"
+
+    def __init__(self, message: str, *, rule: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.rule = rule
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SyntaxProblem(GatewayError):
+    sqlstate = "42601"
+    http_status = 400
+    title = "SQL syntax error"
+    type_slug = "syntax-error"
+
+
+class Refused(GatewayError):
+    """The policy does not allow this statement; `rule` names the rule that refused it."""
+
+    sqlstate = "42501"
+    http_status = 403
+    title = "Refused by policy"
+    type_slug = "refused"
+
+    def __init__(self, message: str, *, rule: str, hint: str | None = None):
+        super().__init__(message, rule=rule, hint=hint)
+
+
+class UnknownTable(GatewayError):
+    sqlstate = "42P01"
+    http_status = 400
+    title = "Unknown table"
+    type_slug = "unknown-table"
+
+
+class UnknownColumn(GatewayError):
+    sqlstate = "42703"
+    http_status = 400
+    title = "Unknown column"
+    type_slug = "unknown-column"
+
+
+class UnknownTemplate(GatewayError):
+    sqlstate = "42883"
+    http_status = 404
+    title = "Unknown template"
+    type_slug = "unknown-template"
+
+
+class BadParameter(GatewayError):
+    sqlstate = "22023"
+    http_status = 400
+    title = "Invalid parameter"
+    type_slug = "bad-parameter"
+
+
+class NotAuthenticated(GatewayError):
+    sqlstate = "28000"
+    http_status = 401
+    title = "Not authenticated"
+    type_slug = "not-authenticated"
+
+
+class UnknownCleanRoom(GatewayError):
+    sqlstate = "3D000"
+    http_status = 404
+    title = "Unknown clean room"
+    type_slug = "unknown-cleanroom"
+
+
+class QueryTimeout(GatewayError):
+    sqlstate = "57014"
+    http_status = 422
+    title = "Query timed out"
+    type_slug = "timeout"
+
+
+class ExecutionFailed(GatewayError):
+    """The engine failed on an allowed query. Its text is never shown: a cast
+    that fails on one record would reveal that record. The operator finds the
+    engine's message in the log under the request id."""
+
+    sqlstate = "22000"
+    http_status = 422
+    title = "Query could not be executed"
+    type_slug = "execution-failed"
+
+    def __init__(self, request_id: str):
+        super().__init__(
+            f"the query could not be executed (request id {request_id})",
+            rule="engine.failure",
+            hint="the operator can look up the request id in the gateway log",
+        )
+        self.request_id = request_id
+
+
+class ResultTooLarge(GatewayError):
+    sqlstate = "54000"
+    http_status = 422
+    title = "Result too large"
+    type_slug = "result-too-large"
+
+
+class PolicyInvalid(Exception):
+    """A policy or config file failed validation; `problems` lists every finding
+    as `file:line:col: key.path: message`."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems

@@ -1,0 +1,161 @@
+"""The clean room as the engine sees it, once a policy file has been validated.
+
+Everything here is immutable: a reload builds a new CleanRoom and swaps it in
+whole, so a query never sees half of an edit.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class Role(str, enum.Enum):
+    """What an analyst may do with a column."""
+
+    JOIN_KEY = "join_key"  # equi-joins on declared keys, and COUNT(DISTINCT ...) only
+    DIMENSION = "dimension"  # SELECT, GROUP BY, WHERE
+    MEASURE = "measure"  # only inside allowed aggregates; needs bounds
+    HIDDEN = "hidden"  # does not exist for analysts
+
+
+class Aggregate(str, enum.Enum):
+    COUNT = "count"
+    COUNT_DISTINCT = "count_distinct"
+    SUM = "sum"
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Declared range of a measure: values outside it are clamped before aggregation."""
+
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    role: Role
+    description: str = ""
+    values: tuple[str | int | float, ...] | None = None  # public list of values of a dimension
+    bounds: Bounds | None = None  # measures only
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # the name analysts use
+    owner: str  # collaborator id
+    source: str  # source name in the gateway config
+    relation: str | None  # table inside the source ("schema.table" or "table"); None for file sources
+    columns: Mapping[str, Column]  # every declared column, hidden ones included
+    privacy_unit: str | None = None  # column naming the protected entity; None only if public
+    public: bool = False  # reference data: rows may be read as they are
+    keys: tuple[str, ...] = ()  # public tables: columns other tables may join on
+    min_group_size: int | None = None  # overrides the clean room's default when stricter
+    description: str = ""
+
+    def visible(self) -> dict[str, Column]:
+        """Columns that exist for analysts (hidden ones do not)."""
+        return {n: c for n, c in self.columns.items() if c.role is not Role.HIDDEN}
+
+
+@dataclass(frozen=True)
+class ColumnRef:
+    table: str
+    column: str
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
+class JoinPath:
+    """An allowed equi-join between two declared columns (order does not matter)."""
+
+    left: ColumnRef
+    right: ColumnRef
+
+    def connects(self, a: ColumnRef, b: ColumnRef) -> bool:
+        return {a, b} == {self.left, self.right}
+
+
+@dataclass(frozen=True)
+class AggregationRule:
+    """Ad-hoc aggregate queries allowed over `tables`."""
+
+    name: str
+    tables: tuple[str, ...]
+    aggregates: frozenset[Aggregate]
+    joins: tuple[JoinPath, ...] = ()
+    min_group_size: int | None = None
+    description: str = ""
+
+
+class ParamType(str, enum.Enum):
+    ENUM = "enum"
+    INTEGER = "integer"
+    NUMBER = "number"
+    DATE = "date"
+    STRING = "string"  # must match `pattern`
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: ParamType
+    description: str = ""
+    values: tuple[str | int | float, ...] | None = None  # enum
+    minimum: float | str | None = None  # integer/number bound, or ISO date for dates
+    maximum: float | str | None = None
+    pattern: str | None = None  # string: full-match regular expression
+    default: object | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    """Approved, parameterised SQL. Placeholders are written `:name`."""
+
+    name: str
+    sql: str
+    parameters: tuple[Parameter, ...] = ()
+    description: str = ""
+    min_group_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Collaborator:
+    name: str
+    display_name: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Analyst:
+    """What one user may do in this clean room. Credentials live in the gateway config."""
+
+    name: str
+    collaborator: str
+    rules: tuple[str, ...] = ()
+    templates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CleanRoom:
+    name: str  # also the database name over the wire
+    collaborators: Mapping[str, Collaborator]
+    tables: Mapping[str, Table]
+    rules: Mapping[str, AggregationRule] = field(default_factory=dict)
+    templates: Mapping[str, Template] = field(default_factory=dict)
+    analysts: Mapping[str, Analyst] = field(default_factory=dict)
+    min_group_size: int = 10  # default k, raised by stricter table, rule or template settings
+    description: str = ""
+    source_file: str = ""
+    version: str = ""  # sha256 of the policy file's bytes: cache keys and audit records use it
+
+    def analyst(self, user: str) -> Analyst | None:
+        return self.analysts.get(user)
