@@ -93,6 +93,13 @@ class QueryTimeout(GatewayError):
     type_slug = "timeout"
 
 
+class QueryCancelled(GatewayError):
+    sqlstate = "57014"
+    http_status = 409
+    title = "Query cancelled"
+    type_slug = "cancelled"
+
+
 class ExecutionFailed(GatewayError):
     """The engine failed on an allowed query. Its text is never shown: a cast
     that fails on one record would reveal that record. The operator finds the

@@ -1,0 +1,51 @@
+"""Pass 7, audit: every statement leaves a record, released, refused or failed,
+before its answer leaves the gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from gateway.engine.state import QueryState
+from gateway.errors import GatewayError
+
+
+def audit(state: QueryState) -> QueryState:
+    released = state.release
+    _append(
+        state,
+        decision="released",
+        rule=released.authorised_by,
+        rows_released=released.table.num_rows,
+        min_group_size=released.min_group_size,
+    )
+    return state
+
+
+def audit_failure(state: QueryState, error: Exception) -> None:
+    if isinstance(error, GatewayError):
+        decision = "refused" if error.http_status in (400, 403, 404) else "failed"
+        _append(state, decision=decision, rule=error.rule, sqlstate=error.sqlstate, message=error.message)
+    else:
+        _append(state, decision="failed", rule="internal", message=type(error).__name__)
+
+
+def _append(state: QueryState, **outcome) -> None:
+    request = state.request
+    canonical = state.canonical_sql
+    state.context.audit.append(
+        {
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "request_id": request.request_id,
+            "user": request.user,
+            "collaborator": state.analyst.collaborator if state.analyst else None,
+            "cleanroom": request.cleanroom,
+            "policy_version": state.cleanroom.version if state.cleanroom else None,
+            "front_end": request.front_end,
+            "sql": request.sql,
+            "template": request.template,
+            "params": request.params if isinstance(request.params, dict) else list(request.params),
+            "canonical_sha256": hashlib.sha256(canonical.encode()).hexdigest() if canonical else None,
+            **outcome,
+        }
+    )

@@ -1,0 +1,137 @@
+"""Pass 2, bind: resolve every table and column against the policy catalog the
+analyst may see. Hidden columns and tables outside the analyst's reach do not
+exist here, so they fail exactly like misspelt names."""
+
+from __future__ import annotations
+
+import re
+
+from sqlglot import expressions as exp
+from sqlglot.errors import OptimizeError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+from sqlglot.optimizer.qualify import qualify
+
+from gateway.engine.allowlist import function_name
+from gateway.engine.state import QueryState, TableUse
+from gateway.errors import Refused, SyntaxProblem, UnknownColumn, UnknownTable
+from gateway.policy.model import Analyst, CleanRoom, Table
+
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "main", "system", "temp", "memory"})
+SYSTEM_PREFIXES = ("pg_", "duckdb_", "sqlite_")
+ANALYST_SCHEMAS = frozenset({"", "public"})  # what BI tools put before a table name
+
+
+def visible_tables(cleanroom: CleanRoom, analyst: Analyst) -> dict[str, Table]:
+    """Tables an analyst may name: its own collaborator's and those of its granted rules."""
+    names = {t.name for t in cleanroom.tables.values() if t.owner == analyst.collaborator}
+    for rule in analyst.rules:
+        names.update(cleanroom.rules[rule].tables)
+    return {n: cleanroom.tables[n] for n in sorted(names)}
+
+
+def bind(state: QueryState) -> QueryState:
+    tree = normalize_identifiers(state.tree, dialect="postgres")
+    if state.template is not None:
+        reachable = dict(state.cleanroom.tables)  # an approved template may read what it names
+    else:
+        reachable = visible_tables(state.cleanroom, state.analyst)
+    tables_read = _resolve_tables(tree, reachable)
+    _name_outputs(tree)
+    types = state.context.column_types[state.cleanroom.name]
+    schema = {
+        name: {col: types[name][col] for col in table.visible()}
+        for name, table in reachable.items()
+    }
+    try:
+        tree = qualify(tree, schema=schema, dialect="postgres", validate_qualify_columns=True)
+    except OptimizeError as error:
+        message = str(error).split(". Line")[0]
+        unresolved = re.search(r"Column '(.+?)' could not be resolved", message)
+        if unresolved:
+            raise UnknownColumn(f'column "{unresolved.group(1)}" does not exist', rule="bind.unknown_column") from None
+        raise SyntaxProblem(message, rule="bind.invalid") from None
+    return state.evolve(
+        tree=tree,
+        uses=_outer_uses(tree, state.cleanroom),
+        tables_read=frozenset(tables_read),
+        canonical_sql=tree.sql(dialect="duckdb"),
+    )
+
+
+def _resolve_tables(tree: exp.Expression, reachable: dict[str, Table]) -> set[str]:
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    read = set()
+    for node in tree.find_all(exp.Table):
+        if not isinstance(node.this, exp.Identifier):
+            raise Refused(
+                f"table functions and file readers are not allowed ({function_name(node.this)})",
+                rule="source.table_function",
+                hint="query the clean room's tables by name",
+            )
+        name, schema, catalog = node.name, node.db, node.catalog
+        system_name = name.lower().startswith(SYSTEM_PREFIXES) and name not in reachable
+        if catalog or schema.lower() in SYSTEM_SCHEMAS or system_name:
+            raise Refused(
+                f"the engine's system catalogs are not available ({node.sql(dialect='postgres')})",
+                rule="source.system_catalog",
+                hint="GET /v1/tables lists what you may query",
+            )
+        if schema.lower() not in ANALYST_SCHEMAS:
+            raise UnknownTable(f'relation "{schema}.{name}" does not exist', rule="bind.unknown_table")
+        if not schema and name in cte_names:
+            continue
+        if name not in reachable:
+            raise UnknownTable(f'relation "{name}" does not exist', rule="bind.unknown_table")
+        node.set("db", None)
+        read.add(name)
+    return read
+
+
+# PostgreSQL's names for unaliased output columns, so BI tools see `count`, not `count_star()`.
+FUNCTION_OUTPUT_NAMES = {exp.TimestampTrunc: "date_trunc", exp.DateTrunc: "date_trunc", exp.Case: "case", exp.If: "case"}
+
+
+def output_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Column):
+        return node.name
+    if isinstance(node, exp.Paren):
+        return output_name(node.this)
+    if isinstance(node, (exp.Cast, exp.TryCast)):
+        inner = output_name(node.this)
+        return inner if inner != "?column?" else node.to.sql(dialect="postgres").lower()
+    for kind, name in FUNCTION_OUTPUT_NAMES.items():
+        if isinstance(node, kind):
+            return name
+    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary):
+        return node.sql_name().lower()
+    return "?column?"
+
+
+def _name_outputs(tree: exp.Expression) -> None:
+    for select in tree.find_all(exp.Select):
+        projections = []
+        for projection in select.expressions:
+            if not isinstance(projection, (exp.Alias, exp.Star, exp.Column)):
+                projection = exp.alias_(projection, output_name(projection), quoted=True)
+            projections.append(projection)
+        select.set("expressions", projections)
+
+
+def _outer_uses(tree: exp.Expression, cleanroom: CleanRoom) -> tuple[TableUse, ...]:
+    """Policy tables in the outermost FROM, and whether an outer join may leave them out."""
+    if not isinstance(tree, exp.Select) or tree.args.get("from_") is None:
+        return ()
+    joins = tree.args.get("joins") or []
+    entries = [(tree.args["from_"].this, "")] + [(j.this, (j.side or "").upper()) for j in joins]
+    uses = []
+    for i, (node, side) in enumerate(entries):
+        if not isinstance(node, exp.Table) or node.name not in cleanroom.tables or _is_cte(tree, node):
+            continue
+        later = {s for _, s in entries[i + 1 :]}
+        nullable = side in ("LEFT", "FULL") or bool(later & {"RIGHT", "FULL"})
+        uses.append(TableUse(alias=node.alias_or_name, table=cleanroom.tables[node.name], nullable=nullable))
+    return tuple(uses)
+
+
+def _is_cte(tree: exp.Expression, node: exp.Table) -> bool:
+    return not node.db and node.name in {cte.alias_or_name for cte in tree.find_all(exp.CTE)}

@@ -1,0 +1,27 @@
+"""What the passes share for the life of an engine: the database, the policies
+and the column types read from the sources."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import duckdb
+
+from gateway.config_model import GatewayConfig
+from gateway.engine.audit_log import AuditLog
+from gateway.policy.model import CleanRoom
+
+
+@dataclass
+class EngineContext:
+    config: GatewayConfig
+    database: duckdb.DuckDBPyConnection
+    cleanrooms: Mapping[str, CleanRoom]
+    column_types: Mapping[str, Mapping[str, Mapping[str, str]]]  # room -> table -> column -> type
+    audit: AuditLog
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.engine"))
+    running: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # request id -> cursor
+    lock: threading.Lock = field(default_factory=threading.Lock)

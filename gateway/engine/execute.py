@@ -1,0 +1,59 @@
+"""Pass 5, execute: run the generated SQL on a cursor of its own, with a timeout,
+and never let the engine's own message reach the client."""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pyarrow as pa
+
+from gateway.engine.state import QueryState
+from gateway.errors import ExecutionFailed, QueryCancelled, QueryTimeout, ResultTooLarge
+
+BATCH_ROWS = 65_536
+
+
+def execute(state: QueryState) -> QueryState:
+    context, request_id = state.context, state.request.request_id
+    settings = context.config.engine
+    cursor = context.database.cursor()
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        cursor.interrupt()
+
+    timer = threading.Timer(settings.query_timeout_seconds, on_timeout)
+    with context.lock:
+        context.running[request_id] = cursor
+    timer.start()
+    try:
+        reader = cursor.execute(state.generated_sql).to_arrow_reader(BATCH_ROWS)
+        batches, rows = [], 0
+        for batch in reader:
+            rows += batch.num_rows
+            if rows > settings.max_result_rows:
+                raise ResultTooLarge(
+                    f"the result has more than {settings.max_result_rows} rows",
+                    rule="engine.max_result_rows",
+                    hint="aggregate further or add a LIMIT",
+                )
+            batches.append(batch)
+        result = pa.Table.from_batches(batches, schema=reader.schema)
+    except duckdb.InterruptException:
+        if timed_out.is_set():
+            raise QueryTimeout(
+                f"the query ran longer than {settings.query_timeout_seconds:g} s and was stopped",
+                rule="engine.timeout",
+            ) from None
+        raise QueryCancelled("the query was cancelled", rule="engine.cancelled") from None
+    except duckdb.Error:
+        context.log.exception("engine failure for request %s: %s", request_id, state.generated_sql)
+        raise ExecutionFailed(request_id) from None
+    finally:
+        timer.cancel()
+        with context.lock:
+            context.running.pop(request_id, None)
+        cursor.close()
+    return state.evolve(result=result)

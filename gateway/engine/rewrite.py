@@ -1,0 +1,134 @@
+"""Pass 4, rewrite: the checked tree becomes the SQL DuckDB runs.
+
+- every released row must come from at least k distinct privacy units of each
+  private table: a hidden COUNT(DISTINCT unit) per group goes into HAVING, so a
+  small group never leaves the engine (a query without GROUP BY is one group);
+- measures are clamped to their declared bounds before they are aggregated;
+- casts become TRY_CAST, so a value cannot make the engine raise on demand;
+- policy table names become the attached sources' relations.
+"""
+
+from __future__ import annotations
+
+from sqlglot import expressions as exp
+from sqlglot.optimizer.scope import Scope, build_scope
+
+from gateway import sources
+from gateway.engine.state import QueryState
+from gateway.errors import Refused
+from gateway.policy.model import CleanRoom, Role, Table
+
+
+def rewrite(state: QueryState) -> QueryState:
+    tree = state.tree.copy()
+    room = state.cleanroom
+    if state.authorisation.min_group_size is not None:
+        if state.template is None:
+            _clamp_measures(tree, {u.alias: u.table for u in state.uses})
+        units = unit_columns(tree, room, state.tables_read)
+        _require_min_group_size(tree, units, state.authorisation.min_group_size)
+    tree = tree.transform(_try_cast, copy=False)
+    _point_at_sources(tree, room)
+    return state.evolve(generated_sql=tree.sql(dialect="duckdb"))
+
+
+def _try_cast(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
+        return exp.TryCast(this=node.this, to=node.to)
+    return node
+
+
+def _clamp_measures(tree: exp.Expression, by_alias: dict[str, Table]) -> None:
+    for column in list(tree.find_all(exp.Column)):
+        table = by_alias.get(column.table)
+        if table is None or column.name not in table.columns:
+            continue
+        spec = table.columns[column.name]
+        if spec.role is Role.MEASURE and spec.bounds is not None:
+            low, high = (exp.Literal.number(b) for b in (spec.bounds.lower, spec.bounds.upper))
+            at_least = exp.Greatest(this=column.copy(), expressions=[low], ignore_nulls=True)
+            clamped = exp.Least(this=at_least, expressions=[high], ignore_nulls=True)
+            column.replace(clamped)
+
+
+def _require_min_group_size(tree: exp.Expression, units: list[tuple[exp.Column, bool]], k: int) -> None:
+    conditions = []
+    for unit, nullable in units:
+        distinct = exp.Count(this=exp.Distinct(expressions=[unit.copy()]))
+        if nullable:  # an outer join may leave this table out of a group: none is fine, a few are not
+            conditions.append(exp.not_(exp.Between(this=distinct, low=exp.Literal.number(1), high=exp.Literal.number(k - 1))))
+        else:
+            conditions.append(exp.GTE(this=distinct, expression=exp.Literal.number(k)))
+    having = tree.args.get("having")
+    if having is not None:
+        conditions.insert(0, exp.paren(having.this))
+    tree.set("having", exp.Having(this=exp.and_(*conditions)))
+
+
+def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[str]) -> list[tuple[exp.Column, bool]]:
+    """For each private table read, a column of the outermost SELECT that carries
+    its privacy unit, and whether an outer join makes that column optional.
+
+    A unit reaches the outer query directly (alias.unit) or through CTEs and
+    derived tables that project it unchanged. A private table whose unit cannot
+    be followed cannot be threshold-checked, so the query is refused.
+    """
+    if not isinstance(tree, exp.Select):
+        raise Refused("the outermost query must be a SELECT to be threshold-checked", rule="query.set_operation")
+    scope = build_scope(tree)
+    nullable = _nullable_aliases(tree)
+    found: dict[str, tuple[exp.Column, bool]] = {}
+    for alias, source in scope.sources.items():
+        for output, table_name in _unit_outputs(source, room):
+            candidate = (exp.column(output, table=alias, quoted=True), alias in nullable)
+            if table_name not in found or (found[table_name][1] and not candidate[1]):
+                found[table_name] = candidate
+    private = sorted(t for t in tables_read if not room.tables[t].public)
+    missing = [t for t in private if t not in found]
+    if missing:
+        raise Refused(
+            f"the privacy unit of {', '.join(missing)} does not reach the outer query, "
+            "so its group sizes cannot be checked",
+            rule="query.untraceable_unit",
+            hint="project the unit column through every CTE and derived table",
+        )
+    return [found[t] for t in private]
+
+
+def _unit_outputs(source: exp.Table | Scope, room: CleanRoom):
+    """(output column name, private table) pairs for the unit columns a source exposes."""
+    if isinstance(source, exp.Table):
+        table = room.tables.get(source.name)
+        if table is not None and not table.public:
+            yield table.privacy_unit, table.name
+        return
+    select = source.expression
+    if not isinstance(select, exp.Select):
+        return
+    for projection in select.expressions:
+        inner = projection.unalias()
+        if isinstance(inner, exp.Column) and inner.table in source.sources:
+            for name, table_name in _unit_outputs(source.sources[inner.table], room):
+                if name == inner.name:
+                    yield projection.alias_or_name, table_name
+
+
+def _nullable_aliases(select: exp.Select) -> set[str]:
+    entries = [(select.args["from_"].this, "")] if select.args.get("from_") else []
+    entries += [(j.this, (j.side or "").upper()) for j in select.args.get("joins") or []]
+    nullable = set()
+    for i, (node, side) in enumerate(entries):
+        later = {s for _, s in entries[i + 1 :]}
+        if side in ("LEFT", "FULL") or later & {"RIGHT", "FULL"}:
+            nullable.add(node.alias_or_name)
+    return nullable
+
+
+def _point_at_sources(tree: exp.Expression, room: CleanRoom) -> None:
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    for node in list(tree.find_all(exp.Table)):
+        if node.db or node.name in cte_names or node.name not in room.tables:
+            continue
+        relation = sources.relation_for(room.tables[node.name])
+        relation.set("alias", exp.TableAlias(this=exp.to_identifier(node.alias_or_name, quoted=True)))
+        node.replace(relation)

@@ -1,0 +1,54 @@
+"""The state that flows through the pipeline. Each pass returns a new one.
+
+Fields fill in pass by pass; a pass reads only what earlier passes wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from sqlglot import expressions as exp
+
+from gateway.engine.types import QueryRequest, Release
+from gateway.policy.model import Analyst, CleanRoom, Table, Template
+
+if TYPE_CHECKING:
+    from gateway.engine.context import EngineContext
+
+
+@dataclass(frozen=True)
+class TableUse:
+    """One policy table read by the statement, under the alias the tree now uses."""
+
+    alias: str
+    table: Table
+    nullable: bool = False  # on the optional side of an outer join
+
+
+@dataclass(frozen=True)
+class Authorisation:
+    authorised_by: str  # "rule:<name>", "template:<name>" or "public"
+    min_group_size: int | None  # None when no private table is read
+
+
+@dataclass(frozen=True)
+class QueryState:
+    request: QueryRequest
+    cleanroom: CleanRoom
+    analyst: Analyst
+    context: "EngineContext" = field(repr=False, compare=False)
+
+    template: Template | None = None  # set by parse for template runs
+    tree: exp.Expression | None = None  # parse: the statement with parameters bound as literals
+    canonical_sql: str | None = None  # bind: normalised text, the statement's identity
+    uses: tuple[TableUse, ...] = ()  # bind: policy tables read by the outermost SELECT, by alias
+    tables_read: frozenset[str] = frozenset()  # bind: every policy table read anywhere
+    authorisation: Authorisation | None = None  # authorise
+    generated_sql: str | None = None  # rewrite: the only SQL DuckDB ever receives
+    result: pa.Table | None = None  # execute
+    release: Release | None = None  # release
+
+    def evolve(self, **changes) -> "QueryState":
+        return replace(self, **changes)
