@@ -233,7 +233,7 @@ class AggregateQueryCheck:
         for g in grouped:
             stripped = stripped.transform(lambda n, g=g: exp.null() if n == g else n)
         for column in stripped.find_all(exp.Column):
-            if column.find_ancestor(*AGGREGATES) or (not column.table and column.name in outputs):
+            if column.find_ancestor(*AGGREGATES, exp.Filter) or (not column.table and column.name in outputs):
                 continue
             role = self.role(column)
             if role is Role.MEASURE:

@@ -78,7 +78,7 @@ def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[s
     scope = build_scope(tree)
     nullable = _nullable_aliases(tree)
     found: dict[str, tuple[exp.Column, bool]] = {}
-    for alias, source in scope.sources.items():
+    for alias, (_, source) in scope.selected_sources.items():
         for output, table_name in _unit_outputs(source, room):
             candidate = (exp.column(output, table=alias, quoted=True), alias in nullable)
             if table_name not in found or (found[table_name][1] and not candidate[1]):
@@ -107,8 +107,8 @@ def _unit_outputs(source: exp.Table | Scope, room: CleanRoom):
         return
     for projection in select.expressions:
         inner = projection.unalias()
-        if isinstance(inner, exp.Column) and inner.table in source.sources:
-            for name, table_name in _unit_outputs(source.sources[inner.table], room):
+        if isinstance(inner, exp.Column) and inner.table in source.selected_sources:
+            for name, table_name in _unit_outputs(source.selected_sources[inner.table][1], room):
                 if name == inner.name:
                     yield projection.alias_or_name, table_name
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the tests need from the project's own files, then runs them.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real Postgres clients the wire-protocol tests drive (psql, pgbench, pgjdbc, psqlodbc).
+APT_PACKAGES=(postgresql-client postgresql-contrib libpostgresql-jdbc-java odbc-postgresql unixodbc default-jdk-headless)
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: not root, so not installing ${missing[*]}; tests needing them will skip" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+exec .venv/bin/pytest -q "$@"

@@ -1,0 +1,49 @@
+"""Build a small clean room on real files for a test: a DuckDB file made from
+SQL, a policy and a config written as YAML, and the real engine over them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from gateway.engine import Engine
+
+
+def build_engine(tmp_path: Path, policy: dict, setup_sql: list[str], **engine_settings) -> Engine:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    with duckdb.connect(str(data / "room.duckdb")) as con:
+        for statement in setup_sql:
+            con.execute(statement)
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    config = {
+        "policies": [str(policy_path)],
+        "sources": {"room": {"kind": "duckdb", "path": str(data / "room.duckdb")}},
+        "engine": {"threads": 2, "memory_limit": "1GB", "data_roots": [str(data)], **engine_settings},
+        "state_dir": str(tmp_path / "state"),
+        "users": {},
+    }
+    config_path = tmp_path / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return Engine.from_config_file(config_path)
+
+
+def private_table(relation: str, columns: dict, unit: str = "hh", owner: str = "a", **extra) -> dict:
+    return {"owner": owner, "source": "room", "relation": relation, "privacy_unit": unit, "columns": columns, **extra}
+
+
+def simple_policy(tables: dict, aggregates=("count", "count_distinct", "sum", "avg"), joins=(), k=10, templates=None) -> dict:
+    policy = {
+        "cleanroom": "room",
+        "min_group_size": k,
+        "collaborators": {"a": {}, "b": {}},
+        "tables": tables,
+        "rules": {"agg": {"tables": list(tables), "aggregates": list(aggregates), "joins": [list(j) for j in joins]}},
+        "analysts": {"ana": {"collaborator": "a", "rules": ["agg"], "templates": list(templates or {})}},
+    }
+    if templates:
+        policy["templates"] = templates
+    return policy
