@@ -1,0 +1,115 @@
+"""Shared fixtures: the demo data, a config pointing at it, an engine, and a
+real HTTP server (gunicorn in a subprocess, real sockets)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO / "config" / "demo.yaml"
+DEMO_POLICY = REPO / "policies" / "demo.yaml"
+DEMO_DATA_IN_CONFIG = "../var/demo"  # where config/demo.yaml expects the generated data
+TEST_SCALE = 0.05  # 10,000 households: enough for k=10 groups, small enough to keep tests fast
+DEMO_TOKEN = "analyst"  # config/demo.yaml stores sha256("analyst")
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory) -> Path:
+    from gateway import demo
+
+    path = tmp_path_factory.mktemp("demo-data")
+    if "scale" in inspect.signature(demo.generate).parameters:
+        demo.generate(path, scale=TEST_SCALE)
+    else:
+        demo.generate(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_config_path(demo_data_dir, tmp_path_factory) -> Path:
+    """config/demo.yaml with its data, policy and state paths made absolute."""
+    folder = tmp_path_factory.mktemp("demo-config")
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+
+    def relocate(value: str) -> str:
+        if value.startswith(DEMO_DATA_IN_CONFIG):
+            return str(demo_data_dir) + value[len(DEMO_DATA_IN_CONFIG) :]
+        return value
+
+    config["policies"] = [str(DEMO_POLICY)]
+    for source in config["sources"].values():
+        if "path" in source:
+            source["path"] = relocate(source["path"])
+    config["engine"]["data_roots"] = [relocate(p) for p in config["engine"].get("data_roots", [])]
+    config["state_dir"] = str(folder / "state")
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(demo_config_path):
+    from gateway.engine import Engine
+
+    engine = Engine.from_config_file(demo_config_path)
+    yield engine
+    engine.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def http_server(demo_config_path, tmp_path_factory):
+    """Base URL of `python -m gateway serve` with two gunicorn workers."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("http-server") / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(demo_config_path),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base_url, process, log_path)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_healthy(base_url: str, process: subprocess.Popen, log_path: Path, timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(base_url + "/v1/health", timeout=5) as response:
+                if response.status == 200 and json.load(response)["status"] == "ok":
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not healthy after {timeout}s:\n{log_path.read_text()}")
