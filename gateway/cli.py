@@ -11,12 +11,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from gateway import demo
+    from gateway.collab import cli as collab_cli
     from gateway.http import serve
     from gateway.policy import check
 
     check.register(sub)  # cleanroom policy check PATH...
     serve.register(sub)  # cleanroom serve --config FILE [--workers N]
     demo.register(sub)  # cleanroom demo [--http-port] [--pg-port]
+    collab_cli.register(sub)  # cleanroom template ..., cleanroom audit verify|tail, cleanroom policy test
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.config_model import EngineSettings, GatewayConfig, HttpSettings, PgSettings, Source, User
+from gateway.config_model import EngineSettings, GatewayConfig, HttpSettings, PgSettings, Source, StoreSettings, User
 from gateway.errors import PolicyInvalid
 from gateway.yamlsource import KeyPath, load_schema, load_yaml, report, schema_problems
 
@@ -108,8 +108,9 @@ def _build(data: dict, config_path: Path, base: Path) -> GatewayConfig:
     if "temp_directory" in engine:
         engine["temp_directory"] = _resolve(base, engine["temp_directory"])
     engine["data_roots"] = tuple(_resolve(base, root) for root in engine.get("data_roots", ()))
-    if "query_timeout_seconds" in engine:
-        engine["query_timeout_seconds"] = float(engine["query_timeout_seconds"])
+    for key in ("query_timeout_seconds", "policy_reload_seconds"):
+        if key in engine:
+            engine[key] = float(engine[key])
     pg = dict(data.get("pg", {}))
     for key in ("tls_cert", "tls_key"):
         if key in pg:
@@ -123,6 +124,7 @@ def _build(data: dict, config_path: Path, base: Path) -> GatewayConfig:
         http=HttpSettings(**data.get("http", {})),
         pg=PgSettings(**pg),
         state_dir=_resolve(base, data.get("state_dir", "var")),
+        store=StoreSettings(**data.get("store", {})),
     )
 
 

@@ -36,6 +36,7 @@ class EngineSettings:
     query_timeout_seconds: float = 30.0
     max_result_rows: int = 1_000_000
     data_roots: tuple[Path, ...] = ()  # allowed_directories once locked
+    policy_reload_seconds: float = 1.0  # poll policy files this often and reload on change; 0: never
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,15 @@ class PgSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """Where the gateway keeps its own state (approvals, proposals, outputs):
+    SQLite under state_dir unless a PostgreSQL DSN is given."""
+
+    postgres_dsn: str | None = None
+    output_retention_hours: float = 720.0  # outputs are deleted this long after they are written
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: Path  # the config file itself; relative paths in it resolve against its folder
     policies: tuple[Path, ...]  # one clean room per policy file
@@ -71,3 +81,4 @@ class GatewayConfig:
     http: HttpSettings = HttpSettings()
     pg: PgSettings = PgSettings()
     state_dir: Path = Path("var")  # audit log, ledgers, caches
+    store: StoreSettings = StoreSettings()

@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
-
 import gateway
 
 VERSION = 1  # bump when the generated data changes, so old generations are replaced
@@ -54,6 +52,8 @@ def generate(data_dir: Path, scale: float = 1.0) -> None:
     data_dir = Path(data_dir)
     marker = data_dir / MARKER
     # hash() may change between DuckDB releases, so a new DuckDB regenerates too.
+    import duckdb  # not at module level: the CLI imports this module in gunicorn's master
+
     wanted = {"version": VERSION, "duckdb": duckdb.__version__, "households": round(HOUSEHOLDS * scale)}
     if marker.is_file() and _read_json(marker) == wanted:
         return
@@ -67,7 +67,7 @@ def generate(data_dir: Path, scale: float = 1.0) -> None:
     marker.write_text(json.dumps(wanted) + "\n")
 
 
-def _build(con: duckdb.DuckDBPyConnection, data_dir: Path, households: int) -> None:
+def _build(con: "duckdb.DuckDBPyConnection", data_dir: Path, households: int) -> None:
     # u(a, b, c): a uniform double in [0, 1) drawn from the hash of its arguments.
     # hash(a, b, c) alone barely changes when only c does (draws with different
     # salts came out 0.998 correlated); hashing it again mixes the bits.
@@ -192,9 +192,21 @@ def _run_demo(args) -> int:
     print(f"Data ready in {time.perf_counter() - started:.1f} s.")
     if data_dir != default_data_dir.resolve():
         config = _relocated_config(config, default_data_dir.resolve(), data_dir)
+    from gateway.collab.demo import approve_demo, demo_users_text
+
+    for approval in approve_demo(config):  # both owners, through the approvers' own code path
+        print(f"Template {approval.template} approved by {approval.approver} for {approval.collaborator} "
+              f"(hash {approval.template_sha256[:12]})")
     print(f"Serving {config}\n\n{_instructions(args.http_port, args.pg_port)}", flush=True)
+    print(f"Collaboration users:\n{demo_users_text()}\n", flush=True)
 
     from gateway.http.serve import run_server  # the HTTP stack is only needed from here on
+
+    # --- Postgres wire front end (issue 3): a child process serving --pg-port ---
+    from gateway.pgwire.server import start_in_background
+
+    start_in_background(config, "127.0.0.1", args.pg_port)
+    # --- end of Postgres wire front end ---
 
     run_server(config, "127.0.0.1", args.http_port, None)
     return 0

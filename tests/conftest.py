@@ -57,6 +57,9 @@ def demo_config_path(demo_data_dir, tmp_path_factory) -> Path:
     config["state_dir"] = str(folder / "state")
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    from gateway.collab.demo import approve_demo
+
+    approve_demo(path)  # as `cleanroom demo` does at start: both owners approve the demo template
     return path
 
 

@@ -108,6 +108,7 @@ STRUCTURE: frozenset[type[exp.Expression]] = frozenset(
         exp.Star,
         exp.Interval,
         exp.DataType,
+        exp.DataTypeParam,  # DECIMAL(18, 3)
         exp.Var,  # unit names in EXTRACT(year FROM ...) and intervals
         exp.When,
         exp.Whens,

@@ -12,12 +12,18 @@ from gateway.errors import GatewayError
 
 def audit(state: QueryState) -> QueryState:
     released = state.release
+    rows, output = released.table.num_rows, None
+    if state.template is not None and state.template.output is not None:  # the table is the output's receipt
+        rows, output = released.table.column("rows")[0].as_py(), released.table.column("output_id")[0].as_py()
     _append(
         state,
         decision="released",
         rule=released.authorised_by,
-        rows_released=released.table.num_rows,
+        rows_released=rows,
+        rows_suppressed=None,  # the k filter runs inside DuckDB: suppressed groups are never counted
+        privacy_budget_spent=None,  # no noise mechanism spends budget yet
         min_group_size=released.min_group_size,
+        output_id=output,
     )
     return state
 
@@ -46,6 +52,9 @@ def _append(state: QueryState, **outcome) -> None:
             "template": request.template,
             "params": request.params if isinstance(request.params, dict) else list(request.params),
             "canonical_sha256": hashlib.sha256(canonical.encode()).hexdigest() if canonical else None,
+            "canonical_sql": canonical,
+            "template_sha256": state.authorisation.template_sha256 if state.authorisation else None,
+            "approvals": list(state.authorisation.approvals) if state.authorisation else [],
             **outcome,
         }
     )

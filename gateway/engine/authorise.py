@@ -13,10 +13,17 @@ from gateway.policy.model import AggregationRule, CleanRoom, ColumnRef, Role
 
 
 def authorise(state: QueryState) -> QueryState:
+    if state.release is not None:  # answered by an earlier pass (the catalog)
+        return state
     room = state.cleanroom
     if state.template is not None:
         k = group_size(room, state.tables_read, state.template.min_group_size)
-        return state.evolve(authorisation=Authorisation(f"template:{state.template.name}", k))
+        # Every owner of every table it reads must have approved this exact version.
+        status = state.context.collab.require_approved(room, state.template, state.tables_read)
+        approvals = tuple(a.approval_sha256 for a in status.approvals)
+        return state.evolve(authorisation=Authorisation(
+            f"template:{state.template.name}", k, template_sha256=status.template_sha256, approvals=approvals,
+        ))
     check_allowed_nodes(state.tree)
     private = {name for name in state.tables_read if not room.tables[name].public}
     if not private:
@@ -50,6 +57,8 @@ def group_size(room: CleanRoom, tables: frozenset[str], extra: int | None) -> in
 def check_allowed_nodes(tree: exp.Expression) -> None:
     for node in tree.walk():
         kind = type(node)
+        if kind is exp.With and node.args.get("recursive"):  # unbounded work, whatever it reads
+            raise Refused("recursive CTEs are not allowed", rule="query.recursive_cte")
         if kind in NAMED_REFUSALS:
             rule, message = NAMED_REFUSALS[kind]
             raise Refused(message, rule=rule)

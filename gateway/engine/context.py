@@ -22,6 +22,7 @@ class EngineContext:
     cleanrooms: Mapping[str, CleanRoom]
     column_types: Mapping[str, Mapping[str, Mapping[str, str]]]  # room -> table -> column -> type
     audit: AuditLog
+    collab: object = None  # gateway.collab.approvals.Collaboration: approvals and outputs
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.engine"))
     running: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # request id -> cursor
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
 from pathlib import Path
 
 from gateway import sources
@@ -12,26 +14,81 @@ from gateway.engine.bind import visible_tables
 from gateway.engine.context import EngineContext
 from gateway.engine.state import QueryState
 from gateway.engine.types import ColumnInfo, QueryRequest, Release, TableInfo
-from gateway.errors import UnknownCleanRoom
+from gateway.errors import PolicyInvalid, UnknownCleanRoom
 from gateway.policy.model import CleanRoom, Template
 
 
 class Engine:
     def __init__(self, config: GatewayConfig, cleanrooms: dict[str, CleanRoom] | None = None):
-        from gateway.policy.loader import load_policy
+        from gateway.collab.approvals import Collaboration
+        from gateway.collab.reload import PolicyWatcher, load_with_fallback
 
         self.config = config
-        if cleanrooms is None:
-            cleanrooms = {room.name: room for room in (load_policy(path) for path in config.policies)}
+        from_files = cleanrooms is None
+        problems: list[str] = []
+        if from_files:  # a policy that fails validation falls back to its last good version
+            cleanrooms, problems = load_with_fallback(config)
         self.database = sources.open_database(config)
         column_types = {name: sources.describe(self.database, room) for name, room in cleanrooms.items()}
+        audit_log = AuditLog(Path(config.state_dir) / "audit.jsonl")
         self.context = EngineContext(
             config=config,
             database=self.database,
             cleanrooms=cleanrooms,
             column_types=column_types,
-            audit=AuditLog(Path(config.state_dir) / "audit.jsonl"),
+            audit=audit_log,
+            collab=Collaboration.from_config(config, audit_log),
         )
+        self._reload_lock = threading.Lock()
+        self._policy_status = _status("stale" if problems else "ok", cleanrooms, problems)
+        self._watcher = None  # polled by requests: see gateway.collab.reload
+        if from_files and config.engine.policy_reload_seconds > 0:
+            self._watcher = PolicyWatcher(config.policies, self.reload, config.engine.policy_reload_seconds)
+
+    # -- reloading policies while serving ------------------------------------
+    def reload(self) -> bool:
+        """Re-read the config's policy files and swap them in whole. On any
+        problem the old policies keep serving, and the problem is logged and
+        reported by policy_status() (GET /v1/health). Returns whether it swapped."""
+        from gateway.collab.reload import remember_good
+        from gateway.policy.loader import load_policy
+
+        with self._reload_lock:
+            serving = self.context.cleanrooms
+            try:
+                rooms = {room.name: room for room in (load_policy(path) for path in self.config.policies)}
+                cursor = self.database.cursor()  # queries may be running on the shared connection
+                try:
+                    types = {name: sources.describe(cursor, room) for name, room in rooms.items()}
+                finally:
+                    cursor.close()
+            except Exception as error:  # PolicyInvalid, or a file gone missing mid-edit
+                problems = error.problems if isinstance(error, PolicyInvalid) else [f"{type(error).__name__}: {error}"]
+                self.context.log.error("policy reload refused, the previous policies keep serving:\n%s", "\n".join(problems))
+                self._policy_status = _status("stale", serving, problems)
+                return False
+            # Types first: a query that starts in between sees old rooms, whose tables they still describe.
+            self.context.column_types = {**self.context.column_types, **types}
+            self.context.cleanrooms = rooms
+            remember_good(self.config.state_dir, self.config.policies)
+            self._policy_status = _status("ok", rooms, [])
+            self.context.log.info("policies reloaded: %s", ", ".join(f"{n} {r.version[:12]}" for n, r in rooms.items()))
+            return True
+
+    def policy_status(self, detail: bool = True) -> dict:
+        """For GET /v1/health: "ok", or "stale" with why the files on disk are not the
+        ones serving. Without detail, problems are only counted: their text names
+        tables and columns, which an unauthenticated caller need not learn."""
+        self._poll_policies()
+        status = dict(self._policy_status)
+        if not detail:
+            status["problems"] = len(status["problems"])
+            status.pop("serving")
+        return status
+
+    def _poll_policies(self) -> None:
+        if self._watcher is not None:
+            self._watcher.poll()
 
     @classmethod
     def from_config_file(cls, path: str | Path) -> "Engine":
@@ -39,11 +96,17 @@ class Engine:
 
         return cls(load_config(Path(path)))
 
+    @property
+    def cleanrooms(self) -> dict[str, CleanRoom]:
+        return dict(self.context.cleanrooms)
+
     # -- what a user may know ---------------------------------------------
     def cleanrooms_for(self, user: str) -> list[str]:
+        self._poll_policies()
         return sorted(name for name, room in self.context.cleanrooms.items() if user in room.analysts)
 
     def _room_for(self, user: str, cleanroom: str) -> CleanRoom:
+        self._poll_policies()
         room = self.context.cleanrooms.get(cleanroom)
         if room is None or user not in room.analysts:  # not yours looks the same as absent
             raise UnknownCleanRoom(f'clean room "{cleanroom}" does not exist', rule="cleanroom.unknown")
@@ -92,3 +155,12 @@ class Engine:
 
     def close(self) -> None:
         self.database.close()
+
+
+def _status(status: str, rooms, problems: list[str]) -> dict:
+    return {
+        "status": status,
+        "checked_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "serving": {name: room.version for name, room in rooms.items()},
+        "problems": list(problems),
+    }

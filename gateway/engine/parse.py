@@ -33,6 +33,7 @@ NOT_A_QUERY = frozenset(
 
 TOKEN_REPR = re.compile(r"<Token token_type: [\w.]+, text: (.*?), line: \d+.*?>")
 QUERY_TYPES = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+STATEMENT_TYPES = (exp.DDL, exp.DML, exp.Command, exp.Set, exp.Pragma, exp.Copy, exp.Values, exp.Describe, exp.Use, exp.Transaction, exp.Commit, exp.Rollback)
 
 
 def parse(state: QueryState) -> QueryState:
@@ -97,10 +98,14 @@ def _parse_one(sql: str) -> exp.Expression:
         ) from None
     except (TokenError, RecursionError, ValueError) as error:
         raise SyntaxProblem(f"syntax error: {_first_line(error)}", rule="statement.syntax") from None
+    if isinstance(tree, exp.Select) and not tree.expressions:
+        raise SyntaxProblem("syntax error: SELECT needs at least one output column", rule="statement.syntax")
     while isinstance(tree, exp.Subquery) and not tree.args.get("alias"):
         tree = tree.this  # (SELECT ...) is a SELECT
     if not isinstance(tree, QUERY_TYPES):
-        kind = tree.key.upper() if isinstance(tree, exp.Expression) else "this"
+        if not isinstance(tree, STATEMENT_TYPES):  # e.g. a bare expression: not a statement at all
+            raise SyntaxProblem("syntax error: not a SQL statement", rule="statement.syntax")
+        kind = tree.key.upper()
         raise Refused(
             f"{kind} statements are not allowed: the gateway runs single SELECT queries only",
             rule="statement.not_select",

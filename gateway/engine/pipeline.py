@@ -6,12 +6,14 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import audit, authorise, bind, execute, parse, release, rewrite
+from gateway.engine import audit, authorise, bind, catalog, execute, parse, release, rewrite
+from gateway.collab import outputs
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
 COMPILE = (
     parse.parse,
+    catalog.catalog,  # catalog-only statements are answered here, from the policy
     bind.bind,
     authorise.authorise,
     rewrite.rewrite,
@@ -20,6 +22,7 @@ COMPILE = (
 PASSES = COMPILE + (
     execute.execute,
     release.release,
+    outputs.deliver,  # templates with an output store their result instead of returning it
     audit.audit,
 )
 

@@ -31,6 +31,8 @@ class TableUse:
 class Authorisation:
     authorised_by: str  # "rule:<name>", "template:<name>" or "public"
     min_group_size: int | None  # None when no private table is read
+    template_sha256: str | None = None  # templates: the canonical hash every owner approved
+    approvals: tuple[str, ...] = ()  # templates: the approvals' hashes (gateway.collab.approvals)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,10 @@ def policy_files(paths: list[str]) -> list[str]:
     files: list[str] = []
     for path in paths:
         if Path(path).is_dir():
-            found = sorted(p for p in Path(path).iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            found = sorted(
+                p for p in Path(path).iterdir()
+                if p.suffix in (".yaml", ".yml") and p.is_file() and ".tests." not in p.name  # policy tests, not policies
+            )
             files += [str(p) for p in found]
         else:
             files.append(path)  # a missing file is reported by the loader

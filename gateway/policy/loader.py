@@ -29,6 +29,9 @@ from gateway.policy.model import (
     Column,
     ColumnRef,
     JoinPath,
+    Member,
+    MemberRole,
+    Output,
     Parameter,
     ParamType,
     Role,
@@ -109,6 +112,42 @@ def semantic_problems(data: dict) -> Problems:
             for i, ref in enumerate(_list(analyst.get(section))):
                 if isinstance(ref, str) and ref not in declared:
                     found.append((at + (section, i), f"unknown {section[:-1]} {ref!r} (declared: {_names(declared)})"))
+    found += _member_problems(data, collaborators)
+    found += _output_problems(templates, collaborators)
+    return found
+
+
+def _member_problems(data: dict, collaborators: dict) -> Problems:
+    """A member acts for a declared collaborator, the same one it queries for."""
+    found: Problems = []
+    analysts = _map(data.get("analysts"))
+    for name, member in _entries(data.get("members")):
+        collaborator = member.get("collaborator")
+        if not isinstance(collaborator, str):
+            continue
+        if collaborator not in collaborators:
+            message = f"unknown collaborator {collaborator!r} (declared: {_names(collaborators)})"
+            found.append((("members", name, "collaborator"), message))
+        elif isinstance(analysts.get(name), dict) and analysts[name].get("collaborator") not in (None, collaborator):
+            message = f"{name} is an analyst for {analysts[name]['collaborator']!r}; a user works for one collaborator"
+            found.append((("members", name, "collaborator"), message))
+    return found
+
+
+def _output_problems(templates: dict, collaborators: dict) -> Problems:
+    found: Problems = []
+    seen: dict[str, str] = {}
+    for name, template in _entries(templates):
+        output = _map(template.get("output"))
+        at = ("templates", name, "output")
+        for i, receiver in enumerate(_list(output.get("receivers"))):
+            if isinstance(receiver, str) and receiver not in collaborators:
+                found.append((at + ("receivers", i), f"unknown collaborator {receiver!r} (declared: {_names(collaborators)})"))
+        out = output.get("name")
+        if isinstance(out, str):
+            if out in seen:
+                found.append((at + ("name",), f"output {out!r} is already written by template {seen[out]!r}"))
+            seen.setdefault(out, name)
     return found
 
 
@@ -382,6 +421,10 @@ def _build(data: dict, source_file: str, version: str) -> CleanRoom:
             name: Analyst(name, spec["collaborator"], tuple(spec.get("rules", ())), tuple(spec.get("templates", ())))
             for name, spec in data.get("analysts", {}).items()
         },
+        members={
+            name: Member(name, spec["collaborator"], frozenset(MemberRole(r) for r in spec["roles"]))
+            for name, spec in data.get("members", {}).items()
+        },
         source_file=source_file,
         version=version,
     )
@@ -446,4 +489,5 @@ def _template(name: str, spec: dict) -> Template:
         parameters=parameters,
         description=spec.get("description", ""),
         min_group_size=spec.get("min_group_size"),
+        output=Output(spec["output"]["name"], tuple(spec["output"]["receivers"])) if "output" in spec else None,
     )

@@ -117,6 +117,15 @@ class Parameter:
 
 
 @dataclass(frozen=True)
+class Output:
+    """Where a template's result goes instead of back to the caller: a named
+    output only the receiving collaborators may read, until retention ends."""
+
+    name: str
+    receivers: tuple[str, ...]  # collaborator ids
+
+
+@dataclass(frozen=True)
 class Template:
     """Approved, parameterised SQL. Placeholders are written `:name`."""
 
@@ -125,6 +134,7 @@ class Template:
     parameters: tuple[Parameter, ...] = ()
     description: str = ""
     min_group_size: int | None = None
+    output: Output | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,23 @@ class Analyst:
     templates: tuple[str, ...] = ()
 
 
+class MemberRole(str, enum.Enum):
+    """What a user may do for its collaborator besides querying (analysts: `analysts:`)."""
+
+    APPROVER = "approver"  # approves templates touching its collaborator's tables
+    AUTHOR = "author"  # proposes templates for approval
+    AUDITOR = "auditor"  # reads the audit log of this clean room
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user's collaboration roles. Credentials live in the gateway config."""
+
+    name: str
+    collaborator: str
+    roles: frozenset[MemberRole] = frozenset()
+
+
 @dataclass(frozen=True)
 class CleanRoom:
     name: str  # also the database name over the wire
@@ -152,6 +179,7 @@ class CleanRoom:
     rules: Mapping[str, AggregationRule] = field(default_factory=dict)
     templates: Mapping[str, Template] = field(default_factory=dict)
     analysts: Mapping[str, Analyst] = field(default_factory=dict)
+    members: Mapping[str, Member] = field(default_factory=dict)
     min_group_size: int = 10  # default k, raised by stricter table, rule or template settings
     description: str = ""
     source_file: str = ""
@@ -159,3 +187,15 @@ class CleanRoom:
 
     def analyst(self, user: str) -> Analyst | None:
         return self.analysts.get(user)
+
+    def has_role(self, user: str, role: MemberRole) -> bool:
+        member = self.members.get(user)
+        return member is not None and role in member.roles
+
+    def collaborator_of(self, user: str) -> str | None:
+        """The collaborator a user works for here (analyst or member), or None."""
+        member = self.members.get(user)
+        if member is not None:
+            return member.collaborator
+        analyst = self.analysts.get(user)
+        return analyst.collaborator if analyst else None

@@ -1,0 +1,156 @@
+"""The Postgres wire front end against PostgreSQL itself, on the same machine.
+
+    .venv/bin/python bench/pg_wire.py [--rows 1000000] [--runs 5] [--seconds 5]
+        [--pg "host=127.0.0.1 port=5432 user=postgres dbname=test"]
+
+1. A 1,000,000-row result fetched by psql (`psql -A -t -c 'SELECT * FROM numbers' > /dev/null`):
+   from the gateway (a public table of a demo-like clean room built in a temporary folder)
+   and from PostgreSQL (the same rows in a table there). Median wall time of --runs runs each.
+2. `pgbench -S`-style throughput: `SELECT 1` with pgbench -M prepared, 4 clients, --seconds s,
+   the gateway running --workers processes (default: one per core).
+
+Prints medians and the ratios gateway / PostgreSQL in the same run. A benchmark,
+not a test: it asserts nothing. Needs psql and pgbench (postgresql-client,
+postgresql-contrib) and a PostgreSQL server for the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PASSWORD = "bench"
+# The same rows on both sides: deterministic expressions of the row number.
+COLUMNS = ("id", "label", "value", "day", "flag")
+
+
+def duckdb_rows(rows: int) -> str:
+    return (f"SELECT i AS id, 'item-' || (i % 1000) AS label, (i % 977) * 1.25 AS value, "
+            f"DATE '2026-01-01' + CAST(i % 365 AS INTEGER) AS day, i % 2 = 0 AS flag FROM range({rows}) t(i)")
+
+
+def postgres_rows(rows: int) -> str:
+    return (f"SELECT i::bigint AS id, 'item-' || (i % 1000) AS label, ((i % 977) * 1.25)::float8 AS value, "
+            f"DATE '2026-01-01' + (i % 365)::int AS day, i % 2 = 0 AS flag FROM generate_series(0, {rows - 1}) i")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_gateway(folder: Path, rows: int) -> Path:
+    from gateway.pgwire.scram import make_verifier
+
+    data = folder / "numbers.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"COPY ({duckdb_rows(rows)}) TO '{data}' (FORMAT parquet)")
+    policy = {
+        "cleanroom": "bench",
+        "collaborators": {"owner": {}},
+        "tables": {"numbers": {"owner": "owner", "source": "numbers", "public": True,
+                               "columns": {c: {"role": "dimension"} for c in COLUMNS}}},
+        "analysts": {"analyst": {"collaborator": "owner"}},
+    }
+    (folder / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    config = {
+        "policies": [str(folder / "policy.yaml")],
+        "sources": {"numbers": {"kind": "parquet", "path": str(data)}},
+        "engine": {"threads": 2, "memory_limit": "2GB", "max_result_rows": rows, "query_timeout_seconds": 120,
+                   "data_roots": [str(folder)]},
+        "state_dir": str(folder / "state"),
+        "users": {"analyst": {"scram_sha256": make_verifier(PASSWORD)}},
+    }
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_gateway(config: Path, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(config),
+                                    "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+                                   cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.read_text().count("listening on") >= workers:
+            return process
+        if process.poll() is not None:
+            raise RuntimeError(log.read_text())
+        time.sleep(0.2)
+    raise RuntimeError("gateway did not start")
+
+
+def timed_psql(dsn: str, sql: str, env: dict, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(["psql", "-X", "-A", "-t", "-q", dsn, "-c", sql], stdout=subprocess.DEVNULL, env=env, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def pgbench_tps(params: dict, env: dict, seconds: int, script: Path) -> float:
+    args = ["pgbench", "-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", str(seconds), "-f", str(script),
+            "-h", params["host"], "-p", str(params["port"]), "-U", params["user"], params["dbname"]]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gateway worker processes")
+    parser.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=test")
+    args = parser.parse_args()
+    pg = dict(part.split("=", 1) for part in args.pg.split())
+    env = {**os.environ, "PGPASSWORD": PASSWORD}
+
+    subprocess.run(["psql", "-X", "-q", args.pg, "-c", "DROP TABLE IF EXISTS numbers",
+                    "-c", f"CREATE TABLE numbers AS {postgres_rows(args.rows)}", "-c", "ANALYZE numbers"],
+                   check=True, env=os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        port = free_port()
+        gateway = start_gateway(build_gateway(folder, args.rows), port, folder / "server.log", args.workers)
+        try:
+            gw = {"host": "127.0.0.1", "port": port, "user": "analyst", "dbname": "bench"}
+            gw_dsn = " ".join(f"{k}={v}" for k, v in gw.items()) + " sslmode=disable"
+            sql = "SELECT " + ", ".join(COLUMNS) + " FROM numbers"
+            timed_psql(gw_dsn, sql, env, 1)  # warm both sides
+            timed_psql(args.pg, sql, os.environ, 1)
+            gateway_s = timed_psql(gw_dsn, sql, env, args.runs)
+            postgres_s = timed_psql(args.pg, sql, os.environ, args.runs)
+            print(f"{args.rows:,} rows to psql: gateway {gateway_s:.2f} s, PostgreSQL {postgres_s:.2f} s, "
+                  f"ratio {gateway_s / postgres_s:.2f}x (median of {args.runs})")
+            script = folder / "select1.sql"
+            script.write_text("SELECT 1;\n")
+            gateway_tps = statistics.median(pgbench_tps(gw, env, args.seconds, script) for _ in range(3))
+            postgres_tps = statistics.median(pgbench_tps(pg, os.environ, args.seconds, script) for _ in range(3))
+            print(f"SELECT 1 (pgbench -M prepared, 4 clients, {args.workers} gateway workers): gateway {gateway_tps:,.0f} tps, "
+                  f"PostgreSQL {postgres_tps:,.0f} tps, ratio {gateway_tps / postgres_tps:.3f} (median of 3)")
+        finally:
+            gateway.terminate()
+            gateway.wait(15)
+        subprocess.run(["psql", "-X", "-q", args.pg, "-c", "DROP TABLE IF EXISTS numbers"], env=os.environ)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Command-line subcommands of collaboration:
+
+    cleanroom template propose|approve|revoke|status NAME [--config FILE] [--cleanroom ROOM]
+    cleanroom audit verify [--config FILE | --log FILE]
+    cleanroom audit tail [-n N] [--config FILE | --log FILE]
+    cleanroom policy test [PATH ...] [--config FILE]
+
+Template actions authenticate like HTTP: the user is whoever owns the token
+(--token, or $CLEANROOM_TOKEN), and its roles come from the policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _default_config() -> Path:
+    from gateway.demo import repo_dir
+
+    return Path(os.environ.get("CLEANROOM_CONFIG") or repo_dir() / "config" / "demo.yaml")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    template = subparsers.add_parser("template", help="propose, approve, revoke templates; show their approvals")
+    actions = template.add_subparsers(dest="template_command", required=True)
+    for action, text in (
+        ("propose", "propose the template's current version for approval (author role)"),
+        ("approve", "approve the template's current version for your collaborator (approver role)"),
+        ("revoke", "withdraw your collaborator's approvals of the template (approver role)"),
+        ("status", "show the template's current hash, owners, approvals and who is missing"),
+    ):
+        parser = actions.add_parser(action, help=text, description=text)
+        parser.add_argument("name", help="template name")
+        parser.add_argument("--config", type=Path, help="gateway config (default: $CLEANROOM_CONFIG or config/demo.yaml)")
+        parser.add_argument("--cleanroom", help="clean room (default: the config's only one)")
+        parser.add_argument("--token", help="your bearer token (default: $CLEANROOM_TOKEN)")
+        parser.set_defaults(handler=template_command, action=action)
+
+    audit = subparsers.add_parser("audit", help="verify and read the audit log")
+    audit_actions = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_actions.add_parser("verify", help="check the hash chain; exit 1 and the line numbers on tampering")
+    tail = audit_actions.add_parser("tail", help="print the last records, one JSON object per line")
+    tail.add_argument("-n", type=int, default=10, help="how many records (default 10)")
+    for parser in (verify, tail):
+        parser.add_argument("--config", type=Path, help="gateway config whose state_dir holds audit.jsonl")
+        parser.add_argument("--log", type=Path, help="the audit log file itself")
+    verify.set_defaults(handler=audit_verify)
+    tail.set_defaults(handler=audit_tail)
+
+    policy = subparsers.choices.get("policy")  # `cleanroom policy` belongs to gateway.policy.check
+    if policy is None:
+        policy = subparsers.add_parser("policy", help="work with policy files")
+        policy.add_subparsers(dest="policy_command", required=True)
+    policy_actions = next(a for a in policy._actions if isinstance(a, argparse._SubParsersAction))
+    test = policy_actions.add_parser(
+        "test", help="run policy test cases (x.tests.yaml beside x.yaml)",
+        description="Run the YAML test cases kept beside policies; exit 1 on any failure.",
+    )
+    test.add_argument("paths", nargs="*", metavar="PATH", help="a policy, its .tests.yaml, or a folder")
+    test.add_argument("--config", help="gateway config whose sources the cases compile against")
+    from gateway.collab import policy_tests
+
+    test.set_defaults(handler=policy_tests.main)
+
+
+def _fail(message: str) -> int:
+    print(f"cleanroom: {message}", file=sys.stderr)
+    return 2
+
+
+def template_command(args) -> int:
+    from gateway.auth import user_for_token
+    from gateway.collab.approvals import Collaboration
+    from gateway.config import load_config
+    from gateway.errors import GatewayError, PolicyInvalid
+    from gateway.policy.loader import load_policy
+
+    try:
+        config = load_config(args.config or _default_config())
+        rooms = {room.name: room for room in map(load_policy, config.policies)}
+    except PolicyInvalid as error:
+        print("\n".join(error.problems), file=sys.stderr)
+        return 1
+    if args.cleanroom is None and len(rooms) != 1:
+        return _fail(f"name the clean room with --cleanroom ({', '.join(sorted(rooms))})")
+    room = rooms.get(args.cleanroom or next(iter(rooms)))
+    if room is None:
+        return _fail(f"no clean room {args.cleanroom!r} in {config.path}")
+    collab = Collaboration.from_config(config)
+    try:
+        if args.action == "status":
+            print(json.dumps(collab.status(room, args.name).as_json(), indent=2))
+            return 0
+        token = args.token or os.environ.get("CLEANROOM_TOKEN")
+        user = user_for_token(config, token) if token else None
+        if user is None:
+            return _fail("a valid token is required (--token or $CLEANROOM_TOKEN)")
+        if args.action == "propose":
+            result = collab.propose(user, room, args.name).as_json()
+        elif args.action == "approve":
+            collab.approve(user, room, args.name)
+            result = collab.status(room, args.name).as_json()
+        else:
+            result = {"revoked": collab.revoke(user, room, args.name), **collab.status(room, args.name).as_json()}
+    except GatewayError as error:
+        print(f"cleanroom template {args.action}: {error.message} [{error.rule}]", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _log_path(args) -> Path:
+    if args.log:
+        return args.log
+    from gateway.config import load_config
+
+    return Path(load_config(args.config or _default_config()).state_dir) / "audit.jsonl"
+
+
+def audit_verify(args) -> int:
+    from gateway.collab.audit_tools import verify_file
+
+    path = _log_path(args)
+    problems, count = verify_file(path)
+    for problem in problems:
+        print(f"{path}: {problem}")
+    if problems:
+        return 1
+    print(f"{path}: ok ({count} records, chain intact)")
+    return 0
+
+
+def audit_tail(args) -> int:
+    from gateway.collab.audit_tools import tail
+
+    try:
+        for record in tail(_log_path(args), args.n):
+            print(json.dumps(record, sort_keys=True), flush=True)
+    except BrokenPipeError:  # `cleanroom audit tail | head` closed the pipe: not an error
+        sys.stdout = open(os.devnull, "w")
+    return 0

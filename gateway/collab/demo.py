@@ -1,0 +1,45 @@
+"""The demo's approvals: at start, each owner's approver approves the demo
+templates, authenticated by its own token, through the same Collaboration.approve
+an approver calling the CLI or HTTP goes through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.auth import user_for_token
+from gateway.collab.approvals import Approval, Collaboration
+from gateway.config import load_config
+
+# (token, role shown at start) of the demo users; config/demo.yaml stores sha256 of each token.
+DEMO_USERS = {
+    "retailer_approver": "approver for retailer",
+    "publisher_approver": "approver for publisher",
+    "auditor": "auditor (GET /v1/audit, cleanroom audit tail)",
+}
+DEMO_APPROVER_TOKENS = ("retailer_approver", "publisher_approver")
+
+
+def approve_demo(config_path: str | Path) -> list[Approval]:
+    """Approve every template of the config's clean rooms as every demo approver
+    that owns a table it reads (idempotent: approving twice keeps the first)."""
+    from gateway.collab.canonical import owners, tables_touched
+    from gateway.policy.loader import load_policy
+
+    config = load_config(config_path)
+    collab = Collaboration.from_config(config)
+    done = []
+    for path in config.policies:
+        room = load_policy(path)
+        for token in DEMO_APPROVER_TOKENS:
+            user = user_for_token(config, token)
+            member = room.members.get(user) if user else None
+            if member is None:
+                continue
+            for name, template in room.templates.items():
+                if member.collaborator in owners(room, tables_touched(room, template)):
+                    done.append(collab.approve(user, room, name, front_end="demo"))
+    return done
+
+
+def demo_users_text() -> str:
+    return "\n".join(f"  {name:<20} token and password {name!r}: {role}" for name, role in DEMO_USERS.items())

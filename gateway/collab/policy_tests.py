@@ -1,0 +1,179 @@
+"""`cleanroom policy test`: policy test cases kept beside a policy, in YAML.
+
+    # policies/demo.tests.yaml
+    policy: demo.yaml                  # default: this file's name without .tests
+    config: ../config/demo.yaml        # gateway config whose sources the queries compile against
+    cases:
+      - name: raw rows never leave
+        user: analyst
+        sql: SELECT * FROM purchases
+        expect: {refused: query.not_aggregated}
+      - name: spend by region is released with k = 10
+        user: analyst
+        sql: SELECT region, SUM(amount) FROM purchases GROUP BY region
+        expect: {released: {min_group_size: 10, authorised_by: "rule:cross_party_aggregates"}}
+      - name: the template needs both owners
+        user: analyst
+        template: campaign_reach
+        params: {campaign: spring_sale}
+        approvals: [publisher]         # owners that approved (default: every owner)
+        expect: {refused: template.not_approved}
+
+Each case compiles its statement through the real engine (every pass up to
+the generated SQL; nothing is executed, no row is read) against the policy
+under test, in a throwaway state folder, so test runs leave no audit records
+or approvals behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from gateway.config_model import StoreSettings
+from gateway.errors import GatewayError, PolicyInvalid
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    file: str
+    name: str
+    passed: bool
+    detail: str  # what happened, and what was expected when it failed
+
+
+def tests_file_for(path: Path) -> Path:
+    """policies/x.yaml -> policies/x.tests.yaml; a tests file stays as it is."""
+    path = Path(path)
+    return path if path.name.endswith((".tests.yaml", ".tests.yml")) else path.with_name(f"{path.stem}.tests.yaml")
+
+
+def find_tests_files(paths: list[str]) -> list[Path]:
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.name.endswith((".tests.yaml", ".tests.yml")))
+        else:
+            found.append(tests_file_for(path))
+    return found
+
+
+def run_file(tests_path: Path, config_path: str | Path | None = None) -> list[CaseResult]:
+    """Run every case of one tests file. Raises PolicyInvalid if the policy or
+    the tests file itself is broken."""
+    from gateway.config import load_config
+    from gateway.engine.engine import Engine
+    from gateway.policy.loader import load_policy
+
+    tests_path = Path(tests_path)
+    spec = yaml.safe_load(tests_path.read_text()) or {}
+    if not isinstance(spec, dict) or not isinstance(spec.get("cases"), list):
+        raise PolicyInvalid([f"{tests_path}: expected a mapping with a list under cases:"])
+    policy_name = spec.get("policy") or tests_path.name.replace(".tests.", ".")
+    room = load_policy(tests_path.parent / policy_name)
+    config_path = config_path or (tests_path.parent / spec["config"] if spec.get("config") else None)
+    if config_path is None:
+        raise PolicyInvalid([f"{tests_path}: name the gateway config (config: in the file, or --config)"])
+    with tempfile.TemporaryDirectory(prefix="cleanroom-policy-test-") as state:
+        config = dataclasses.replace(load_config(config_path), state_dir=Path(state), store=StoreSettings())
+        engine = Engine(config, cleanrooms={room.name: room})
+        try:
+            return [_run_case(engine, room, tests_path, i, case) for i, case in enumerate(spec["cases"])]
+        finally:
+            engine.close()
+
+
+def _run_case(engine, room, tests_path: Path, index: int, case: dict) -> CaseResult:
+    from gateway.collab.canonical import owners, tables_touched
+    from gateway.engine.types import QueryRequest
+
+    name = str(case.get("name") or f"case {index + 1}")
+    expect = case.get("expect", "allowed")
+    collab = engine.context.collab
+    collab.store.execute("DELETE FROM approvals")
+    for template_name, template in room.templates.items():  # approvals are state: the case says which exist
+        needed = owners(room, tables_touched(room, template))
+        approving = needed if case.get("approvals") is None else set(case["approvals"]) & needed
+        for owner in approving:
+            collab.store.execute(
+                "INSERT INTO approvals VALUES (?, ?, ?, ?, 'policy-test', '1970-01-01T00:00:00+00:00', ?)",
+                (room.name, template_name, collab.template_hash(room, template), owner, f"policy-test-{owner}"),
+            )
+    request = QueryRequest(
+        user=str(case.get("user", "")), cleanroom=room.name, sql=case.get("sql"), template=case.get("template"),
+        params=case.get("params", {} if case.get("template") else ()), front_end="policy-test",
+    )
+    try:
+        state = engine.compile(request)
+        outcome, rule = "allowed", state.authorisation.authorised_by if state.authorisation else "catalog"
+        k = state.authorisation.min_group_size if state.authorisation else None
+    except GatewayError as error:
+        outcome, rule, k = "refused", error.rule, None
+        message = error.message
+    happened = f"allowed ({rule}, k={k})" if outcome == "allowed" else f"refused by {rule}: {message}"
+    wanted = _expectation(expect)
+    problem = _mismatch(wanted, outcome, rule, k)
+    detail = happened if problem is None else f"{problem}; got: {happened}"
+    return CaseResult(str(tests_path), name, problem is None, detail)
+
+
+def _expectation(expect) -> dict:
+    if expect == "allowed":
+        return {"outcome": "allowed"}
+    if isinstance(expect, dict) and "refused" in expect:
+        return {"outcome": "refused", "rule": expect["refused"]}
+    if isinstance(expect, dict) and "released" in expect:
+        released = expect["released"] or {}
+        return {"outcome": "allowed", **({"k": released["min_group_size"]} if "min_group_size" in released else {}),
+                **({"by": released["authorised_by"]} if "authorised_by" in released else {})}
+    if isinstance(expect, dict) and "allowed" in expect:
+        return {"outcome": "allowed"}
+    return {"outcome": "invalid", "raw": expect}
+
+
+def _mismatch(wanted: dict, outcome: str, rule, k) -> str | None:
+    if wanted["outcome"] == "invalid":
+        return f"expect must be allowed, {{refused: RULE}} or {{released: {{min_group_size: K}}}} (not {wanted['raw']!r})"
+    if wanted["outcome"] != outcome:
+        return f"expected {wanted['outcome']}" + (f" by {wanted['rule']}" if "rule" in wanted else "")
+    if outcome == "refused" and wanted["rule"] != rule:
+        return f"expected refusal by {wanted['rule']}"
+    if "k" in wanted and wanted["k"] != k:
+        return f"expected min_group_size {wanted['k']}"
+    if "by" in wanted and wanted["by"] != rule:
+        return f"expected authorised by {wanted['by']}"
+    return None
+
+
+def main(args) -> int:
+    from gateway.config import load_config
+
+    paths = args.paths
+    if not paths:
+        if not args.config:
+            print("cleanroom policy test: give PATH (a policy, its .tests.yaml, or a folder) or --config")
+            return 1
+        paths = [str(p) for p in load_config(args.config).policies]
+    failed = 0
+    total = 0
+    for tests_path in find_tests_files(paths):
+        if not tests_path.is_file():
+            print(f"{tests_path}: no such tests file")
+            failed += 1
+            continue
+        try:
+            results = run_file(tests_path, args.config)
+        except PolicyInvalid as error:
+            print("\n".join(error.problems))
+            failed += 1
+            continue
+        for result in results:
+            total += 1
+            print(f"{'ok  ' if result.passed else 'FAIL'} {result.file}: {result.name}: {result.detail}")
+            failed += not result.passed
+    print(f"{total - failed if failed <= total else 0} of {total} passed" + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0

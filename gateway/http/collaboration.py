@@ -1,0 +1,133 @@
+"""HTTP endpoints of collaboration, as a Flask Blueprint the app registers:
+
+    POST /v1/templates/<name>/propose   author of a collaborator
+    POST /v1/templates/<name>/approve   approver of an owner of a table it reads
+    POST /v1/templates/<name>/revoke    approver: withdraws its collaborator's approvals
+    GET  /v1/templates/<name>/status    anyone in the clean room: hash, owners, approvals, missing
+    GET  /v1/audit?n=100                auditors only: the newest records of their clean rooms
+    GET  /v1/outputs                    outputs the caller's collaborator receives
+    GET  /v1/outputs/<name>             the newest such output (JSON, CSV or Arrow)
+
+The caller is whoever owns the bearer token (gateway.auth.user_for_token);
+what it may do comes from the policy's roles. Nothing in the request grants
+a role. Errors are the app's problems (403 refused, 404 unknown).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+
+from gateway.auth import user_for_token
+from gateway.errors import NotAuthenticated, Refused, UnknownCleanRoom
+from gateway.policy.model import CleanRoom, MemberRole
+
+blueprint = Blueprint("collaboration", __name__)
+
+MAX_AUDIT_RECORDS = 1000
+
+
+def _engine():
+    return current_app.extensions["cleanroom_engine"].get()
+
+
+def _user() -> str:
+    """The authenticated user: the app's before_request has set g.user; else
+    authenticate the same way it does."""
+    user = g.get("user")
+    if user:
+        return user
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    user = user_for_token(_engine().config, token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    if user is None:
+        raise NotAuthenticated("a valid bearer token is required", rule="auth.bearer_token")
+    g.user = user
+    return user
+
+
+def _room(user: str) -> CleanRoom:
+    """The clean room named by ?cleanroom= or the body, else the caller's only one."""
+    rooms = {n: r for n, r in _engine().context.cleanrooms.items() if r.collaborator_of(user) is not None}
+    body = request.get_json(silent=True) if request.method == "POST" else None
+    chosen = (body or {}).get("cleanroom") if isinstance(body, dict) else None
+    chosen = chosen or request.args.get("cleanroom")
+    if chosen is None and len(rooms) == 1:
+        return next(iter(rooms.values()))
+    if chosen in rooms:
+        return rooms[chosen]
+    hint = f"name one with ?cleanroom=: {', '.join(sorted(rooms))}" if rooms else None
+    raise UnknownCleanRoom(f"no clean room {chosen!r} for user {user!r}", rule="cleanroom.unknown", hint=hint)
+
+
+def _collab():
+    return _engine().context.collab
+
+
+@blueprint.post("/v1/templates/<name>/propose")
+def propose(name: str):
+    user = _user()
+    return _collab().propose(user, _room(user), name, front_end="http").as_json()
+
+
+@blueprint.post("/v1/templates/<name>/approve")
+def approve(name: str):
+    user = _user()
+    room = _room(user)
+    approval = _collab().approve(user, room, name, front_end="http")
+    return {"approval_sha256": approval.approval_sha256, **_collab().status(room, name).as_json()}
+
+
+@blueprint.post("/v1/templates/<name>/revoke")
+def revoke(name: str):
+    user = _user()
+    room = _room(user)
+    removed = _collab().revoke(user, room, name, front_end="http")
+    return {"revoked": removed, **_collab().status(room, name).as_json()}
+
+
+@blueprint.get("/v1/templates/<name>/status")
+def status(name: str):
+    user = _user()
+    return _collab().status(_room(user), name).as_json()
+
+
+@blueprint.get("/v1/audit")
+def audit():
+    from gateway.collab.audit_tools import tail
+
+    user = _user()
+    engine = _engine()
+    rooms = {n for n, r in engine.context.cleanrooms.items() if r.has_role(user, MemberRole.AUDITOR)}
+    if not rooms:
+        raise Refused("only auditors read the audit log", rule="audit.not_auditor",
+                      hint="the auditor role is granted under members: in the policy")
+    try:
+        n = max(1, min(MAX_AUDIT_RECORDS, int(request.args.get("n", 100))))
+    except ValueError:
+        n = 100
+    records = tail(engine.context.audit.path, n, keep=lambda record: record.get("cleanroom") in rooms)
+    return {"cleanrooms": sorted(rooms), "records": records}
+
+
+@blueprint.get("/v1/outputs")
+def outputs():
+    from gateway.collab.outputs import list_outputs
+
+    user = _user()
+    room = _room(user)
+    return {"cleanroom": room.name, "outputs": [o.as_json() for o in list_outputs(_collab(), room, user)]}
+
+
+@blueprint.get("/v1/outputs/<name>")
+def output(name: str):
+    from gateway.collab.outputs import read_output
+    from gateway.engine.types import Release
+    from gateway.http.app import release_response, result_media_type
+
+    user = _user()
+    media_type = result_media_type()
+    info, table = read_output(_collab(), _room(user), user, name)
+    notice = f"output {info.name} of template {info.template}, written {info.as_json()['created_at']}, " \
+             f"kept until {info.as_json()['expires_at']}"
+    release = Release(request_id=g.get("request_id") or info.request_id, table=table,
+                      authorised_by=f"output:{info.name}", min_group_size=None, notices=(notice,))
+    return release_response(release, media_type)

@@ -1,0 +1,301 @@
+"""The Postgres wire front end's transport: asyncio streams, TLS, limits.
+
+One event loop serves every connection; engine calls (and encoding of large
+batches) run in a thread pool so the loop never blocks. Idle connections cost
+a coroutine and two buffers. `cleanroom pg --config FILE` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import logging
+import os
+import shutil
+import signal
+import ssl
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.pgwire import messages as m
+from gateway.pgwire.session import ServerState, Session
+
+log = logging.getLogger("gateway.pgwire")
+
+READ_LIMIT = 64 * 1024
+
+
+class StreamTransport:
+    """Session I/O over asyncio streams, with message size limits."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pool, tls: bool):
+        self.reader, self.writer, self.pool, self.tls = reader, writer, pool, tls
+
+    async def read_message(self) -> tuple[bytes, bytes]:
+        header = await self.reader.readexactly(5)
+        kind = header[:1]
+        (length,) = struct.unpack_from("!i", header, 1)
+        if length < 4:
+            raise m.ProtocolViolation("invalid message length")
+        if length - 4 > m.MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(length)
+        body = await self.reader.readexactly(length - 4) if length > 4 else b""
+        return kind, body
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    async def run(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
+
+
+class MessageTooLarge(Exception):
+    pass
+
+
+class PgServer:
+    def __init__(self, engine, config, pool_size: int | None = None, worker: int = 0, cancel_dir: Path | None = None):
+        self.state = ServerState(engine=engine, config=config, worker=worker)
+        self.cancel_dir = cancel_dir  # with several workers: unix sockets that take forwarded CancelRequests
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=pool_size or max(4, 2 * config.engine.threads), thread_name_prefix="pgwire")
+        self.ssl_context = None
+        if config.pg.tls_cert and config.pg.tls_key:
+            self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ssl_context.load_cert_chain(str(config.pg.tls_cert), str(config.pg.tls_key))
+        self.server: asyncio.base_events.Server | None = None
+        self.cancel_server = None
+
+    async def start(self, host: str, port: int, sock=None, reuse_port: bool = False):
+        if sock is not None:
+            self.server = await asyncio.start_server(self.handle, sock=sock, limit=READ_LIMIT)
+        else:
+            self.server = await asyncio.start_server(self.handle, host, port, limit=READ_LIMIT, reuse_address=True,
+                                                     reuse_port=reuse_port or None)
+        if self.cancel_dir is not None:
+            path = _cancel_socket(self.cancel_dir, self.state.worker)
+            path.unlink(missing_ok=True)
+            self.cancel_server = await asyncio.start_unix_server(self.handle, path=str(path))
+        return self.server
+
+    async def forward_cancel(self, key: m.CancelKey) -> None:
+        """A CancelRequest for a session of another worker process goes to that worker."""
+        from gateway.pgwire.session import MAX_WORKERS
+
+        target = key.pid % MAX_WORKERS
+        if target == self.state.worker or self.cancel_dir is None:
+            self.state.cancel(key.pid, key.secret)
+            return
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(_cancel_socket(self.cancel_dir, target))), 2)
+            writer.write(struct.pack("!iiii", 16, m.CANCEL_REQUEST, key.pid, key.secret))
+            await writer.drain()
+            writer.close()
+        except (OSError, asyncio.TimeoutError):
+            pass
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        transport = StreamTransport(reader, writer, self.pool, tls=False)
+        session = None
+        try:
+            startup = await self._negotiate(transport, writer)
+            if startup is None:
+                return
+            session = Session(self.state, transport, peer)
+            if await session.start(startup):
+                await session.serve()
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
+            pass  # the client went away
+        except MessageTooLarge as error:
+            self._fatal(writer, "54000", f"message of {error.args[0]} bytes exceeds the limit of {m.MAX_MESSAGE_BYTES}")
+        except m.ProtocolViolation as error:
+            self._fatal(writer, "08P01", f"protocol violation: {error}")
+        except Exception:  # noqa: BLE001 - one broken connection must not take the server down
+            log.exception("pgwire: connection from %s failed", peer)
+        finally:
+            if session is not None:
+                session.close()
+            try:
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _fatal(self, writer, sqlstate: str, text: str) -> None:
+        try:
+            writer.write(m.error_response(sqlstate, text, severity="FATAL"))
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def _negotiate(self, transport: StreamTransport, writer) -> m.Startup | None:
+        """SSLRequest / GSSENCRequest / CancelRequest, until a StartupMessage arrives."""
+        for _ in range(3):
+            header = await transport.reader.readexactly(4)
+            (length,) = struct.unpack("!i", header)
+            if length < 8 or length > m.MAX_STARTUP_BYTES:
+                raise m.ProtocolViolation("invalid startup packet length")
+            first = m.decode_startup(await transport.reader.readexactly(length - 4))
+            if first == m.SSL_REQUEST:
+                if self.ssl_context is not None and not transport.tls:
+                    writer.write(b"S")
+                    await writer.drain()
+                    await writer.start_tls(self.ssl_context)
+                    transport.tls = True
+                else:
+                    writer.write(b"N")
+                    await writer.drain()
+                continue
+            if first == m.GSSENC_REQUEST:
+                writer.write(b"N")
+                await writer.drain()
+                continue
+            if isinstance(first, m.CancelKey):
+                await self.forward_cancel(first)
+                return None
+            return first
+        raise m.ProtocolViolation("too many negotiation requests")
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.cancel_server is not None:
+            self.cancel_server.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cancel_socket(folder: Path, worker: int) -> Path:
+    return Path(folder) / f"pgwire-cancel-{worker}.sock"
+
+
+def run_pg_server(config_path, host: str | None = None, port: int | None = None, workers: int = 1,
+                  worker: int | None = None, cancel_dir: Path | None = None) -> int:
+    """Serve until SIGTERM. With workers > 1, start that many processes sharing the port
+    (SO_REUSEPORT): each has its own engine, so statements scale across cores."""
+    from gateway.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(Path(config_path))
+    host = host or config.pg.host
+    port = port if port is not None else config.pg.port
+    if workers > 1 and worker is None:
+        return _supervise(config_path, host, port, workers)
+
+    from gateway.engine import Engine
+
+    engine = Engine(config)
+
+    async def main() -> None:
+        server = PgServer(engine, config, worker=worker or 0, cancel_dir=cancel_dir)
+        await server.start(host, port, reuse_port=worker is not None)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        log.info("pgwire: listening on %s:%s", host, port)
+        print(f"cleanroom pg: listening on {host}:{port}", flush=True)
+        await stop.wait()
+        server.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()
+    return 0
+
+
+def _supervise(config_path, host: str, port: int, workers: int) -> int:
+    import tempfile
+
+    cancel_dir = Path(tempfile.mkdtemp(prefix="cleanroom-pgwire-"))
+    children = [
+        subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(config_path), "--host", host,
+                          "--port", str(port), "--worker-index", str(i), "--cancel-dir", str(cancel_dir)])
+        for i in range(workers)
+    ]
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        shutil.rmtree(cancel_dir, ignore_errors=True)
+    return 0
+
+
+def start_in_background(config_path, host: str, port: int) -> subprocess.Popen:
+    """The wire server in a child process (used by `cleanroom demo` next to the HTTP server)."""
+    import atexit
+
+    process = subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(config_path),
+                                "--host", host, "--port", str(port)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    atexit.register(stop)
+    return process
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="gateway config file")
+    parser.add_argument("--host", help="listen address (default: pg.host in the config)")
+    parser.add_argument("--port", type=int, help="listen port (default: pg.port in the config, 5433)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the port (SO_REUSEPORT), one engine each (default 1)")
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cancel-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--scram-verifier", action="store_true",
+                        help="read a password on stdin and print its SCRAM-SHA-256 verifier for users.<name>.scram_sha256")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("pg", help="serve the Postgres wire protocol")
+    add_arguments(parser)
+    parser.set_defaults(handler=_handler)
+
+
+def _handler(args) -> int:
+    if args.scram_verifier:
+        from gateway.pgwire.scram import make_verifier
+
+        password = sys.stdin.readline().rstrip("\n")
+        print(make_verifier(password))
+        return 0
+    if args.config is None:
+        print("cleanroom pg: --config is required", file=sys.stderr)
+        return 2
+    return run_pg_server(args.config, args.host, args.port, workers=max(1, min(args.workers, 64)),
+                         worker=args.worker_index, cancel_dir=args.cancel_dir)

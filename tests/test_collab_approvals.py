@@ -1,0 +1,188 @@
+"""Templates run only when every owner of every table they read approved their
+current canonical hash; any change voids the approvals; approvals are kept in
+the store (SQLite, or PostgreSQL) and survive restarts."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from gateway.collab.approvals import Collaboration
+from gateway.collab.canonical import template_hash
+from gateway.collab.store import Store
+from gateway.engine import Engine, QueryRequest
+from gateway.engine.audit_log import AuditLog
+from gateway.errors import Refused
+from tests.collabkit import build, rewrite_policy, room_of
+
+PARAMS = {"tier": "gold"}
+
+
+def run(engine, template="joined", user="ana", params=PARAMS):
+    return engine.run(QueryRequest(user=user, cleanroom="room", template=template, params=params))
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = build(tmp_path)
+    yield engine
+    engine.close()
+
+
+def approve(engine, *users, template="joined"):
+    for user in users:
+        engine.context.collab.approve(user, room_of(engine), template)
+
+
+def test_unapproved_by_one_owner_is_refused_then_runs_when_all_approved(engine):
+    with pytest.raises(Refused) as refusal:
+        run(engine)
+    assert refusal.value.rule == "template.not_approved"
+    assert "a, b" in refusal.value.message
+    approve(engine, "appr_a")
+    with pytest.raises(Refused) as refusal:
+        run(engine)
+    assert refusal.value.rule == "template.not_approved"
+    assert "not approved by b " in refusal.value.message
+    approve(engine, "appr_b")
+    release = run(engine)
+    assert release.authorised_by == "template:joined"
+    assert release.table.to_pylist() == [{"region": "north", "households": 15}, {"region": "south", "households": 25}]
+
+
+def test_a_template_reading_one_partys_tables_needs_only_that_party(engine):
+    approve(engine, "appr_a", template="only_a")
+    assert run(engine, "only_a", params={}).table.num_rows == 2
+
+
+def test_roles_come_from_the_policy(engine):
+    room = room_of(engine)
+    collab = engine.context.collab
+    with pytest.raises(Refused) as refusal:
+        collab.approve("ana", room, "joined")  # an analyst is not an approver
+    assert refusal.value.rule == "collab.not_approver"
+    with pytest.raises(Refused) as refusal:
+        collab.approve("appr_c", room, "joined")  # c owns no table the template reads
+    assert refusal.value.rule == "template.not_an_owner"
+    with pytest.raises(Refused) as refusal:
+        collab.approve("appr_b", room, "only_a")  # only a's tables: b has nothing to approve
+    assert refusal.value.rule == "template.not_an_owner"
+    with pytest.raises(Refused) as refusal:
+        collab.propose("appr_a", room, "joined")  # appr_a is no author
+    assert refusal.value.rule == "collab.not_author"
+    assert collab.propose("appr_b", room, "joined").proposed_by == "appr_b"
+
+
+def test_one_byte_changed_in_the_sql_voids_the_approvals(tmp_path, engine):
+    approve(engine, "appr_a", "appr_b")
+    before = engine.context.collab.status(room_of(engine), "joined").template_sha256
+    assert run(engine).table.num_rows == 2
+
+    # Layout and comments are not part of the canonical template: approvals hold.
+    rewrite_policy(tmp_path, lambda p: p["templates"]["joined"].update(
+        sql="-- reviewed\n" + p["templates"]["joined"]["sql"].replace(" FROM", "\n   FROM")))
+    assert engine.reload()
+    assert engine.context.collab.status(room_of(engine), "joined").template_sha256 == before
+    assert run(engine).table.num_rows == 2
+
+    # One byte of what runs: 'v.region' ordering -> descending.
+    rewrite_policy(tmp_path, lambda p: p["templates"]["joined"].update(
+        sql=p["templates"]["joined"]["sql"].replace("ORDER BY v.region", "ORDER BY v.region DESC")))
+    assert engine.reload()
+    status = engine.context.collab.status(room_of(engine), "joined")
+    assert status.template_sha256 != before
+    assert status.missing == ("a", "b") and status.approvals == ()
+    with pytest.raises(Refused) as refusal:
+        run(engine)
+    assert refusal.value.rule == "template.not_approved"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t["parameters"]["tier"].update(values=["gold", "silver", "bronze"]),  # parameter declarations
+        lambda t: t.update(min_group_size=11),  # release settings
+    ],
+    ids=["parameters", "min_group_size"],
+)
+def test_parameter_and_release_changes_void_the_approvals(tmp_path, engine, change):
+    approve(engine, "appr_a", "appr_b")
+    rewrite_policy(tmp_path, lambda p: change(p["templates"]["joined"]))
+    assert engine.reload()
+    with pytest.raises(Refused):
+        run(engine)
+
+
+def test_revoke_withdraws_an_approval(engine):
+    approve(engine, "appr_a", "appr_b")
+    assert engine.context.collab.revoke("appr_b", room_of(engine), "joined") == 1
+    with pytest.raises(Refused) as refusal:
+        run(engine)
+    assert "not approved by b " in refusal.value.message
+
+
+def test_approvals_survive_an_engine_restart(tmp_path):
+    first = build(tmp_path)
+    approve(first, "appr_a", "appr_b")
+    first.close()
+    second = Engine.from_config_file(tmp_path / "gateway.yaml")
+    try:
+        assert run(second).table.num_rows == 2
+    finally:
+        second.close()
+
+
+def test_audit_records_carry_the_template_and_approval_hashes(engine):
+    approve(engine, "appr_a", "appr_b")
+    release = run(engine)
+    record = [r for r in engine.context.audit.records() if r.get("request_id") == release.request_id][-1]
+    status = engine.context.collab.status(room_of(engine), "joined")
+    assert record["decision"] == "released"
+    assert record["template_sha256"] == status.template_sha256
+    assert sorted(record["approvals"]) == sorted(a.approval_sha256 for a in status.approvals)
+    assert record["rows_released"] == 2
+    assert record["collaborator"] == "a"
+    actions = [r["decision"] for r in engine.context.audit.records() if r.get("template") == "joined"]
+    assert actions[:2] == ["approved", "approved"]
+
+
+# -- PostgreSQL as the store -----------------------------------------------------
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+
+
+@pytest.fixture
+def pg_schema():
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_DSN, autocommit=True)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(error).strip()[:200]}")
+    schema = f"collab_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_DSN} options='-csearch_path={schema}'"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+def test_postgres_store_keeps_approvals(tmp_path, pg_schema):
+    engine = build(tmp_path)
+    try:
+        room = room_of(engine)
+        collab = Collaboration(Store(postgres_dsn=pg_schema), AuditLog(tmp_path / "pg-audit.jsonl"))
+        collab.approve("appr_a", room, "joined")
+        collab.approve("appr_b", room, "joined")
+        again = Collaboration(Store(postgres_dsn=pg_schema), AuditLog(tmp_path / "pg-audit.jsonl"))  # a restart
+        status = again.status(room, "joined")
+        assert status.approved and status.template_sha256 == template_hash(room, room.templates["joined"])
+        assert {a.approver for a in status.approvals} == {"appr_a", "appr_b"}
+        engine.context.collab = again  # the engine now asks PostgreSQL
+        assert run(engine).table.num_rows == 2
+        again.revoke("appr_a", room, "joined")
+        with pytest.raises(Refused):
+            run(engine)
+    finally:
+        engine.close()

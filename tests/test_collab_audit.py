@@ -1,0 +1,166 @@
+"""The audit log: tampering with any one record (edited, deleted, reordered) is
+detected with its line number; auditors, and only they, read it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.cli import main as cli
+from gateway.engine import QueryRequest
+from tests.collabkit import build, room_of
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = build(tmp_path)
+    for user in ("appr_a", "appr_b"):
+        engine.context.collab.approve(user, room_of(engine), "joined")
+    for _ in range(3):
+        engine.run(QueryRequest(user="ana", cleanroom="room", template="joined", params={"tier": "gold"}))
+    engine.run(QueryRequest(user="ana", cleanroom="room", sql="SELECT region, COUNT(*) FROM visits GROUP BY region"))
+    yield engine
+    engine.close()
+
+
+def lines(engine):
+    return engine.context.audit.path.read_text().splitlines(keepends=True)
+
+
+def verify(engine, capsys):
+    code = cli(["audit", "verify", "--log", str(engine.context.audit.path)])
+    return code, capsys.readouterr().out
+
+
+def test_an_intact_log_verifies(engine, capsys):
+    code, out = verify(engine, capsys)
+    assert code == 0 and "ok (6 records, chain intact)" in out
+
+
+def test_an_edited_record_is_detected(engine, capsys):
+    text = lines(engine)
+    record = json.loads(text[3])
+    record["rows_released"] = 1  # a single record, say, hidden from the auditors
+    text[3] = json.dumps(record, sort_keys=True) + "\n"
+    engine.context.audit.path.write_text("".join(text))
+    code, out = verify(engine, capsys)
+    assert code == 1
+    assert "line 4: record edited" in out
+
+
+def test_an_edited_record_with_a_recomputed_hash_breaks_the_chain(engine, capsys):
+    from gateway.engine.audit_log import record_hash
+
+    text = lines(engine)
+    record = json.loads(text[2])
+    record["user"] = "someone_else"
+    record["hash"] = record_hash(record)
+    text[2] = json.dumps(record, sort_keys=True) + "\n"
+    engine.context.audit.path.write_text("".join(text))
+    code, out = verify(engine, capsys)
+    assert code == 1 and "line 4: chain broken" in out
+
+
+def test_a_deleted_record_is_detected(engine, capsys):
+    text = lines(engine)
+    del text[2]
+    engine.context.audit.path.write_text("".join(text))
+    code, out = verify(engine, capsys)
+    assert code == 1 and "line 3: chain broken" in out
+
+
+def test_reordered_records_are_detected(engine, capsys):
+    text = lines(engine)
+    text[2], text[3] = text[3], text[2]
+    engine.context.audit.path.write_text("".join(text))
+    code, out = verify(engine, capsys)
+    assert code == 1 and "line 3: chain broken" in out
+
+
+def test_tail_prints_the_last_records(engine, capsys):
+    assert cli(["audit", "tail", "-n", "2", "--log", str(engine.context.audit.path)]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["line"] for r in printed] == [5, 6]
+    assert printed[-1]["sql"].startswith("SELECT region")
+    assert printed[0]["template_sha256"] and printed[0]["approvals"]
+
+
+# -- GET /v1/audit -------------------------------------------------------------------------
+
+
+def client_for(engine, tmp_path):
+    import yaml
+
+    from gateway.auth import hash_token
+    from gateway.http.app import create_app
+    from gateway.http.collaboration import blueprint
+
+    users = {name: {"token_sha256": hash_token(name)} for name in ("ana", "appr_a", "appr_b", "audit_b")}
+    config = yaml.safe_load((tmp_path / "gateway.yaml").read_text())
+    config["users"] = users
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+    from gateway.config import load_config
+
+    engine.config = engine.context.config = load_config(tmp_path / "gateway.yaml")
+    app = create_app(lambda: engine)
+    app.register_blueprint(blueprint)
+    return app.test_client()
+
+
+def get(client, path, token):
+    return client.get(path, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_only_auditors_read_the_audit_log_over_http(engine, tmp_path):
+    client = client_for(engine, tmp_path)
+    for user in ("ana", "appr_a", "appr_b"):
+        response = get(client, "/v1/audit", user)
+        assert response.status_code == 403, user
+        assert response.json["rule"] == "audit.not_auditor"
+    assert get(client, "/v1/audit", "nobody").status_code == 401
+    response = get(client, "/v1/audit?n=3", "audit_b")
+    assert response.status_code == 200
+    records = response.json["records"]
+    assert len(records) == 3 and records[-1]["line"] == 6
+    assert all(r["cleanroom"] == "room" for r in records)
+
+
+def test_template_approvals_over_http(tmp_path):
+    engine = build(tmp_path)
+    try:
+        client = client_for(engine, tmp_path)
+        auth = lambda user: {"Authorization": f"Bearer {user}"}  # noqa: E731
+        assert client.get("/v1/templates/joined/status", headers=auth("ana")).json["missing"] == ["a", "b"]
+        assert client.post("/v1/templates/joined/approve", headers=auth("ana")).status_code == 403
+        response = client.post("/v1/templates/joined/approve", headers=auth("appr_a"))
+        assert response.status_code == 200 and response.json["missing"] == ["b"]
+        assert client.post("/v1/templates/joined/propose", headers=auth("appr_b")).json["proposed_by"] == "appr_b"
+        response = client.post("/v1/templates/joined/approve", headers=auth("appr_b"))
+        assert response.json["approved"] is True
+        assert engine.run(QueryRequest(user="ana", cleanroom="room", template="joined",
+                                       params={"tier": "gold"})).table.num_rows == 2
+        response = client.post("/v1/templates/joined/revoke", headers=auth("appr_b"))
+        assert response.json["revoked"] == 1 and response.json["missing"] == ["b"]
+        assert client.get("/v1/templates/nope/status", headers=auth("ana")).status_code == 404
+    finally:
+        engine.close()
+
+
+def test_outputs_over_http(tmp_path):
+    engine = build(tmp_path)
+    try:
+        for user in ("appr_a", "appr_b"):
+            engine.context.collab.approve(user, room_of(engine), "to_b")
+        client = client_for(engine, tmp_path)
+        engine.run(QueryRequest(user="ana", cleanroom="room", template="to_b", params={"tier": "gold"}))
+        auth = lambda user: {"Authorization": f"Bearer {user}"}  # noqa: E731
+        assert client.get("/v1/outputs", headers=auth("ana")).json["outputs"] == []
+        assert client.get("/v1/outputs/joined_for_b", headers=auth("ana")).status_code == 404
+        listed = client.get("/v1/outputs", headers=auth("audit_b")).json["outputs"]
+        assert [o["name"] for o in listed] == ["joined_for_b"]
+        response = client.get("/v1/outputs/joined_for_b", headers=auth("appr_b"))
+        assert response.status_code == 200
+        assert response.json["rows"] == [["north", 15], ["south", 25]]
+    finally:
+        engine.close()

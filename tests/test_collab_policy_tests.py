@@ -1,0 +1,51 @@
+"""`cleanroom policy test`: YAML cases beside a policy, run through the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.cli import main as cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_demo_policy_tests_pass(demo_config_path, capsys):
+    code = cli(["policy", "test", str(REPO / "policies" / "demo.yaml"), "--config", str(demo_config_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "FAIL" not in out and "9 of 9 passed" in out
+
+
+def test_a_failing_case_is_reported_and_exits_1(demo_config_path, tmp_path, capsys):
+    (tmp_path / "demo.yaml").write_text((REPO / "policies" / "demo.yaml").read_text())
+    (tmp_path / "demo.tests.yaml").write_text(
+        "cases:\n"
+        "  - name: raw rows are allowed (wrongly expected)\n"
+        "    user: analyst\n"
+        "    sql: SELECT region, amount FROM purchases\n"
+        "    expect: allowed\n"
+        "  - name: k is 10\n"
+        "    user: analyst\n"
+        "    sql: SELECT region, COUNT(*) FROM purchases GROUP BY region\n"
+        "    expect: {released: {min_group_size: 25}}\n"
+        "  - name: refused by the right rule\n"
+        "    user: analyst\n"
+        "    sql: SELECT region, amount FROM purchases\n"
+        "    expect: {refused: query.not_aggregated}\n"
+    )
+    code = cli(["policy", "test", str(tmp_path), "--config", str(demo_config_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL" in out and "raw rows are allowed (wrongly expected): expected allowed; got: refused by query.not_aggregated" in out
+    assert "k is 10: expected min_group_size 25; got: allowed (rule:cross_party_aggregates, k=10)" in out
+    assert "ok   " in out and "1 of 3 passed, 2 failed" in out
+
+
+def test_policy_tests_leave_no_trace_in_the_state_folder(demo_config_path, capsys):
+    import yaml
+
+    state = Path(yaml.safe_load(demo_config_path.read_text())["state_dir"])
+    before = (state / "audit.jsonl").read_bytes() if (state / "audit.jsonl").exists() else b""
+    cli(["policy", "test", str(REPO / "policies" / "demo.yaml"), "--config", str(demo_config_path)])
+    after = (state / "audit.jsonl").read_bytes() if (state / "audit.jsonl").exists() else b""
+    assert after == before

@@ -1,0 +1,70 @@
+"""The catalog pass (gateway.engine.catalog): pg_catalog and information_schema
+answered from the policy, per analyst, never from the private data. Every front
+end gets it; these tests call the engine directly."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.engine.types import QueryRequest
+from gateway.errors import Refused
+
+
+def run(engine, sql, params=()):
+    return engine.run(QueryRequest(user="analyst", cleanroom="demo", sql=sql, params=params))
+
+
+def test_catalog_lists_only_what_the_analyst_may_see(engine):
+    release = run(engine, "SELECT c.relname, c.reltuples, c.relpages FROM pg_catalog.pg_class c "
+                          "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                          "ORDER BY 1")
+    assert release.authorised_by == "catalog" and release.min_group_size is None
+    rows = release.table.to_pylist()
+    assert [r["relname"] for r in rows] == ["impressions", "purchases", "regions"]
+    assert all(r["reltuples"] == -1 and r["relpages"] == 0 for r in rows)  # no row counts
+    columns = run(engine, "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
+                          "ORDER BY ordinal_position", ["purchases"]).table.column(0).to_pylist()
+    assert columns == ["household_id", "region", "category", "amount", "purchased_on"]
+    attributes = run(engine, "SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c "
+                             "ON c.oid = a.attrelid WHERE c.relname = 'purchases'").table.column(0).to_pylist()
+    assert "card_last4" not in attributes
+
+
+def test_functions_and_casts_psql_and_drivers_use(engine):
+    row = run(engine, "SELECT version(), current_database(), current_user, current_schema(), "
+                      "pg_catalog.format_type(1700, 655366), 'purchases'::regclass::oid > 0 AS found").table.to_pylist()[0]
+    assert row["version"].startswith("PostgreSQL 16")
+    assert row["current_database"] == "demo" and row["current_user"] == "analyst"
+    assert row["current_schema"] == "public"
+    assert row["format_type"] == "numeric(10,2)"
+    assert row["found"] is True
+    described = run(engine, "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) "
+                            "'^(purchases)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid)")
+    assert described.table.column(0).to_pylist() == ["purchases"]
+
+
+def test_templates_appear_as_functions(engine):
+    names = run(engine, "SELECT proname FROM pg_catalog.pg_proc").table.column(0).to_pylist()
+    assert names == ["campaign_reach"]
+
+
+def test_catalog_mixed_with_clean_room_tables_is_refused(engine):
+    with pytest.raises(Refused) as refused:
+        run(engine, "SELECT c.relname, COUNT(*) FROM pg_catalog.pg_class c, purchases p GROUP BY 1")
+    assert refused.value.rule == "source.system_catalog"
+
+
+def test_plain_queries_still_go_through_the_policy(engine):
+    with pytest.raises(Refused):
+        run(engine, "SELECT * FROM purchases")
+    assert run(engine, "SELECT 1 AS one").authorised_by == "public"
+
+
+def test_the_catalog_database_reaches_nothing_but_the_policy(engine):
+    from gateway.errors import GatewayError
+
+    for sql in ("SELECT version(), read_text('/etc/passwd')",
+                "SELECT pg_catalog.version() FROM read_csv('/etc/passwd')",
+                "SELECT current_database(), (SELECT count(*) FROM read_text('/etc/hostname'))"):
+        with pytest.raises(GatewayError):
+            run(engine, sql)

@@ -1,0 +1,730 @@
+"""The Postgres wire front end, tested with real clients over real sockets.
+
+Each client lists the demo tables, reads their columns, runs an allowed
+aggregate with a bound parameter, and gets SQLSTATE 42501 for a refused query.
+Clients from Debian packages (psql, pgbench: postgresql-client and
+postgresql-contrib; pgjdbc: libpostgresql-jdbc-java + default-jdk-headless;
+psqlodbc: odbc-postgresql + unixodbc) skip when missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PASSWORD = "analyst"  # the demo analyst's password on the wire
+DEMO_TABLES = ["impressions", "purchases", "regions"]
+PURCHASE_COLUMNS = ["household_id", "region", "category", "amount", "purchased_on"]  # card_last4 is hidden
+AGGREGATE = "SELECT region, COUNT(*) AS n FROM purchases WHERE region = {} GROUP BY region"
+REFUSED = "SELECT * FROM purchases"
+JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+def wire_config(demo_config_path: Path, folder: Path, **pg) -> Path:
+    from gateway.pgwire.scram import make_verifier
+
+    config = yaml.safe_load(demo_config_path.read_text())
+    config["users"]["analyst"]["scram_sha256"] = make_verifier(PASSWORD)
+    config["state_dir"] = str(folder / "state")
+    config.setdefault("pg", {}).update(pg)
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class PgServer:
+    def __init__(self, config_path: Path, log_path: Path):
+        self.port = free_port()
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.pgwire", "--config", str(config_path), "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pg server exited:\n{log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"pg server did not start:\n{log_path.read_text()}")
+
+    def dsn(self, **overrides) -> str:
+        params = {"host": "127.0.0.1", "port": self.port, "dbname": "demo", "user": "analyst",
+                  "password": PASSWORD, "sslmode": "disable", **overrides}
+        return " ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def pg(demo_config_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pgwire")
+    server = PgServer(wire_config(demo_config_path, folder), folder / "server.log")
+    yield server
+    server.stop()
+
+
+def psql_env() -> dict:
+    return {**os.environ, "PGPASSWORD": PASSWORD, "PGCONNECT_TIMEOUT": "10"}
+
+
+# -- psql ------------------------------------------------------------------------------
+
+needs_psql = pytest.mark.skipif(shutil.which("psql") is None, reason="psql missing (apt install postgresql-client)")
+
+
+def psql(pg, *commands: str, check=True) -> subprocess.CompletedProcess:
+    args = ["psql", "-X", "-v", "VERBOSITY=verbose", pg.dsn(password=None)]
+    for command in commands:
+        args += ["-c", command]
+    result = subprocess.run(args, capture_output=True, text=True, env=psql_env(), timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@needs_psql
+def test_psql_lists_tables_columns_databases_schemas(pg):
+    out = psql(pg, r"\dt").stdout
+    for table in DEMO_TABLES:
+        assert f"| {table}" in out
+    described = psql(pg, r"\d purchases").stdout
+    assert 'Table "public.purchases"' in described
+    for column in PURCHASE_COLUMNS:
+        assert column in described
+    assert "card_last4" not in described  # hidden columns do not exist
+    assert "numeric(10,2)" in described
+    assert " demo " in psql(pg, r"\l").stdout
+    assert "public" in psql(pg, r"\dn").stdout
+    assert "campaign_reach" in psql(pg, r"\df").stdout  # templates appear as functions
+
+
+@needs_psql
+def test_psql_runs_an_aggregate_and_gets_42501_for_a_refusal(pg):
+    result = psql(pg, AGGREGATE.format("'north'"))
+    assert "north" in result.stdout and "(1 row)" in result.stdout
+    refused = psql(pg, REFUSED, check=False)
+    assert refused.returncode != 0
+    assert "42501" in refused.stderr
+
+
+@needs_psql
+def test_psql_session_commands(pg):
+    out = psql(pg, "BEGIN", "SET application_name = 'x'", "SHOW application_name", "COMMIT",
+               "SELECT current_database(), current_user, version()").stdout
+    assert "BEGIN" in out and "COMMIT" in out and " x" in out
+    assert "demo" in out and "PostgreSQL 16" in out
+
+
+# -- psycopg ------------------------------------------------------------------------------
+
+
+def test_psycopg_text_binary_prepared_and_refusal(pg):
+    import psycopg
+
+    with psycopg.connect(pg.dsn()) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", ["public"]
+        ).fetchall()
+        assert [t for (t,) in tables] == DEMO_TABLES
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
+            ["purchases"],
+        ).fetchall()
+        assert [c for (c,) in columns] == PURCHASE_COLUMNS
+        cursor = conn.cursor()
+        cursor.execute(AGGREGATE.format("%s"), ["north"])
+        assert [d.name for d in cursor.description] == ["region", "n"]
+        ((region, n),) = cursor.fetchall()
+        assert region == "north" and n >= 10
+        binary = conn.cursor(binary=True)
+        query = ("SELECT region, purchased_on, COUNT(*), SUM(amount), AVG(amount) FROM purchases "
+                 "WHERE purchased_on = %s GROUP BY region, purchased_on ORDER BY region")
+        for _ in range(3):  # psycopg prepares server-side from the third run on
+            binary.execute(query, [dt.date(2026, 3, 1)], prepare=True)
+            rows = binary.fetchall()
+        assert len(rows) >= 1
+        region, day, count, total, average = rows[0]
+        assert isinstance(count, int) and isinstance(total, Decimal) and isinstance(average, float)
+        assert day == dt.date(2026, 3, 1)
+        text_rows = conn.execute(query, [dt.date(2026, 3, 1)]).fetchall()
+        assert text_rows == rows
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+            conn.execute(REFUSED)
+        assert refused.value.sqlstate == "42501"
+        conn.rollback()
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection stays usable
+
+
+def test_psycopg_errors_keep_the_connection(pg):
+    import psycopg
+
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.SyntaxError):
+            conn.execute("SELEC 1")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT COUNT(*) FROM nowhere")
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_bad_password_and_unknown_user_look_the_same(pg):
+    import psycopg
+
+    messages = []
+    for user, password in (("analyst", "wrong"), ("nobody", "wrong")):
+        with pytest.raises(psycopg.OperationalError) as failed:
+            psycopg.connect(pg.dsn(user=user, password=password))
+        messages.append(str(failed.value).replace(user, "USER"))
+    assert messages[0] == messages[1]
+    assert "password authentication failed" in messages[0]
+
+
+def test_unknown_database_is_3d000(pg):
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError) as failed:
+        psycopg.connect(pg.dsn(dbname="elsewhere"))
+    assert "does not exist" in str(failed.value)
+
+
+# -- asyncpg ---------------------------------------------------------------------------------
+
+
+def test_asyncpg(pg):
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def main():
+        conn = await asyncpg.connect(host="127.0.0.1", port=pg.port, user="analyst", password=PASSWORD,
+                                     database="demo", ssl=False)
+        try:
+            tables = await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = $1 "
+                                      "ORDER BY 1", "public")
+            assert [r["table_name"] for r in tables] == DEMO_TABLES
+            columns = await conn.fetch("SELECT column_name, data_type FROM information_schema.columns "
+                                       "WHERE table_name = $1 ORDER BY ordinal_position", "purchases")
+            assert [r["column_name"] for r in columns] == PURCHASE_COLUMNS
+            row = await conn.fetchrow(AGGREGATE.format("$1"), "north")
+            assert row["region"] == "north" and row["n"] >= 10
+            total = await conn.fetchval("SELECT SUM(amount) FROM purchases WHERE purchased_on >= $1",
+                                        dt.date(2026, 6, 1))
+            assert isinstance(total, Decimal)
+            with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+                await conn.fetch(REFUSED)
+            # Execute with a row limit: the portal is suspended and resumed.
+            async with conn.transaction():
+                regions = [r["region"] async for r in conn.cursor(
+                    "SELECT region, COUNT(*) FROM purchases GROUP BY region ORDER BY region", prefetch=3)]
+            assert len(regions) == 8 and regions == sorted(regions)
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+# -- SQLAlchemy ---------------------------------------------------------------------------------
+
+
+def test_sqlalchemy_reflection(pg):
+    sa = pytest.importorskip("sqlalchemy")
+
+    engine = sa.create_engine(f"postgresql+psycopg://analyst:{PASSWORD}@127.0.0.1:{pg.port}/demo")
+    try:
+        inspector = sa.inspect(engine)
+        assert sorted(inspector.get_table_names()) == DEMO_TABLES
+        columns = inspector.get_columns("purchases")
+        assert [c["name"] for c in columns] == PURCHASE_COLUMNS
+        assert str(columns[3]["type"]) == "NUMERIC(10, 2)"
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(AGGREGATE.format(":r")), {"r": "south"}).all()
+            assert rows[0][0] == "south"
+            with pytest.raises(sa.exc.ProgrammingError) as refused:
+                conn.execute(sa.text(REFUSED))
+            assert refused.value.orig.sqlstate == "42501"
+    finally:
+        engine.dispose()
+
+
+# -- pgjdbc -----------------------------------------------------------------------------------
+
+JAVA_PROGRAM = r"""
+import java.sql.*;
+import java.util.*;
+
+public class WireCheck {
+    public static void main(String[] args) throws Exception {
+        try (Connection c = DriverManager.getConnection(args[0], "analyst", args[1])) {
+            DatabaseMetaData md = c.getMetaData();
+            List<String> tables = new ArrayList<>();
+            try (ResultSet rs = md.getTables(null, "public", "%", new String[]{"TABLE"})) {
+                while (rs.next()) tables.add(rs.getString("TABLE_NAME"));
+            }
+            System.out.println("tables=" + String.join(",", tables));
+            List<String> columns = new ArrayList<>();
+            try (ResultSet rs = md.getColumns(null, "public", "purchases", "%")) {
+                while (rs.next()) columns.add(rs.getString("COLUMN_NAME") + ":" + rs.getString("TYPE_NAME"));
+            }
+            System.out.println("columns=" + String.join(",", columns));
+            try (PreparedStatement ps = c.prepareStatement(
+                    "SELECT region, COUNT(*) AS n FROM purchases WHERE region = ? GROUP BY region")) {
+                ps.setString(1, "north");
+                try (ResultSet rs = ps.executeQuery()) {
+                    while (rs.next()) System.out.println("row=" + rs.getString(1) + ":" + rs.getLong(2));
+                }
+            }
+            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT * FROM purchases")) {
+                System.out.println("refused=none");
+            } catch (SQLException e) {
+                System.out.println("refused=" + e.getSQLState());
+            }
+        }
+    }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("javac") is None or not JDBC_JAR.exists(),
+                    reason="javac or pgjdbc missing (apt install default-jdk-headless libpostgresql-jdbc-java)")
+def test_pgjdbc_metadata_and_prepared_statement(pg, tmp_path):
+    (tmp_path / "WireCheck.java").write_text(JAVA_PROGRAM)
+    subprocess.run(["javac", "-cp", str(JDBC_JAR), "WireCheck.java"], cwd=tmp_path, check=True, timeout=120)
+    result = subprocess.run(
+        ["java", "-cp", f"{JDBC_JAR}:{tmp_path}", "WireCheck", f"jdbc:postgresql://127.0.0.1:{pg.port}/demo", PASSWORD],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert lines["tables"].split(",") == DEMO_TABLES
+    assert [c.split(":")[0] for c in lines["columns"].split(",")] == PURCHASE_COLUMNS
+    assert "amount:numeric" in lines["columns"]
+    assert lines["row"].startswith("north:")
+    assert lines["refused"] == "42501"
+
+
+# -- psqlodbc through pyodbc -----------------------------------------------------------------------
+
+
+def _odbc_driver() -> bool:
+    try:
+        import pyodbc
+    except ImportError:
+        return False
+    return "PostgreSQL Unicode" in pyodbc.drivers()
+
+
+@pytest.mark.skipif(not _odbc_driver(), reason="pyodbc or psqlodbc missing (apt install odbc-postgresql unixodbc)")
+def test_psqlodbc_tables_columns_query(pg):
+    import pyodbc
+
+    conn = pyodbc.connect(f"DRIVER={{PostgreSQL Unicode}};SERVER=127.0.0.1;PORT={pg.port};DATABASE=demo;"
+                          f"UID=analyst;PWD={PASSWORD};SSLmode=disable", timeout=10)
+    try:
+        cursor = conn.cursor()
+        tables = sorted(r.table_name for r in cursor.tables(schema="public", tableType="TABLE"))
+        assert tables == DEMO_TABLES
+        columns = [r.column_name for r in cursor.columns(table="purchases", schema="public")]
+        assert columns == PURCHASE_COLUMNS
+        rows = cursor.execute(AGGREGATE.format("?"), "north").fetchall()
+        assert rows[0][0] == "north"
+        with pytest.raises(pyodbc.Error) as refused:
+            cursor.execute(REFUSED).fetchall()
+        assert refused.value.args[0] == "42501"
+    finally:
+        conn.close()
+
+
+# -- pgbench ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("pgbench") is None, reason="pgbench missing (apt install postgresql-contrib)")
+def test_pgbench_custom_script(pg, tmp_path):
+    script = tmp_path / "aggregate.sql"
+    script.write_text(
+        "\\set r random(1, 2)\n"
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public';\n"
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'purchases';\n"
+        "SELECT region, COUNT(*) FROM purchases WHERE region = CASE WHEN :r = 1 THEN 'north' ELSE 'south' END "
+        "GROUP BY region;\n"
+    )
+    base = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "analyst"]
+    for mode in ("simple", "extended", "prepared"):
+        result = subprocess.run(base + ["-M", mode, "-c", "2", "-t", "5", "-f", str(script), "demo"],
+                                capture_output=True, text=True, env=psql_env(), timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "number of transactions actually processed: 10/10" in result.stdout
+    refused = tmp_path / "refused.sql"
+    refused.write_text(REFUSED + ";\n")
+    result = subprocess.run(base + ["-t", "1", "-f", str(refused), "demo"], capture_output=True, text=True,
+                            env=psql_env(), timeout=60)
+    assert result.returncode != 0
+    assert "raw rows are never released" in result.stderr
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+
+class RawClient:
+    """A minimal protocol client (SCRAM included), to send what real clients never would."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def send_startup(self, **params) -> None:
+        body = struct.pack("!i", 196608) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items()) + b"\0"
+        self.sock.sendall(struct.pack("!i", len(body) + 4) + body)
+
+    def send(self, kind: bytes, body: bytes) -> None:
+        self.sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
+
+    def read(self) -> tuple[bytes, bytes]:
+        while True:
+            if len(self.buffer) >= 5:
+                (length,) = struct.unpack_from("!i", self.buffer, 1)
+                if len(self.buffer) >= 1 + length:
+                    kind, body = self.buffer[:1], self.buffer[5 : 1 + length]
+                    self.buffer = self.buffer[1 + length :]
+                    return kind, body
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+
+    def until(self, kind: bytes) -> list[tuple[bytes, bytes]]:
+        seen = []
+        while True:
+            message = self.read()
+            seen.append(message)
+            if message[0] == kind:
+                return seen
+
+    def login(self, user="analyst", password=PASSWORD) -> None:
+        self.send_startup(user=user, database="demo")
+        kind, body = self.read()
+        assert kind == b"R" and struct.unpack_from("!i", body)[0] == 10
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n=,r={nonce}"
+        first = ("n,," + first_bare).encode()
+        self.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
+        kind, body = self.read()
+        server_first = body[4:].decode()
+        attrs = dict(part.split("=", 1) for part in server_first.split(","))
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+        client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+        without_proof = f"c=biws,r={attrs['r']}"
+        auth = f"{first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.new(hashlib.sha256(client_key).digest(), auth, hashlib.sha256).digest()
+        proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
+        self.send(b"p", f"{without_proof},p={proof}".encode())
+        self.until(b"Z")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _query_works(pg) -> None:
+    import psycopg
+
+    with psycopg.connect(pg.dsn(), connect_timeout=10) as conn:
+        assert conn.execute(AGGREGATE.format("%s"), ["north"]).fetchone()[0] == "north"
+
+
+def _rest(raw: RawClient) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = raw.sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_malformed_and_oversized_messages(pg):
+    # A startup packet with an impossible length.
+    raw = RawClient(pg.port)
+    raw.sock.sendall(struct.pack("!i", 3))
+    assert _rest(raw).startswith(b"E")  # a FATAL error, then the server hangs up
+    raw.close()
+    # An oversized startup packet.
+    raw = RawClient(pg.port)
+    raw.sock.sendall(struct.pack("!ii", 50_000_000, 196608))
+    assert _rest(raw).startswith(b"E")
+    raw.close()
+    # GSSAPI encryption is refused with 'N'; the client may go on without it.
+    raw = RawClient(pg.port)
+    raw.sock.sendall(struct.pack("!ii", 8, 80877104))
+    assert raw.sock.recv(1) == b"N"
+    raw.login()
+    raw.close()
+    # After login: an oversized message ends that session with 54000.
+    raw = RawClient(pg.port)
+    raw.login()
+    raw.sock.sendall(b"Q" + struct.pack("!i", 512 * 1024 * 1024))
+    kind, body = raw.read()
+    assert kind == b"E" and b"54000" in body
+    raw.close()
+    # A truncated Parse is a protocol violation (08P01).
+    raw = RawClient(pg.port)
+    raw.login()
+    raw.send(b"P", b"stmt\0SELECT 1")  # no terminator, no parameter count
+    kind, body = raw.read()
+    assert kind == b"E" and b"08P01" in body
+    raw.close()
+    # Errors in the extended protocol are skipped until Sync; the session goes on.
+    raw = RawClient(pg.port)
+    raw.login()
+    raw.send(b"B", b"\0missing\0" + struct.pack("!hhh", 0, 0, 0))
+    raw.send(b"E", b"\0" + struct.pack("!i", 0))
+    raw.send(b"S", b"")
+    messages = raw.until(b"Z")
+    assert [k for k, _ in messages] == [b"E", b"Z"] and b"26000" in messages[0][1]
+    raw.send(b"Q", b"SELECT 1\0")
+    assert [k for k, _ in raw.until(b"Z")] == [b"T", b"D", b"C", b"Z"]
+    raw.close()
+    # An unknown message type is an error, not a crash.
+    raw = RawClient(pg.port)
+    raw.login()
+    raw.send(b"!", b"")
+    raw.send(b"S", b"")
+    assert raw.until(b"Z")[0][0] == b"E"
+    raw.close()
+    assert pg.alive()
+    _query_works(pg)
+
+
+def test_client_vanishing_mid_query(pg):
+    for _ in range(5):
+        raw = RawClient(pg.port)
+        raw.login()
+        raw.send(b"Q", b"SELECT campaign, COUNT(DISTINCT i.household_id) FROM impressions i JOIN purchases p "
+                       b"ON i.household_id = p.household_id GROUP BY campaign\0")
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
+        raw.close()
+    time.sleep(0.5)
+    assert pg.alive()
+    _query_works(pg)
+
+
+def test_200_idle_connections(pg):
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def main():
+        idle = [await asyncpg.connect(host="127.0.0.1", port=pg.port, user="analyst", password=PASSWORD,
+                                      database="demo", ssl=False) for _ in range(200)]
+        try:
+            started = time.monotonic()
+            await asyncio.to_thread(_query_works, pg)
+            assert time.monotonic() - started < 10
+            assert await idle[0].fetchval("SELECT 1") == 1
+            assert await idle[-1].fetchval("SELECT 1") == 1
+        finally:
+            await asyncio.gather(*(c.close() for c in idle))
+
+    asyncio.run(main())
+    assert pg.alive()
+
+
+def test_cancel_request_leaves_session_usable(pg):
+    import psycopg
+
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.cancel()  # nothing running: a no-op, as in PostgreSQL
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_tls(demo_config_path, tmp_path):
+    import psycopg
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl missing")
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
+    server = PgServer(wire_config(demo_config_path, tmp_path, tls_cert=str(cert), tls_key=str(key),
+                                  allow_cleartext_over_tls=True), tmp_path / "server.log")
+    try:
+        with psycopg.connect(server.dsn(sslmode="require")) as conn:  # cleartext password, inside TLS
+            assert conn.pgconn.ssl_in_use
+            assert conn.execute(AGGREGATE.format("%s"), ["north"]).fetchone()[0] == "north"
+        with psycopg.connect(server.dsn(sslmode="disable")) as conn:  # no TLS: SCRAM only
+            assert not conn.pgconn.ssl_in_use
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(server.dsn(sslmode="require", password="wrong"))
+    finally:
+        server.stop()
+
+
+def test_workers_share_the_port(demo_config_path, tmp_path):
+    import psycopg
+
+    config = wire_config(demo_config_path, tmp_path)
+    port = free_port()
+    log = open(tmp_path / "server.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(config), "--host", "127.0.0.1",
+                                "--port", str(port), "--workers", "2"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while (tmp_path / "server.log").read_text().count("listening on") < 2:
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.2)
+        dsn = f"host=127.0.0.1 port={port} dbname=demo user=analyst password={PASSWORD} sslmode=disable"
+        for _ in range(6):
+            with psycopg.connect(dsn) as conn:
+                conn.cancel()  # routed to whichever worker owns the session
+                assert conn.execute(AGGREGATE.format("%s"), ["north"]).fetchone()[0] == "north"
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+# -- cancellation, with an engine that blocks until interrupted -------------------------------------
+
+
+class BlockingEngine:
+    """Stands in for Engine: each run() waits until interrupt() is called for its request."""
+
+    def __init__(self, config):
+        import threading
+
+        from gateway.policy.model import CleanRoom
+
+        self.config = config
+        self.events: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+        self.context = type("Context", (), {"cleanrooms": {"demo": CleanRoom.__new__(CleanRoom)}})()
+
+    def cleanrooms_for(self, user):
+        return ["demo"] if user == "analyst" else []
+
+    def tables(self, user, room):
+        return []
+
+    def run(self, request):
+        import threading
+
+        import pyarrow as pa
+
+        from gateway.engine.types import Release
+        from gateway.errors import QueryCancelled
+
+        event = threading.Event()
+        with self.lock:
+            self.events[request.request_id] = event
+        if request.sql.strip().lower().startswith("select 1"):
+            return Release(request.request_id, pa.table({"?column?": [1]}), "public", None)
+        if not event.wait(20):
+            raise AssertionError("never interrupted")
+        raise QueryCancelled("the query was cancelled", rule="engine.cancelled")
+
+    def interrupt(self, request_id):
+        with self.lock:
+            event = self.events.get(request_id)
+        if event is not None:
+            event.set()
+        return event is not None
+
+
+def _serve_blocking_engine(config_path: str, port: int) -> None:
+    from gateway.config import load_config
+    from gateway.pgwire.server import PgServer
+
+    config = load_config(Path(config_path))
+
+    async def main():
+        server = PgServer(BlockingEngine(config), config)
+        await server.start("127.0.0.1", port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def test_cancel_request_interrupts_the_running_statement(demo_config_path, tmp_path):
+    import multiprocessing
+    import threading
+
+    import psycopg
+
+    port = free_port()
+    # A process of its own: libpq's cancel call holds the GIL while it waits for the server.
+    child = multiprocessing.get_context("fork").Process(
+        target=_serve_blocking_engine, args=(str(wire_config(demo_config_path, tmp_path)), port), daemon=True)
+    child.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and child.is_alive()
+                time.sleep(0.1)
+        with psycopg.connect(f"host=127.0.0.1 port={port} dbname=demo user=analyst password={PASSWORD} "
+                             "sslmode=disable", autocommit=True) as conn:
+            threading.Timer(0.5, conn.cancel).start()
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT region, COUNT(*) FROM purchases GROUP BY region")
+            assert time.monotonic() - started < 10
+            assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
+    finally:
+        child.terminate()
+        child.join(10)
+
+
+def test_copy_to_stdout_of_an_allowed_query(pg):
+    import psycopg
+
+    with psycopg.connect(pg.dsn()) as conn:
+        cursor = conn.cursor()
+        with cursor.copy("COPY (SELECT region, COUNT(*) AS n FROM purchases GROUP BY region ORDER BY region) "
+                         "TO STDOUT") as copy:
+            rows = [row for row in copy.rows()]
+        assert len(rows) == 8 and rows[0][0] == "central"
+        with cursor.copy("COPY (SELECT region, region_name FROM regions ORDER BY region) TO STDOUT "
+                         "WITH (FORMAT csv, HEADER)") as copy:
+            text = b"".join(bytes(block) for block in copy).decode()
+        assert text.splitlines()[0] == "region,region_name" and len(text.splitlines()) == 9
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with cursor.copy("COPY (SELECT * FROM purchases) TO STDOUT") as copy:
+                list(copy)
