@@ -12,11 +12,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gateway import demo
     from gateway.collab import cli as collab_cli
+    from gateway import users
     from gateway.http import serve
+    from gateway.pgwire import server as pg_server
     from gateway.policy import check
 
     check.register(sub)  # cleanroom policy check PATH...
     serve.register(sub)  # cleanroom serve --config FILE [--workers N]
+    pg_server.register(sub)  # cleanroom pg --config FILE [--port] [--workers N]
+    users.register(sub)  # cleanroom user add NAME
     demo.register(sub)  # cleanroom demo [--http-port] [--pg-port]
     collab_cli.register(sub)  # cleanroom template ..., cleanroom audit verify|tail, cleanroom policy test
     return parser

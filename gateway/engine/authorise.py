@@ -13,8 +13,6 @@ from gateway.policy.model import AggregationRule, CleanRoom, ColumnRef, Role
 
 
 def authorise(state: QueryState) -> QueryState:
-    if state.release is not None:  # answered by an earlier pass (the catalog)
-        return state
     room = state.cleanroom
     if state.template is not None:
         k = group_size(room, state.tables_read, state.template.min_group_size)

@@ -30,8 +30,6 @@ def visible_tables(cleanroom: CleanRoom, analyst: Analyst) -> dict[str, Table]:
 
 
 def bind(state: QueryState) -> QueryState:
-    if state.release is not None:  # answered by an earlier pass (the catalog)
-        return state
     tree = normalize_identifiers(state.tree, dialect="postgres")
     if state.template is not None:
         reachable = dict(state.cleanroom.tables)  # an approved template may read what it names

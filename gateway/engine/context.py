@@ -12,6 +12,7 @@ import duckdb
 
 from gateway.config_model import GatewayConfig
 from gateway.engine.audit_log import AuditLog
+from gateway.engine.recall import AnalysisCache
 from gateway.policy.model import CleanRoom
 
 
@@ -26,3 +27,4 @@ class EngineContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.engine"))
     running: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # request id -> cursor
     lock: threading.Lock = field(default_factory=threading.Lock)
+    analyses: AnalysisCache = field(default_factory=AnalysisCache)  # see recall.py

@@ -15,8 +15,6 @@ BATCH_ROWS = 65_536
 
 
 def execute(state: QueryState) -> QueryState:
-    if state.release is not None:  # answered by an earlier pass (the catalog)
-        return state
     context, request_id = state.context, state.request.request_id
     settings = context.config.engine
     cursor = context.database.cursor()

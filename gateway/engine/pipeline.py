@@ -6,8 +6,8 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import audit, authorise, bind, catalog, execute, parse, release, rewrite
 from gateway.collab import outputs
+from gateway.engine import audit, authorise, bind, catalog, execute, parse, recall, release, rewrite
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -19,11 +19,19 @@ COMPILE = (
     rewrite.rewrite,
 )
 
-PASSES = COMPILE + (
-    execute.execute,
-    release.release,
+# Once a statement has its release, only these still run.
+AFTER_RELEASE = (
     outputs.deliver,  # templates with an output store their result instead of returning it
     audit.audit,
+)
+
+PASSES = (
+    recall.recall,  # a repeated statement brings back its analysis and skips COMPILE
+    *COMPILE,
+    recall.remember,
+    execute.execute,
+    release.release,
+    *AFTER_RELEASE,
 )
 
 
@@ -31,8 +39,19 @@ def run(state: QueryState, passes=PASSES) -> QueryState:
     """Run the passes; a refusal or failure is audited before it reaches the client."""
     try:
         for step in passes:
-            state = step(state)
+            if _needed(step, state):
+                state = step(state)
     except Exception as error:  # refusals, and internal faults reported by request id only
         audit.audit_failure(state, error)
         raise
     return state
+
+
+def _needed(step, state: QueryState) -> bool:
+    """A pass runs unless an earlier one already did its work: the catalog pass
+    answers catalog statements itself, and recall restores a known analysis."""
+    if step in AFTER_RELEASE:
+        return True
+    if state.release is not None:
+        return False
+    return not (state.generated_sql is not None and step in COMPILE)

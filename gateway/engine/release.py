@@ -11,8 +11,6 @@ from gateway.engine.types import Release
 
 
 def release(state: QueryState) -> QueryState:
-    if state.release is not None:  # answered by an earlier pass (the catalog)
-        return state
     authorisation = state.authorisation
     table = _finite(state.result)
     notices = []

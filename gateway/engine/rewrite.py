@@ -20,8 +20,6 @@ from gateway.policy.model import CleanRoom, Role, Table
 
 
 def rewrite(state: QueryState) -> QueryState:
-    if state.release is not None:  # answered by an earlier pass (the catalog)
-        return state
     tree = state.tree.copy()
     room = state.cleanroom
     if state.authorisation.min_group_size is not None:

@@ -1,0 +1,66 @@
+"""Passes recall and remember: the analysis of a statement, from its text to
+the SQL DuckDB runs, depends only on the text, its parameters, the user and the
+clean room's policy version. BI tools repeat the same statements all day, so a
+repeat skips straight to execution.
+
+Templates are not recalled: their approvals are checked on every run, so a
+revoked approval takes effect at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+
+from gateway.engine.state import QueryState
+
+# What the analysis passes produce, and so what a recalled analysis restores.
+ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "authorisation", "generated_sql")
+
+
+class AnalysisCache:
+    """A bounded LRU map, shared by the threads of one engine."""
+
+    def __init__(self, capacity: int = 2048):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> dict | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, analysis: dict) -> None:
+        with self._lock:
+            self._items[key] = analysis
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+def cache_key(state: QueryState) -> tuple | None:
+    request = state.request
+    if request.template is not None or not isinstance(request.sql, str):
+        return None
+    try:  # repr keeps 1, "1" and date(…) apart; json keeps lists and dicts comparable
+        params = json.dumps(request.params, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return None
+    return (state.cleanroom.name, state.cleanroom.version, request.user, request.sql, params)
+
+
+def recall(state: QueryState) -> QueryState:
+    key = cache_key(state)
+    found = state.context.analyses.get(key) if key is not None else None
+    return state.evolve(**found) if found is not None else state
+
+
+def remember(state: QueryState) -> QueryState:
+    key = cache_key(state)
+    if key is not None and state.generated_sql is not None and state.release is None:
+        state.context.analyses.put(key, {name: getattr(state, name) for name in ANALYSIS_FIELDS})
+    return state
