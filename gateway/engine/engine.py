@@ -6,6 +6,8 @@ import datetime as dt
 import threading
 from pathlib import Path
 
+import pyarrow as pa
+
 from gateway import sources
 from gateway.config_model import GatewayConfig
 from gateway.engine import pipeline
@@ -144,6 +146,18 @@ class Engine:
     def compile(self, request: QueryRequest) -> QueryState:
         """Every pass up to the generated SQL, nothing executed (benchmarks, EXPLAIN)."""
         return pipeline.run(self._start(request), pipeline.COMPILE)
+
+    def describe(self, request: QueryRequest) -> pa.Schema:
+        """The result columns of a statement without running it on the private
+        data: every policy pass, then DuckDB binds (LIMIT 0 never scans) the SQL."""
+        state = self.compile(request)
+        if state.release is not None:  # answered by an engine pass (the catalog)
+            return state.release.table.schema
+        cursor = self.database.cursor()
+        try:
+            return cursor.sql(state.generated_sql).limit(0).to_arrow_table().schema
+        finally:
+            cursor.close()
 
     def interrupt(self, request_id: str) -> bool:
         with self.context.lock:

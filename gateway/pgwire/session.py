@@ -404,7 +404,7 @@ class Session:
         return cached
 
     def _policy_version(self) -> str:
-        room = self.engine.context.cleanrooms.get(self.database)
+        room = self.engine.cleanrooms.get(self.database)
         return getattr(room, "version", "")
 
     async def describe_statement(self, statement: Statement) -> tuple[list[int], list[m.Field] | None]:
@@ -776,15 +776,4 @@ def dummy_value(oid: int):
 
 
 def describe_result(engine, request: QueryRequest) -> pa.Schema:
-    """The result columns of a statement, without running it on the private data:
-    compile it (every policy pass), then let DuckDB bind, not execute, the SQL."""
-    state = engine.compile(request)
-    release = getattr(state, "release", None)
-    if release is not None:  # answered by an engine pass (the catalog)
-        return release.table.schema
-    cursor = engine.database.cursor()
-    try:
-        relation = cursor.sql(state.generated_sql)
-        return relation.limit(0).arrow().schema if hasattr(relation, "arrow") else relation.limit(0).to_arrow_table().schema
-    finally:
-        cursor.close()
+    return engine.describe(request)
