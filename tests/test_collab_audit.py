@@ -94,7 +94,6 @@ def client_for(engine, tmp_path):
 
     from gateway.auth import hash_token
     from gateway.http.app import create_app
-    from gateway.http.collaboration import blueprint
 
     users = {name: {"token_sha256": hash_token(name)} for name in ("ana", "appr_a", "appr_b", "audit_b")}
     config = yaml.safe_load((tmp_path / "gateway.yaml").read_text())
@@ -104,7 +103,6 @@ def client_for(engine, tmp_path):
 
     engine.config = engine.context.config = load_config(tmp_path / "gateway.yaml")
     app = create_app(lambda: engine)
-    app.register_blueprint(blueprint)
     return app.test_client()
 
 

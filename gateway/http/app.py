@@ -29,6 +29,7 @@ from gateway.auth import user_for_token
 from gateway.engine.types import QueryRequest, Release, new_request_id
 from gateway.errors import GatewayError, NotAuthenticated, UnknownCleanRoom
 from gateway.http import problems
+from gateway.http.collaboration import blueprint as collaboration_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,13 @@ def create_app(engine_factory: Callable[[], object]) -> Flask:
 
     @app.get("/v1/health")
     def health():
-        loaded = len(engine().context.cleanrooms)
-        return {"status": "ok", "version": gateway.__version__, "cleanrooms_loaded": loaded}
+        current = engine()
+        return {
+            "status": "ok",
+            "version": gateway.__version__,
+            "cleanrooms_loaded": len(current.cleanrooms),
+            "policies": current.policy_status(detail=False),  # counts only: health needs no token
+        }
 
     @app.get("/v1/openapi.json")
     def openapi():
@@ -156,6 +162,7 @@ def create_app(engine_factory: Callable[[], object]) -> Flask:
         )
         return release_response(engine().run(query_request), media_type)
 
+    app.register_blueprint(collaboration_blueprint)
     return app
 
 

@@ -204,6 +204,8 @@ def run_pg_server(config_path, host: str | None = None, port: int | None = None,
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass
+        # SIGHUP reloads the policies off the loop; a bad edit keeps the old ones serving.
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, engine.reload))
         log.info("pgwire: listening on %s:%s", host, port)
         print(f"cleanroom pg: listening on {host}:{port}", flush=True)
         await stop.wait()
@@ -234,8 +236,14 @@ def _supervise(config_path, host: str, port: int, workers: int) -> int:
             if child.poll() is None:
                 child.terminate()
 
+    def reload(*_):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     try:
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
