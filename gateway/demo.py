@@ -252,6 +252,6 @@ Analyst:    user analyst, bearer token "analyst" (password "analyst" over the wi
   curl -s {auth} -H 'Content-Type: application/json' \\
        -d '{template}' {base}/v1/templates/campaign_reach/run
 
-Postgres wire protocol (arrives with the Postgres front end):
+Postgres wire protocol (password "analyst"):
   psql "host=127.0.0.1 port={pg_port} dbname=demo user=analyst"
 """

@@ -13,6 +13,7 @@ import duckdb
 from gateway.config_model import GatewayConfig
 from gateway.engine.audit_log import AuditLog
 from gateway.engine.recall import AnalysisCache
+from gateway.engine.watchdog import Watchdog
 from gateway.policy.model import CleanRoom
 
 
@@ -28,3 +29,4 @@ class EngineContext:
     running: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # request id -> cursor
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: AnalysisCache = field(default_factory=AnalysisCache)  # see recall.py
+    watchdog: Watchdog = field(default_factory=Watchdog)  # query timeouts

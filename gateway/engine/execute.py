@@ -24,10 +24,9 @@ def execute(state: QueryState) -> QueryState:
         timed_out.set()
         cursor.interrupt()
 
-    timer = threading.Timer(settings.query_timeout_seconds, on_timeout)
     with context.lock:
         context.running[request_id] = cursor
-    timer.start()
+    alarm = context.watchdog.arm(settings.query_timeout_seconds, on_timeout)
     try:
         reader = cursor.execute(state.generated_sql).to_arrow_reader(BATCH_ROWS)
         batches, rows = [], 0
@@ -52,7 +51,7 @@ def execute(state: QueryState) -> QueryState:
         context.log.exception("engine failure for request %s: %s", request_id, state.generated_sql)
         raise ExecutionFailed(request_id) from None
     finally:
-        timer.cancel()
+        context.watchdog.disarm(alarm)
         with context.lock:
             context.running.pop(request_id, None)
         cursor.close()
