@@ -67,7 +67,7 @@ def generate(data_dir: Path, scale: float = 1.0) -> None:
     marker.write_text(json.dumps(wanted) + "\n")
 
 
-def _build(con: "duckdb.DuckDBPyConnection", data_dir: Path, households: int) -> None:
+def _build(con, data_dir: Path, households: int) -> None:
     # u(a, b, c): a uniform double in [0, 1) drawn from the hash of its arguments.
     # hash(a, b, c) alone barely changes when only c does (draws with different
     # salts came out 0.998 correlated); hashing it again mixes the bits.

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from gateway.engine.state import QueryState
 from gateway.errors import GatewayError
 from gateway.policy.model import CleanRoom
 
@@ -55,24 +54,6 @@ class OutputInfo:
 def _info(row: dict) -> OutputInfo:
     fields = {f.name for f in dataclasses.fields(OutputInfo)}
     return OutputInfo(**{**{k: v for k, v in row.items() if k in fields}, "receivers": tuple(json.loads(row["receivers"]))})
-
-
-def deliver(state: QueryState) -> QueryState:
-    """Pipeline pass after release: a template with an output stores its result
-    and returns a one-row receipt instead of the rows."""
-    template = state.template
-    if template is None or template.output is None or state.release is None:
-        return state
-    collab = state.context.collab
-    release = state.release
-    info = write(collab, state.cleanroom, template.name, state.authorisation.template_sha256, template.output.name,
-                 template.output.receivers, release.table, release.request_id)
-    receipt = pa.table({
-        "output": [info.name], "output_id": [info.output_id], "rows": [info.num_rows],
-        "receivers": [", ".join(info.receivers)], "expires_at": [info.as_json()["expires_at"]],
-    })
-    notice = f"result written to output {info.name} for {', '.join(info.receivers)}, kept until {info.as_json()['expires_at']}"
-    return state.evolve(release=dataclasses.replace(release, table=receipt, notices=release.notices + (notice,)))
 
 
 def write(collab, room: CleanRoom, template: str, digest: str | None, name: str, receivers, table: pa.Table,

@@ -6,8 +6,7 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.collab import outputs
-from gateway.engine import audit, authorise, bind, catalog, execute, parse, recall, release, rewrite
+from gateway.engine import audit, authorise, bind, catalog, deliver, execute, parse, recall, release, rewrite
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -21,7 +20,7 @@ COMPILE = (
 
 # Once a statement has its release, only these still run.
 AFTER_RELEASE = (
-    outputs.deliver,  # templates with an output store their result instead of returning it
+    deliver.deliver,  # templates with an output store their result instead of returning it
     audit.audit,
 )
 
