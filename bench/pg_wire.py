@@ -9,6 +9,10 @@
 2. `pgbench -S`-style throughput: `SELECT 1` with pgbench -M prepared, 4 clients, --seconds s,
    the gateway running --workers processes (default: one per core).
 
+3. With --buenavista PYTHON (an interpreter of a separate venv holding buenavista,
+   pyarrow and python-dateutil: never a dependency of this project), the same
+   SELECT 1 throughput against buenavista's DuckDB example server, and the ratio.
+
 Prints medians and the ratios gateway / PostgreSQL in the same run. A benchmark,
 not a test: it asserts nothing. Needs psql and pgbench (postgresql-client,
 postgresql-contrib) and a PostgreSQL server for the comparison.
@@ -112,6 +116,29 @@ def pgbench_tps(params: dict, env: dict, seconds: int, script: Path) -> float:
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
 
 
+def buenavista_tps(python: str, seconds: int, script: Path) -> float:
+    """buenavista's DuckDB example server on an in-memory database, as its README starts it."""
+    port = free_port()
+    server = subprocess.Popen([python, "-m", "buenavista.examples.duckdb_postgres"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "BUENAVISTA_HOST": "127.0.0.1",
+                                                              "BUENAVISTA_PORT": str(port)})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("buenavista did not start") from None
+                time.sleep(0.2)
+        params = {"host": "127.0.0.1", "port": port, "user": "bench", "dbname": "bench"}
+        return statistics.median(pgbench_tps(params, os.environ, seconds, script) for _ in range(3))
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -119,6 +146,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gateway worker processes")
     parser.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=test")
+    parser.add_argument("--buenavista", metavar="PYTHON", help="interpreter of a venv with buenavista installed")
     args = parser.parse_args()
     pg = dict(part.split("=", 1) for part in args.pg.split())
     env = {**os.environ, "PGPASSWORD": PASSWORD}
@@ -146,6 +174,10 @@ def main() -> None:
             postgres_tps = statistics.median(pgbench_tps(pg, os.environ, args.seconds, script) for _ in range(3))
             print(f"SELECT 1 (pgbench -M prepared, 4 clients, {args.workers} gateway workers): gateway {gateway_tps:,.0f} tps, "
                   f"PostgreSQL {postgres_tps:,.0f} tps, ratio {gateway_tps / postgres_tps:.3f} (median of 3)")
+            if args.buenavista:
+                bv_tps = buenavista_tps(args.buenavista, args.seconds, script)
+                print(f"SELECT 1, same pgbench: buenavista {bv_tps:,.0f} tps, gateway / buenavista "
+                      f"{gateway_tps / bv_tps:.2f}x (median of 3)")
         finally:
             gateway.terminate()
             gateway.wait(15)
