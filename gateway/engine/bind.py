@@ -117,21 +117,29 @@ def _name_outputs(tree: exp.Expression) -> None:
         select.set("expressions", projections)
 
 
+def optional_aliases(select: exp.Select) -> set[str]:
+    """Aliases of the outermost FROM that an outer join may leave out of a row:
+    the right side of a LEFT join, both sides of a FULL join, and everything
+    before a RIGHT or FULL join."""
+    entries = [(select.args["from_"].this, "")] if select.args.get("from_") else []
+    entries += [(j.this, (j.side or "").upper()) for j in select.args.get("joins") or []]
+    optional = set()
+    for i, (node, side) in enumerate(entries):
+        later = {s for _, s in entries[i + 1 :]}
+        if side in ("LEFT", "FULL") or later & {"RIGHT", "FULL"}:
+            optional.add(node.alias_or_name)
+    return optional
+
+
 def _outer_uses(tree: exp.Expression, cleanroom: CleanRoom) -> tuple[TableUse, ...]:
     """Policy tables in the outermost FROM, and whether an outer join may leave them out."""
     if not isinstance(tree, exp.Select) or tree.args.get("from_") is None:
         return ()
-    joins = tree.args.get("joins") or []
-    entries = [(tree.args["from_"].this, "")] + [(j.this, (j.side or "").upper()) for j in joins]
-    uses = []
-    for i, (node, side) in enumerate(entries):
-        if not isinstance(node, exp.Table) or node.name not in cleanroom.tables or _is_cte(tree, node):
-            continue
-        later = {s for _, s in entries[i + 1 :]}
-        nullable = side in ("LEFT", "FULL") or bool(later & {"RIGHT", "FULL"})
-        uses.append(TableUse(alias=node.alias_or_name, table=cleanroom.tables[node.name], nullable=nullable))
-    return tuple(uses)
-
-
-def _is_cte(tree: exp.Expression, node: exp.Table) -> bool:
-    return not node.db and node.name in {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    optional = optional_aliases(tree)
+    sources = [tree.args["from_"].this] + [j.this for j in tree.args.get("joins") or []]
+    return tuple(
+        TableUse(alias=node.alias_or_name, table=cleanroom.tables[node.name], nullable=node.alias_or_name in optional)
+        for node in sources
+        if isinstance(node, exp.Table) and node.name in cleanroom.tables and (node.db or node.name not in cte_names)
+    )

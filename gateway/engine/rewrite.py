@@ -14,6 +14,7 @@ from sqlglot import expressions as exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
 from gateway import sources
+from gateway.engine.bind import optional_aliases
 from gateway.engine.state import QueryState
 from gateway.errors import Refused
 from gateway.policy.model import CleanRoom, Role, Table
@@ -76,7 +77,7 @@ def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[s
     if not isinstance(tree, exp.Select):
         raise Refused("the outermost query must be a SELECT to be threshold-checked", rule="query.set_operation")
     scope = build_scope(tree)
-    nullable = _nullable_aliases(tree)
+    nullable = optional_aliases(tree)
     found: dict[str, tuple[exp.Column, bool]] = {}
     for alias, (_, source) in scope.selected_sources.items():
         for output, table_name in _unit_outputs(source, room):
@@ -111,17 +112,6 @@ def _unit_outputs(source: exp.Table | Scope, room: CleanRoom):
             for name, table_name in _unit_outputs(source.selected_sources[inner.table][1], room):
                 if name == inner.name:
                     yield projection.alias_or_name, table_name
-
-
-def _nullable_aliases(select: exp.Select) -> set[str]:
-    entries = [(select.args["from_"].this, "")] if select.args.get("from_") else []
-    entries += [(j.this, (j.side or "").upper()) for j in select.args.get("joins") or []]
-    nullable = set()
-    for i, (node, side) in enumerate(entries):
-        later = {s for _, s in entries[i + 1 :]}
-        if side in ("LEFT", "FULL") or later & {"RIGHT", "FULL"}:
-            nullable.add(node.alias_or_name)
-    return nullable
 
 
 def _point_at_sources(tree: exp.Expression, room: CleanRoom) -> None:

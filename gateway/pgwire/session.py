@@ -418,7 +418,7 @@ class Session:
             dummies = [dummy_value(oid) for oid in statement.param_types]
             request = QueryRequest(user=self.user, cleanroom=self.database, sql=statement.sql, params=dummies,
                                    front_end="pgwire")
-            schema = await self.io.run(describe_result, self.engine, request)
+            schema = await self.io.run(self.engine.describe, request)
             fields = [m.Field(f.name, t.arrow_type_oid(f.type), t.TYPE_SIZES.get(t.arrow_type_oid(f.type), -1),
                               t.type_modifier(f.type)) for f in schema]
             cached = (list(statement.param_types), fields)
@@ -773,7 +773,3 @@ def dummy_value(oid: int):
     if oid in (t.TIMESTAMP, t.TIMESTAMPTZ):
         return dt.datetime(2000, 1, 1)
     return "x"
-
-
-def describe_result(engine, request: QueryRequest) -> pa.Schema:
-    return engine.describe(request)
