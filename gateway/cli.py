@@ -12,6 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gateway import demo
     from gateway.collab import cli as collab_cli
+    from gateway.dp import cli as dp_cli
     from gateway import users
     from gateway.http import serve
     from gateway.pgwire import server as pg_server
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.register(sub)  # cleanroom user add NAME
     demo.register(sub)  # cleanroom demo [--http-port] [--pg-port]
     collab_cli.register(sub)  # cleanroom template ..., cleanroom audit verify|tail, cleanroom policy test
+    dp_cli.register(sub)  # cleanroom budget show|reset
     return parser
 
 

@@ -126,6 +126,16 @@ class ResultTooLarge(GatewayError):
     type_slug = "result-too-large"
 
 
+class BudgetExhausted(GatewayError):
+    """The analyst's privacy budget cannot pay for this query. Nothing was run
+    and nothing was charged."""
+
+    sqlstate = "53400"  # configuration_limit_exceeded: a limit set by the operator
+    http_status = 429
+    title = "Privacy budget exhausted"
+    type_slug = "budget-exhausted"
+
+
 class PolicyInvalid(Exception):
     """A policy or config file failed validation; `problems` lists every finding
     as `file:line:col: key.path: message`."""

@@ -118,7 +118,7 @@ def test_column_roles_bounds_values_and_privacy_units():
 def test_joins_and_aggregates():
     found = problems("bad_joins.yaml")
     assert found == [
-        "bad_joins.yaml:38:25: rules.r.aggregates[1]: 'median' is not one of ['count', 'count_distinct', 'sum', 'avg', 'min', 'max']",
+        "bad_joins.yaml:38:25: rules.r.aggregates[1]: 'variance' is not one of ['count', 'count_distinct', 'sum', 'avg', 'min', 'max', 'median']",
         "bad_joins.yaml:40:16: rules.r.joins[0][1]: table 'c' is not in this rule's tables (a, b, lookup)",
         "bad_joins.yaml:41:10: rules.r.joins[1][0]: a.secret is a hidden column and cannot be joined on",
         "bad_joins.yaml:42:9: rules.r.joins[2]: private tables join on join_key columns only (a.region is dimension, b.region is dimension)",

@@ -11,14 +11,17 @@ longer count.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import json
+from typing import Mapping
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
-from gateway.policy.model import CleanRoom, Template
+from gateway.policy.model import AggregationRule, CleanRoom, Template
 
 
 def canonical_sql(sql: str) -> str:
@@ -66,3 +69,196 @@ def canonical_form(room: CleanRoom, template: Template) -> dict:
 def template_hash(room: CleanRoom, template: Template) -> str:
     body = json.dumps(canonical_form(room, template), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+# -- rules ---------------------------------------------------------------------
+#
+# A rule's canonical form is the rule itself plus everything in the policy that
+# decides what may leave through it: the clean room's settings, the policy of
+# every table it covers (columns, roles, bounds, public values, k, privacy unit,
+# keys, privacy settings) and the analysts it is granted to. Fields are read
+# generically from the policy model, so settings added to the model later are
+# covered without touching this file; only prose is left out.
+
+RULE_PREFIX = "rule:"  # rules' approvals share the approvals table with templates, as "rule:<name>"
+_PROSE = frozenset({"description", "display_name"})  # notes for people, not policy
+_ROOM_PARTS = frozenset({"collaborators", "tables", "rules", "templates", "analysts", "members",
+                         "source_file", "version"})  # covered elsewhere in the form, or not policy
+
+
+def plain(value):
+    """Policy model values as JSON-ready data: dataclasses as objects of their
+    fields (prose left out), enums as their values, sets sorted."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in _PROSE}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted((plain(v) for v in value), key=_json)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # dates and the like: their text is their identity
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def rule_tables(rule: AggregationRule) -> frozenset[str]:
+    return frozenset(rule.tables)
+
+
+def rule_canonical_form(room: CleanRoom, rule: AggregationRule) -> dict:
+    tables = rule_tables(rule)
+    rule_part = plain(rule)
+    rule_part.update(
+        tables=sorted(tables),
+        joins=sorted(sorted([str(j.left), str(j.right)]) for j in rule.joins),
+    )
+    table_parts = {}
+    for name in sorted(tables):
+        table = plain(room.tables[name])
+        table["keys"] = sorted(table.get("keys") or [])
+        table_parts[name] = table
+    room_part = {f.name: plain(getattr(room, f.name)) for f in dataclasses.fields(room)
+                 if f.name not in _ROOM_PARTS | _PROSE}
+    grantees = {
+        name: {k: v for k, v in plain(analyst).items() if k not in ("name", "rules", "templates")}
+        for name, analyst in sorted(room.analysts.items()) if rule.name in analyst.rules
+    }
+    return {
+        "kind": "rule",
+        "cleanroom": room_part,
+        "rule": rule_part,  # k enforced = max of the clean room's, the tables' and the rule's: all here
+        "tables": table_parts,
+        "analysts": grantees,
+    }
+
+
+def form_hash(form: dict) -> str:
+    return hashlib.sha256(_json(form).encode()).hexdigest()
+
+
+def rule_hash(room: CleanRoom, rule: AggregationRule) -> str:
+    return form_hash(rule_canonical_form(room, rule))
+
+
+# -- tightening ------------------------------------------------------------------
+#
+# A change keeps a rule's approvals only when it can only let less leave. Every
+# difference between the approved form and the new one must be one of these;
+# anything else, including every change to a setting not named here (privacy
+# settings among them), is a loosening and needs every owner's approval again:
+#
+#   rule        tables, aggregates, joins: a subset of the approved ones
+#               min_group_size: the same or higher (unset counts as 0)
+#   clean room  min_group_size: the same or higher; every other setting unchanged
+#   table       (each table the rule still covers) min_group_size: the same or
+#               higher; keys (public tables): a subset; owner, source, relation,
+#               privacy unit, public and every other setting: unchanged
+#   column      removed from the policy, or moved to hidden: tighter;
+#               a new column: only if hidden; otherwise its role unchanged,
+#               measure bounds the same or narrower (lower >= old lower,
+#               upper <= old upper), its public values list and every other
+#               setting unchanged
+#   analysts    the rule granted to a subset of the approved analysts, each
+#               with unchanged settings (collaborator, privacy overrides)
+
+
+def loosenings(old: dict, new: dict) -> list[str]:
+    """What in `new` could let more leave than `old` allowed; [] when `new`
+    only tightens `old` (or equals it)."""
+    found: list[str] = []
+    if old.get("kind") != "rule" or new.get("kind") != "rule" or set(old) != set(new):
+        return ["the canonical form changed shape"]
+    _at_least(found, "cleanroom", old["cleanroom"], new["cleanroom"], "min_group_size")
+    _unchanged(found, "cleanroom", old["cleanroom"], new["cleanroom"], skip={"min_group_size"})
+    o, n = old["rule"], new["rule"]
+    for key in ("tables", "aggregates"):
+        _subset(found, f"rule.{key}", o.get(key), n.get(key))
+    _subset(found, "rule.joins", [_json(j) for j in o.get("joins") or []], [_json(j) for j in n.get("joins") or []])
+    _at_least(found, "rule", o, n, "min_group_size")
+    _unchanged(found, "rule", o, n, skip={"tables", "aggregates", "joins", "min_group_size"})
+    for name, table in new["tables"].items():
+        before = old["tables"].get(name)
+        if before is None:
+            found.append(f"tables.{name}: newly covered")
+            continue
+        _table_loosenings(found, f"tables.{name}", before, table)
+    for name, analyst in new["analysts"].items():
+        if name not in old["analysts"]:
+            found.append(f"analysts.{name}: newly granted the rule")
+        elif analyst != old["analysts"][name]:
+            found.append(f"analysts.{name}: settings changed")
+    return found
+
+
+def _table_loosenings(found: list[str], at: str, old: dict, new: dict) -> None:
+    _at_least(found, at, old, new, "min_group_size")
+    _subset(found, f"{at}.keys", old.get("keys"), new.get("keys"))
+    _unchanged(found, at, old, new, skip={"min_group_size", "keys", "columns"})
+    old_columns, new_columns = old.get("columns") or {}, new.get("columns") or {}
+    for name, column in new_columns.items():
+        where = f"{at}.columns.{name}"
+        before = old_columns.get(name)
+        if column.get("role") == "hidden":
+            continue  # hidden: nothing of it leaves, whatever else it says
+        if before is None:
+            found.append(f"{where}: new column")
+            continue
+        if column.get("role") != before.get("role"):
+            found.append(f"{where}.role: {before.get('role')} -> {column.get('role')}")
+            continue
+        _narrower_bounds(found, f"{where}.bounds", before.get("bounds"), column.get("bounds"))
+        _unchanged(found, where, before, column, skip={"bounds"})
+
+
+def _unchanged(found: list[str], at: str, old: dict, new: dict, skip: set[str]) -> None:
+    for key in sorted((set(old) | set(new)) - skip):
+        if key not in old or key not in new or _json(old[key]) != _json(new[key]):
+            found.append(f"{at}.{key} changed")
+
+
+def _at_least(found: list[str], at: str, old: dict, new: dict, key: str) -> None:
+    before, after = old.get(key) or 0, new.get(key) or 0
+    if after < before:
+        found.append(f"{at}.{key} lowered ({before} -> {after})")
+
+
+def _subset(found: list[str], at: str, old, new) -> None:
+    added = sorted(set(new or ()) - set(old or ()))
+    if added:
+        found.append(f"{at}: added {', '.join(map(str, added))}")
+
+
+def _narrower_bounds(found: list[str], at: str, old, new) -> None:
+    if old is None and new is None:
+        return
+    if old is None or new is None:
+        found.append(f"{at} changed")
+    elif new["lower"] < old["lower"] or new["upper"] > old["upper"]:
+        found.append(f"{at} widened ([{old['lower']}, {old['upper']}] -> [{new['lower']}, {new['upper']}])")
+
+
+def tightenings(old: dict, new: dict) -> list[str]:
+    """What `new` tightened compared with `old` (for the record of a carried approval)."""
+    changes = []
+
+    def walk(at, a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if key not in b:
+                    changes.append(f"{at}.{key} removed".lstrip("."))
+                elif key not in a:
+                    changes.append(f"{at}.{key} added".lstrip("."))
+                else:
+                    walk(f"{at}.{key}", a[key], b[key])
+        elif _json(a) != _json(b):
+            changes.append(f"{at}: {_json(a)} -> {_json(b)}".lstrip("."))
+
+    walk("", old, new)
+    return changes

@@ -17,6 +17,8 @@ AGGREGATES: dict[type[exp.Expression], str] = {
     exp.Avg: "avg",
     exp.Min: "min",
     exp.Max: "max",
+    exp.Median: "median",
+    exp.Quantile: "median",  # percentile_cont(q) WITHIN GROUP (ORDER BY x), normalised by bind
 }
 
 # Scalar functions that cannot raise on a value (casts become TRY_CAST) and keep no state.

@@ -37,6 +37,7 @@ def bind(state: QueryState) -> QueryState:
         reachable = visible_tables(state.cleanroom, state.analyst)
     tables_read = _resolve_tables(tree, reachable)
     _name_outputs(tree)
+    tree = tree.transform(_as_quantile, copy=False)
     types = state.context.column_types[state.cleanroom.name]
     schema = {
         name: {col: types[name][col] for col in table.visible()}
@@ -115,6 +116,21 @@ def _name_outputs(tree: exp.Expression) -> None:
                 projection = exp.alias_(projection, output_name(projection), quoted=True)
             projections.append(projection)
         select.set("expressions", projections)
+
+
+def _as_quantile(node: exp.Expression) -> exp.Expression:
+    """percentile_cont(q) WITHIN GROUP (ORDER BY x) becomes QUANTILE(x, q): one
+    node whose argument is `this`, which authorise checks like any aggregate's.
+    Other ordered-set aggregates keep their form and are refused."""
+    if not (isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont)):
+        return node
+    order = node.expression
+    fraction = node.this.this
+    if not (isinstance(order, exp.Order) and len(order.expressions) == 1 and isinstance(fraction, exp.Literal)
+            and not fraction.is_string and 0 <= float(fraction.this) <= 1):
+        raise Refused("percentile_cont takes one fraction between 0 and 1 and one ORDER BY expression",
+                      rule="aggregate.quantile")
+    return exp.Quantile(this=order.expressions[0].this, quantile=fraction)
 
 
 def optional_aliases(select: exp.Select) -> set[str]:

@@ -28,8 +28,8 @@ def rewrite(state: QueryState) -> QueryState:
             _clamp_measures(tree, {u.alias: u.table for u in state.uses})
         units = unit_columns(tree, room, state.tables_read)
         _require_min_group_size(tree, units, state.authorisation.min_group_size)
-    tree = tree.transform(_try_cast, copy=False)
-    _point_at_sources(tree, room)
+    tree = tree.transform(_try_cast, copy=False).transform(_quantile_cont, copy=False)
+    point_at_sources(tree, room)
     return state.evolve(generated_sql=tree.sql(dialect="duckdb"))
 
 
@@ -46,10 +46,23 @@ def _clamp_measures(tree: exp.Expression, by_alias: dict[str, Table]) -> None:
             continue
         spec = table.columns[column.name]
         if spec.role is Role.MEASURE and spec.bounds is not None:
-            low, high = (exp.Literal.number(b) for b in (spec.bounds.lower, spec.bounds.upper))
-            at_least = exp.Greatest(this=column.copy(), expressions=[low], ignore_nulls=True)
-            clamped = exp.Least(this=at_least, expressions=[high], ignore_nulls=True)
-            column.replace(clamped)
+            column.replace(clamp(column.copy(), spec.bounds.lower, spec.bounds.upper))
+
+
+def clamp(value: exp.Expression, lower: float, upper: float) -> exp.Expression:
+    """value forced into [lower, upper]; NULL stays NULL (DuckDB's GREATEST and
+    LEAST skip NULLs, so GREATEST(NULL, 0) would turn a missing value into 0)."""
+    low, high = exp.Literal.number(lower), exp.Literal.number(upper)
+    at_least = exp.Greatest(this=value.copy(), expressions=[low], ignore_nulls=True)
+    bounded = exp.Least(this=at_least, expressions=[high], ignore_nulls=True)
+    return exp.Case(ifs=[exp.If(this=exp.Is(this=value, expression=exp.null()), true=exp.null())], default=bounded)
+
+
+def _quantile_cont(node: exp.Expression) -> exp.Expression:
+    """QUANTILE (from percentile_cont) interpolates as PostgreSQL does."""
+    if isinstance(node, exp.Quantile):
+        return exp.Anonymous(this="quantile_cont", expressions=[node.this, node.args["quantile"]])
+    return node
 
 
 def _require_min_group_size(tree: exp.Expression, units: list[tuple[exp.Column, bool]], k: int) -> None:
@@ -80,7 +93,7 @@ def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[s
     nullable = optional_aliases(tree)
     found: dict[str, tuple[exp.Column, bool]] = {}
     for alias, (_, source) in scope.selected_sources.items():
-        for output, table_name in _unit_outputs(source, room):
+        for output, table_name in unit_outputs(source, room):
             candidate = (exp.column(output, table=alias, quoted=True), alias in nullable)
             if table_name not in found or (found[table_name][1] and not candidate[1]):
                 found[table_name] = candidate
@@ -96,7 +109,7 @@ def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[s
     return [found[t] for t in private]
 
 
-def _unit_outputs(source: exp.Table | Scope, room: CleanRoom):
+def unit_outputs(source: exp.Table | Scope, room: CleanRoom):
     """(output column name, private table) pairs for the unit columns a source exposes."""
     if isinstance(source, exp.Table):
         table = room.tables.get(source.name)
@@ -109,12 +122,12 @@ def _unit_outputs(source: exp.Table | Scope, room: CleanRoom):
     for projection in select.expressions:
         inner = projection.unalias()
         if isinstance(inner, exp.Column) and inner.table in source.selected_sources:
-            for name, table_name in _unit_outputs(source.selected_sources[inner.table][1], room):
+            for name, table_name in unit_outputs(source.selected_sources[inner.table][1], room):
                 if name == inner.name:
                     yield projection.alias_or_name, table_name
 
 
-def _point_at_sources(tree: exp.Expression, room: CleanRoom) -> None:
+def point_at_sources(tree: exp.Expression, room: CleanRoom) -> None:
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     for node in list(tree.find_all(exp.Table)):
         if node.db or node.name in cte_names or node.name not in room.tables:

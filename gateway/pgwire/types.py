@@ -77,6 +77,36 @@ def arrow_type_oid(kind: pa.DataType) -> int:
     return TEXT
 
 
+# DuckDB exports UUID and JSON to Arrow as plain strings. The engine names such a
+# field's DuckDB type in its metadata, and Arrow's extension types (arrow.uuid,
+# arrow.json) say it too; either way the client gets uuid or json, not text.
+DUCKDB_TYPE_KEY = b"duckdb_type"
+_STRING_TYPES_BY_NAME = {b"UUID": UUID, b"JSON": JSON}
+_EXTENSION_TYPES = {"arrow.uuid": UUID, "arrow.json": JSON}
+
+
+def field_oid(field: pa.Field) -> int:
+    """The OID a result column is sent as."""
+    kind = field.type
+    if isinstance(kind, pa.BaseExtensionType):
+        return _EXTENSION_TYPES.get(kind.extension_name) or arrow_type_oid(kind.storage_type)
+    declared = (field.metadata or {}).get(DUCKDB_TYPE_KEY, b"").upper()
+    if declared in _STRING_TYPES_BY_NAME and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return _STRING_TYPES_BY_NAME[declared]
+    return arrow_type_oid(kind)
+
+
+def _plain(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array, extension types unwrapped to their storage."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column, pa.ExtensionArray):
+        if column.type.extension_name == "arrow.uuid":  # text is the hyphenated form, not the bytes
+            return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+        column = column.storage
+    return column
+
+
 def type_modifier(kind: pa.DataType) -> int:
     if pa.types.is_decimal(kind):
         return ((kind.precision << 16) | kind.scale) + 4
@@ -115,8 +145,7 @@ _FRACTION = r"(\.\d*[1-9])0+$|\.0+$"
 
 def text_cells(column: pa.Array, oid: int) -> pa.Array:
     """A column as PostgreSQL's text output, one binary cell per row (nulls stay null)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+    column = _plain(column)
     kind = column.type
     if pa.types.is_boolean(kind):
         cells = pc.if_else(column, pa.scalar(b"t"), pa.scalar(b"f"))
@@ -190,8 +219,7 @@ def format_interval(value) -> str:
 
 def binary_cells(column: pa.Array, oid: int) -> pa.Array:
     """A column in PostgreSQL's binary format for `oid` (nulls stay null)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+    column = _plain(column)
     kind = column.type
     if oid == BOOL:
         return _big_endian(pc.cast(column, pa.uint8()), "B", 1)
@@ -227,8 +255,8 @@ def binary_value(value, oid: int) -> bytes:
         if isinstance(value, dt.timedelta):
             return struct.pack("!qii", value.seconds * 1_000_000 + value.microseconds, value.days, 0)
         return struct.pack("!qii", value.nanoseconds // 1000, value.days, value.months)
-    if oid == UUID:
-        return uuid.UUID(str(value)).bytes
+    if oid == UUID:  # 16 bytes, as uuid_send writes them
+        return value.bytes if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).bytes
     if oid == BYTEA:
         return bytes(value)
     return _text_value(value)
@@ -327,7 +355,7 @@ def decode_parameter(data: bytes | None, oid: int, fmt: int):
         if fmt == 1:
             return _decode_binary(data, oid)
         return _decode_text(data.decode("utf-8"), oid)
-    except (ValueError, struct.error, InvalidOperation, UnicodeDecodeError) as error:
+    except (ValueError, struct.error, InvalidOperation, UnicodeDecodeError, RecursionError) as error:
         raise BadValue(f"invalid value for parameter of type {oid}: {error}") from None
 
 
@@ -352,6 +380,16 @@ def _decode_text(text: str, oid: int):
         if value.tzinfo is not None:
             value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
         return value
+    if oid == UUID:
+        return str(uuid.UUID(text.strip()))
+    if oid in (JSON, JSONB):
+        return _checked_json(text)
+    return text
+
+
+def _checked_json(text: str) -> str:
+    """JSON parameters travel as their text, once known to be JSON (PostgreSQL checks it too)."""
+    json.loads(text)
     return text
 
 
@@ -376,8 +414,12 @@ def _decode_binary(data: bytes, oid: int):
         return dt.datetime(2000, 1, 1) + dt.timedelta(microseconds=struct.unpack("!q", data)[0])
     if oid == UUID:
         return str(uuid.UUID(bytes=data))
-    if oid == JSONB and data[:1] == b"\x01":
-        return data[1:].decode("utf-8")
+    if oid == JSONB:  # a version byte, then the text
+        if data[:1] != b"\x01":
+            raise ValueError("unsupported jsonb version")
+        return _checked_json(data[1:].decode("utf-8"))
+    if oid == JSON:  # binary json is its text
+        return _checked_json(data.decode("utf-8"))
     return data.decode("utf-8")
 
 
@@ -425,6 +467,8 @@ def _small_binary(value, oid: int) -> bytes:
         return struct.pack("!q", (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
     if oid == TIME:
         return struct.pack("!q", ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond)
+    if oid == UUID:
+        return binary_value(value, oid)
     if isinstance(value, str):
         return value.encode("utf-8")
     return binary_value(value, oid)
@@ -454,7 +498,7 @@ def encode_copy_text(batch: pa.RecordBatch) -> bytes:
         return b""
     columns = []
     for i, field in enumerate(batch.schema):
-        cells = text_cells(batch.column(i), arrow_type_oid(field.type))
+        cells = text_cells(batch.column(i), field_oid(field))
         for raw, escaped in ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r")):
             cells = pc.replace_substring(cells, raw, escaped)
         columns.append(pc.fill_null(cells, b"\\N"))
@@ -483,7 +527,7 @@ def encode_copy_csv(batch: pa.RecordBatch, header: bool) -> bytes:
     """CopyData messages for COPY ... TO STDOUT (FORMAT csv): PostgreSQL's text values, quoted when needed, NULL empty."""
     columns = []
     for i, field in enumerate(batch.schema):
-        cells = pc.cast(text_cells(batch.column(i), arrow_type_oid(field.type)), pa.string())
+        cells = pc.cast(text_cells(batch.column(i), field_oid(field)), pa.string())
         quoted = pc.binary_join_element_wise(pa.scalar('"'), pc.replace_substring(cells, '"', '""'), pa.scalar('"'), "")
         needs = pc.or_(pc.match_substring_regex(cells, '[",\\r\\n]'), pc.equal(pc.utf8_length(cells), 0))
         columns.append(pc.fill_null(pc.if_else(needs, quoted, cells), ""))

@@ -28,12 +28,16 @@ from gateway.policy.model import (
     Collaborator,
     Column,
     ColumnRef,
+    DifferentialPrivacy,
     JoinPath,
     Member,
     MemberRole,
     Output,
     Parameter,
     ParamType,
+    PrivacyBudget,
+    PrivacyOverride,
+    Refresh,
     Role,
     Table,
     Template,
@@ -114,6 +118,27 @@ def semantic_problems(data: dict) -> Problems:
                     found.append((at + (section, i), f"unknown {section[:-1]} {ref!r} (declared: {_names(declared)})"))
     found += _member_problems(data, collaborators)
     found += _output_problems(templates, collaborators)
+    found += _privacy_problems(data)
+    return found
+
+
+def _privacy_problems(data: dict) -> Problems:
+    """Budgets that cannot pay for one query, and template bounds the wrong way round."""
+    found: Problems = []
+    room = _map(data.get("privacy"))
+    sections = [(("privacy",), room)] + [(("analysts", name, "privacy"), _map(a.get("privacy")))
+                                         for name, a in _entries(data.get("analysts"))]
+    for at, section in sections:
+        budget, per_query = _map(section.get("budget")), section.get("epsilon_per_query", room.get("epsilon_per_query"))
+        if _is_number(budget.get("epsilon")) and _is_number(per_query) and budget["epsilon"] < per_query:
+            found.append((at + ("budget", "epsilon"), f"a budget of {budget['epsilon']} cannot pay for one query "
+                                                      f"of epsilon {per_query}"))
+    if any(_map(a.get("privacy")) for _, a in _entries(data.get("analysts"))) and not room:
+        found.append((("analysts",), "analyst privacy settings need a clean-room privacy section"))
+    for name, template in _entries(data.get("templates")):
+        for column, bounds in _map(template.get("bounds")).items():
+            if _is_bounds(bounds) and not bounds[0] < bounds[1]:
+                found.append((("templates", name, "bounds", column), f"lower bound {bounds[0]} must be below upper bound {bounds[1]}"))
     return found
 
 
@@ -418,16 +443,38 @@ def _build(data: dict, source_file: str, version: str) -> CleanRoom:
         rules={name: _rule(name, spec) for name, spec in data.get("rules", {}).items()},
         templates={name: _template(name, spec) for name, spec in data.get("templates", {}).items()},
         analysts={
-            name: Analyst(name, spec["collaborator"], tuple(spec.get("rules", ())), tuple(spec.get("templates", ())))
+            name: Analyst(
+                name, spec["collaborator"], tuple(spec.get("rules", ())), tuple(spec.get("templates", ())),
+                privacy=_privacy_override(spec.get("privacy")),
+            )
             for name, spec in data.get("analysts", {}).items()
         },
         members={
             name: Member(name, spec["collaborator"], frozenset(MemberRole(r) for r in spec["roles"]))
             for name, spec in data.get("members", {}).items()
         },
+        privacy=_privacy(data.get("privacy")),
         source_file=source_file,
         version=version,
     )
+
+
+def _budget(spec: dict) -> PrivacyBudget:
+    return PrivacyBudget(float(spec["epsilon"]), float(spec.get("delta", 0.0)), Refresh(spec.get("refresh", "never")))
+
+
+def _privacy(spec: dict | None) -> DifferentialPrivacy | None:
+    if spec is None:
+        return None
+    optional = {k: spec[k] for k in ("delta_per_query", "max_rows_per_unit", "max_groups_per_unit") if k in spec}
+    return DifferentialPrivacy(epsilon_per_query=float(spec["epsilon_per_query"]), budget=_budget(spec["budget"]), **optional)
+
+
+def _privacy_override(spec: dict | None) -> PrivacyOverride | None:
+    if spec is None:
+        return None
+    fields = {k: spec[k] for k in ("epsilon_per_query", "delta_per_query", "max_rows_per_unit", "max_groups_per_unit") if k in spec}
+    return PrivacyOverride(**fields, budget=_budget(spec["budget"]) if "budget" in spec else None)
 
 
 def _table(name: str, spec: dict) -> Table:
@@ -452,6 +499,7 @@ def _table(name: str, spec: dict) -> Table:
         keys=tuple(spec.get("keys", ())),
         min_group_size=spec.get("min_group_size"),
         description=spec.get("description", ""),
+        max_epsilon_per_query=spec.get("max_epsilon_per_query"),
     )
 
 
@@ -466,6 +514,7 @@ def _rule(name: str, spec: dict) -> AggregationRule:
         joins=joins,
         min_group_size=spec.get("min_group_size"),
         description=spec.get("description", ""),
+        privacy=_privacy_override(spec.get("privacy")),
     )
 
 
@@ -490,4 +539,6 @@ def _template(name: str, spec: dict) -> Template:
         description=spec.get("description", ""),
         min_group_size=spec.get("min_group_size"),
         output=Output(spec["output"]["name"], tuple(spec["output"]["receivers"])) if "output" in spec else None,
+        privacy=_privacy_override(spec.get("privacy")),
+        bounds={column: Bounds(float(lo), float(hi)) for column, (lo, hi) in spec.get("bounds", {}).items()},
     )

@@ -27,6 +27,65 @@ class Aggregate(str, enum.Enum):
     AVG = "avg"
     MIN = "min"
     MAX = "max"
+    MEDIAN = "median"  # median(x) and percentile_cont(q) WITHIN GROUP (ORDER BY x)
+
+
+class Mechanism(str, enum.Enum):
+    """How differentially private releases are noised (gateway/dp/mechanisms.py)."""
+
+    # Discrete Laplace on counts, OpenDP's float-safe Laplace on sums, the
+    # exponential mechanism for medians; pure epsilon-DP with basic composition
+    # (private partition selection adds delta).
+    LAPLACE = "laplace"
+
+
+class Refresh(str, enum.Enum):
+    """When a privacy budget starts again. Each refresh is new privacy loss."""
+
+    NEVER = "never"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """Total privacy loss one analyst may spend (per period, if it refreshes)."""
+
+    epsilon: float
+    delta: float = 0.0
+    refresh: Refresh = Refresh.NEVER
+
+
+@dataclass(frozen=True)
+class DifferentialPrivacy:
+    """Differential privacy for released aggregates, per privacy unit.
+
+    Guarantee: each query is (epsilon_per_query, delta_per_query)-DP for the
+    privacy unit, given that no unit adds more than max_rows_per_unit rows to
+    a group or touches more than max_groups_per_unit groups. The engine
+    enforces both limits by rewriting the query, so the guarantee holds
+    whatever the data are. delta is spent only when group keys are not public.
+    """
+
+    epsilon_per_query: float
+    budget: PrivacyBudget
+    delta_per_query: float = 1e-6
+    max_rows_per_unit: int = 10
+    max_groups_per_unit: int = 4
+    mechanism: Mechanism = Mechanism.LAPLACE
+
+
+@dataclass(frozen=True)
+class PrivacyOverride:
+    """Per analyst, rule or template settings that replace the clean room's.
+    Unset fields (None) keep the clean room's value."""
+
+    epsilon_per_query: float | None = None
+    delta_per_query: float | None = None
+    max_rows_per_unit: int | None = None
+    max_groups_per_unit: int | None = None
+    budget: PrivacyBudget | None = None  # analysts only
 
 
 @dataclass(frozen=True)
@@ -58,6 +117,7 @@ class Table:
     keys: tuple[str, ...] = ()  # public tables: columns other tables may join on
     min_group_size: int | None = None  # overrides the clean room's default when stricter
     description: str = ""
+    max_epsilon_per_query: float | None = None  # the owner's cap on any query reading this table
 
     def visible(self) -> dict[str, Column]:
         """Columns that exist for analysts (hidden ones do not)."""
@@ -94,6 +154,7 @@ class AggregationRule:
     joins: tuple[JoinPath, ...] = ()
     min_group_size: int | None = None
     description: str = ""
+    privacy: PrivacyOverride | None = None
 
 
 class ParamType(str, enum.Enum):
@@ -135,6 +196,10 @@ class Template:
     description: str = ""
     min_group_size: int | None = None
     output: Output | None = None
+    privacy: PrivacyOverride | None = None
+    # Differential privacy: bounds of columns the template derives (e.g. a
+    # per-household count), by output name, so they can be clamped and noised.
+    bounds: Mapping[str, Bounds] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +217,7 @@ class Analyst:
     collaborator: str
     rules: tuple[str, ...] = ()
     templates: tuple[str, ...] = ()
+    privacy: PrivacyOverride | None = None
 
 
 class MemberRole(str, enum.Enum):
@@ -182,6 +248,7 @@ class CleanRoom:
     members: Mapping[str, Member] = field(default_factory=dict)
     min_group_size: int = 10  # default k, raised by stricter table, rule or template settings
     description: str = ""
+    privacy: DifferentialPrivacy | None = None  # None: k-thresholds only, no noise
     source_file: str = ""
     version: str = ""  # sha256 of the policy file's bytes: cache keys and audit records use it
 

@@ -1,0 +1,1 @@
+"""Differential privacy: OpenDP mechanisms, the budget ledger and the release cache."""

@@ -1,0 +1,452 @@
+"""The privacy budget ledger: what each analyst has spent, charged atomically.
+
+Every differentially private release costs (epsilon, delta). Before a query
+runs, the pipeline calls `Ledger.charge`: one transaction reads what the
+analyst has spent in the current period, refuses with BudgetExhausted (writing
+nothing) if the cost does not fit, and otherwise appends the charge. The charge
+is committed before `charge` returns, so a crash right after can only leave a
+paid-for query unanswered, never an answered query unpaid.
+
+Where it lives: SQLite (`<state_dir>/ledger.sqlite`, WAL, synchronous=FULL,
+`BEGIN IMMEDIATE` around read-sum-insert) or, when the config names a DSN,
+PostgreSQL (table `dp_ledger`, one transaction holding a transaction-level
+advisory lock on the account), so threads, gunicorn's forks and several
+gateway hosts sharing one database all see one budget. Connections are opened
+per call, as in gateway/collab/store.py.
+
+Exactness: amounts are integers, epsilon in units of 1e-12 and delta in units
+of 1e-18. A float is taken at its shortest decimal form (what the policy says:
+0.1 is 0.1, not 0.1000000000000000055...), costs are rounded up and budgets
+down, so ten charges of 0.1 exactly fill a budget of 1.0 and rounding never
+lets an analyst spend more than the budget.
+
+The ledger is append-only: an operator's reset (`cleanroom budget reset`) is a
+row too, and what counts as spent is the charges after the latest reset that
+fall in the budget's current period (UTC day, ISO week from Monday, calendar
+month, or forever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import math
+import sqlite3
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from gateway.errors import BudgetExhausted
+
+EPSILON_SCALE = 10**12  # ledger units per 1 epsilon
+DELTA_SCALE = 10**18  # ledger units per 1 delta
+MAX_EPSILON = 1_000_000  # keeps sums of units inside a signed 64-bit integer
+REFRESH_PERIODS = ("never", "daily", "weekly", "monthly")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What an analyst may spend per period (from the policy)."""
+
+    epsilon: float
+    delta: float = 0.0
+    refresh: str = "never"  # "never" | "daily" | "weekly" | "monthly" (UTC calendar periods)
+
+    def __post_init__(self):
+        _check_amount("budget epsilon", self.epsilon, MAX_EPSILON)
+        _check_amount("budget delta", self.delta, 1)
+        if self.refresh not in REFRESH_PERIODS:
+            raise ValueError(f"budget refresh must be one of {', '.join(REFRESH_PERIODS)}, not {self.refresh!r}")
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A cost, or an amount spent or remaining."""
+
+    epsilon: float
+    delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class Account:
+    """Whose budget."""
+
+    cleanroom: str
+    analyst: str
+
+
+@dataclass(frozen=True)
+class Balance:
+    account: Account
+    budget: Budget
+    spent: Spend
+    remaining: Spend
+    period_start: dt.datetime | None  # None: the budget never renews
+    queries: int  # charges counted in `spent`
+
+    @property
+    def renews_at(self) -> dt.datetime | None:
+        return None if self.period_start is None else next_period(self.period_start, self.budget.refresh)
+
+    def as_json(self) -> dict:
+        def iso(value):
+            return None if value is None else value.isoformat()
+
+        return {
+            "cleanroom": self.account.cleanroom, "analyst": self.account.analyst,
+            "budget": {"epsilon": self.budget.epsilon, "delta": self.budget.delta},
+            "spent": {"epsilon": self.spent.epsilon, "delta": self.spent.delta},
+            "remaining": {"epsilon": self.remaining.epsilon, "delta": self.remaining.delta},
+            "queries": self.queries, "refresh": self.budget.refresh,
+            "period_start": iso(self.period_start), "renews_at": iso(self.renews_at),
+        }
+
+
+# -- amounts ---------------------------------------------------------------------
+
+
+def _check_amount(what: str, value: Any, maximum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise ValueError(f"{what} must be a number, not {value!r}")
+    if not math.isfinite(value) or value < 0 or value > maximum:
+        raise ValueError(f"{what} must be between 0 and {maximum}, not {value!r}")
+
+
+def _units(value: float, scale: int, rounding: str) -> int:
+    """`value` in ledger units, from its shortest decimal form, rounded as told."""
+    try:
+        exact = Decimal(str(value)) * scale
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    return int(exact.to_integral_value(rounding=rounding))
+
+
+def cost_units(cost: Spend) -> tuple[int, int]:
+    _check_amount("cost epsilon", cost.epsilon, MAX_EPSILON)
+    _check_amount("cost delta", cost.delta, 1)
+    return _units(cost.epsilon, EPSILON_SCALE, ROUND_CEILING), _units(cost.delta, DELTA_SCALE, ROUND_CEILING)
+
+
+def budget_units(budget: Budget) -> tuple[int, int]:
+    return _units(budget.epsilon, EPSILON_SCALE, ROUND_FLOOR), _units(budget.delta, DELTA_SCALE, ROUND_FLOOR)
+
+
+def _amount(units: int, scale: int) -> float:
+    return float(Decimal(units) / scale)
+
+
+def _text(units: int, scale: int) -> str:
+    """Units as an exact, short decimal: 100000000000 at 1e12 -> '0.1'."""
+    return format((Decimal(units) / scale).normalize(), "f")
+
+
+def _spend(epsilon_units: int, delta_units: int) -> Spend:
+    return Spend(_amount(epsilon_units, EPSILON_SCALE), _amount(delta_units, DELTA_SCALE))
+
+
+# -- periods ---------------------------------------------------------------------
+
+
+def _utc(now: dt.datetime) -> dt.datetime:
+    return now.replace(tzinfo=dt.timezone.utc) if now.tzinfo is None else now.astimezone(dt.timezone.utc)
+
+
+def period_start(refresh: str, now: dt.datetime) -> dt.datetime | None:
+    """Start of the UTC calendar period holding `now`; None for budgets that never renew."""
+    now = _utc(now)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if refresh == "never":
+        return None
+    if refresh == "daily":
+        return midnight
+    if refresh == "weekly":
+        return midnight - dt.timedelta(days=midnight.weekday())  # ISO weeks start on Monday
+    if refresh == "monthly":
+        return midnight.replace(day=1)
+    raise ValueError(f"unknown budget refresh {refresh!r}")
+
+
+def next_period(start: dt.datetime, refresh: str) -> dt.datetime | None:
+    if refresh == "daily":
+        return start + dt.timedelta(days=1)
+    if refresh == "weekly":
+        return start + dt.timedelta(days=7)
+    if refresh == "monthly":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return None
+
+
+# -- the database ----------------------------------------------------------------
+
+
+class Database:
+    """Parameterised SQL (written with `?`) on SQLite or PostgreSQL, one
+    connection per call. `transaction(lock=...)` serialises writers: SQLite's
+    `BEGIN IMMEDIATE` (the whole file), PostgreSQL's transaction-level advisory
+    lock on `lock` (one account). Shared by the ledger and the release cache."""
+
+    def __init__(self, sqlite_path: Path | None = None, postgres_dsn: str | None = None):
+        if (sqlite_path is None) == (postgres_dsn is None):
+            raise ValueError("give exactly one of sqlite_path and postgres_dsn")
+        self.sqlite_path = Path(sqlite_path) if sqlite_path is not None else None
+        self.postgres_dsn = postgres_dsn
+        if self.sqlite_path is not None:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def kind(self) -> str:
+        return "postgres" if self.postgres_dsn else "sqlite"
+
+    def create(self, statements: Sequence[str], **types: str) -> None:
+        """Create tables and indexes; `types` fill `{name}` per dialect:
+        each value is "sqlite type|postgres type"."""
+        chosen = {name: value.split("|")[1 if self.postgres_dsn else 0] for name, value in types.items()}
+        if self.sqlite_path is not None:
+            con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
+            try:
+                mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]  # persistent: set once per file
+                if mode.lower() != "wal":
+                    raise RuntimeError(f"{self.sqlite_path}: could not switch to WAL (journal_mode={mode})")
+            finally:
+                con.close()
+        # Several workers may start at once: create under the lock, not racing.
+        with self.transaction(lock=_lock_key("dp schema")) as tx:
+            for statement in statements:
+                tx.execute(statement.format(**chosen))
+
+    @contextlib.contextmanager
+    def transaction(self, lock: int | None = None) -> Iterator["_Tx"]:
+        """One transaction; committed when the block ends cleanly, rolled back on
+        any exception. With SQLite every transaction here takes the write lock
+        at once (`BEGIN IMMEDIATE`), so `lock` is implied."""
+        if self.postgres_dsn:
+            import psycopg  # only deployments with a DSN need the driver
+
+            with psycopg.connect(self.postgres_dsn) as con:  # commits on clean exit, rolls back on error
+                tx = _Tx(con, qmark=True)
+                if lock is not None:
+                    tx.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
+                yield tx
+            return
+        con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(con, qmark=False)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator["_Tx"]:
+        """A read: no write lock (WAL readers never wait for the writer)."""
+        if self.postgres_dsn:
+            import psycopg
+
+            with psycopg.connect(self.postgres_dsn) as con:
+                yield _Tx(con, qmark=True)
+            return
+        con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
+        try:
+            con.execute("BEGIN")  # one snapshot for all the reads in the block
+            yield _Tx(con, qmark=False)
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+
+class _Tx:
+    def __init__(self, con, qmark: bool):
+        self.con = con
+        self.qmark = qmark
+
+    def execute(self, sql: str, params: Sequence[Any] = ()):
+        if self.qmark:
+            sql = sql.replace("?", "%s")  # the SQL here has no literal `?` or `%`
+        return self.con.execute(sql, tuple(params))
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        cursor = self.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _lock_key(text: str) -> int:
+    """A signed 64-bit advisory lock key for `text`."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def database_for(config) -> Database:
+    """The ledger's and release cache's database for a GatewayConfig."""
+    if config.store.postgres_dsn:
+        return Database(postgres_dsn=config.store.postgres_dsn)
+    return Database(sqlite_path=Path(config.state_dir) / "ledger.sqlite")
+
+
+# -- the ledger ------------------------------------------------------------------
+
+SCHEMA = [
+    # kind 'charge': a query's cost; kind 'reset': an operator's reset (units 0).
+    # Append-only; `id` orders resets and charges of an account (they are
+    # written under the account's lock), `at` (unix seconds, UTC) places a
+    # charge in a period.
+    """CREATE TABLE IF NOT EXISTS dp_ledger (
+        id {serial},
+        cleanroom TEXT NOT NULL,
+        analyst TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('charge', 'reset')),
+        epsilon_units BIGINT NOT NULL CHECK (epsilon_units >= 0),
+        delta_units BIGINT NOT NULL CHECK (delta_units >= 0),
+        at DOUBLE PRECISION NOT NULL,
+        request_id TEXT NOT NULL DEFAULT '',
+        query_sha256 TEXT NOT NULL DEFAULT '',
+        actor TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX IF NOT EXISTS dp_ledger_account ON dp_ledger (cleanroom, analyst, id)",
+]
+
+_SPENT = """SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0), COUNT(*)
+    FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'charge'
+    AND id > COALESCE((SELECT MAX(id) FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'reset'), 0)"""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Ledger:
+    """Charges and balances of privacy budgets. Thread- and fork-safe: it holds
+    no connection, only where the database is.
+
+    `clock` (a callable returning an aware datetime) decides the period and
+    the time recorded; tests replace it."""
+
+    def __init__(self, database: Database, clock: Callable[[], dt.datetime] = _utcnow):
+        self.db = database
+        self.clock = clock
+        self.db.create(SCHEMA, serial="INTEGER PRIMARY KEY AUTOINCREMENT|BIGSERIAL PRIMARY KEY")
+
+    @classmethod
+    def from_config(cls, config) -> "Ledger":
+        """SQLite file <state_dir>/ledger.sqlite, or PostgreSQL when config.store.postgres_dsn is set."""
+        return cls(database_for(config))
+
+    @classmethod
+    def open(cls, sqlite_path: Path | None = None, postgres_dsn: str | None = None, **kwargs) -> "Ledger":
+        return cls(Database(sqlite_path=sqlite_path, postgres_dsn=postgres_dsn), **kwargs)
+
+    # -- what the pipeline calls
+
+    def charge(self, account: Account, cost: Spend, budget: Budget, *, request_id: str, query_sha256: str) -> Balance:
+        """Debit `cost` from the account's budget, or raise BudgetExhausted and
+        write nothing. Check and debit are one transaction under the account's
+        lock; the charge is committed when this returns."""
+        cost_eps, cost_delta = cost_units(cost)
+        now = _utc(self.clock())
+        start = period_start(budget.refresh, now)
+        with self.db.transaction(lock=self._lock(account)) as tx:
+            spent_eps, spent_delta, queries = self._spent(tx, account, start)
+            limit_eps, limit_delta = budget_units(budget)
+            if spent_eps + cost_eps > limit_eps or spent_delta + cost_delta > limit_delta:
+                raise self._exhausted(account, budget, start, (cost_eps, cost_delta), (spent_eps, spent_delta))
+            tx.execute(
+                "INSERT INTO dp_ledger (cleanroom, analyst, kind, epsilon_units, delta_units, at, request_id, "
+                "query_sha256, actor) VALUES (?, ?, 'charge', ?, ?, ?, ?, ?, ?)",
+                (account.cleanroom, account.analyst, cost_eps, cost_delta, now.timestamp(), request_id,
+                 query_sha256, account.analyst),
+            )
+        return self._balance(account, budget, start, spent_eps + cost_eps, spent_delta + cost_delta, queries + 1)
+
+    def balance(self, account: Account, budget: Budget) -> Balance:
+        start = period_start(budget.refresh, self.clock())
+        with self.db.reading() as tx:
+            spent_eps, spent_delta, queries = self._spent(tx, account, start)
+        return self._balance(account, budget, start, spent_eps, spent_delta, queries)
+
+    # -- what operators call
+
+    def reset(self, account: Account, *, by: str, reason: str = "") -> None:
+        """Forgive what the account has spent so far. Nothing is deleted: a reset
+        row is appended, and only charges after it count."""
+        if not by:
+            raise ValueError("a reset must say who made it (by)")
+        now = _utc(self.clock())
+        with self.db.transaction(lock=self._lock(account)) as tx:
+            tx.execute(
+                "INSERT INTO dp_ledger (cleanroom, analyst, kind, epsilon_units, delta_units, at, actor, reason) "
+                "VALUES (?, ?, 'reset', 0, 0, ?, ?, ?)",
+                (account.cleanroom, account.analyst, now.timestamp(), by, reason),
+            )
+
+    def history(self, account: Account, limit: int | None = None) -> list[dict]:
+        """The account's rows, oldest first (the last `limit` of them), amounts as numbers."""
+        sql = ("SELECT id, kind, epsilon_units, delta_units, at, request_id, query_sha256, actor, reason "
+               "FROM dp_ledger WHERE cleanroom = ? AND analyst = ? ORDER BY id DESC")
+        params: list[Any] = [account.cleanroom, account.analyst]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self.db.reading() as tx:
+            rows = tx.rows(sql, params)
+        for row in rows:
+            row["epsilon"] = _amount(int(row.pop("epsilon_units")), EPSILON_SCALE)
+            row["delta"] = _amount(int(row.pop("delta_units")), DELTA_SCALE)
+            row["at"] = dt.datetime.fromtimestamp(row["at"], dt.timezone.utc).isoformat()
+        return rows[::-1]
+
+    # -- inside
+
+    @staticmethod
+    def _lock(account: Account) -> int:
+        return _lock_key(f"dp_ledger\0{account.cleanroom}\0{account.analyst}")
+
+    @staticmethod
+    def _spent(tx: _Tx, account: Account, start: dt.datetime | None) -> tuple[int, int, int]:
+        sql, params = _SPENT, [account.cleanroom, account.analyst, account.cleanroom, account.analyst]
+        if start is not None:
+            sql += " AND at >= ?"
+            params.append(start.timestamp())
+        eps, delta, count = tx.one(sql, params)
+        return int(eps), int(delta), int(count)  # PostgreSQL sums bigints as numeric
+
+    @staticmethod
+    def _balance(account, budget, start, spent_eps, spent_delta, queries) -> Balance:
+        limit_eps, limit_delta = budget_units(budget)
+        return Balance(
+            account=account, budget=budget, spent=_spend(spent_eps, spent_delta),
+            remaining=_spend(max(0, limit_eps - spent_eps), max(0, limit_delta - spent_delta)),
+            period_start=start, queries=queries,
+        )
+
+    @staticmethod
+    def _exhausted(account, budget, start, cost, spent) -> BudgetExhausted:
+        limit_eps, limit_delta = budget_units(budget)
+        left_eps, left_delta = max(0, limit_eps - spent[0]), max(0, limit_delta - spent[1])
+
+        with_delta = limit_delta > 0 or cost[1] > 0  # pure epsilon-DP: leave delta out
+
+        def pair(eps: int, delta: int) -> str:
+            text = f"epsilon {_text(eps, EPSILON_SCALE)}"
+            return f"{text}, delta {_text(delta, DELTA_SCALE)}" if with_delta else text
+
+        message = (
+            f"privacy budget exhausted: this query costs {pair(*cost)}, and {account.analyst!r} has "
+            f"{pair(left_eps, left_delta)} left of {pair(limit_eps, limit_delta)} in clean room {account.cleanroom!r}"
+        )
+        renews = next_period(start, budget.refresh) if start is not None else None
+        when = (f"the budget renews {budget.refresh} at {renews:%Y-%m-%d %H:%M} UTC" if renews
+                else "the budget does not renew")
+        show = f"cleanroom budget show --cleanroom {account.cleanroom} --analyst {account.analyst}"
+        hint = f"{when}; a query that costs less may still fit; an operator can show the budget with `{show}`"
+        return BudgetExhausted(message, rule="privacy.budget", hint=hint)
+

@@ -1,0 +1,148 @@
+"""The bounded result becomes a differentially private release.
+
+Order matters (each step sees only what the one before released):
+1. group keys: every public combination, or those OpenDP's partition
+   selection lets through (noisy unit count over a threshold set by delta);
+2. the minimum group size, applied to the noisy unit count, never the true one;
+3. noise on every other quantity of the groups still standing;
+4. the analyst's projections, HAVING, ORDER BY and LIMIT, on noisy values only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from gateway.dp import mechanisms
+from gateway.dp.plan import RELEASED, Kind, NoisePlan, Quantity
+
+
+@dataclass(frozen=True)
+class NoisyRelease:
+    table: pa.Table
+    protection: dict  # JSON-able: how every column was protected
+    notices: tuple[str, ...]
+
+
+def noise(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> NoisyRelease:
+    privacy = plan.privacy
+    columns = {name: bounded.column(name).to_pylist() for name in bounded.column_names}
+    units = columns["__units"]
+    units_q = plan.quantities[0]
+    if plan.public_keys:
+        measurement = mechanisms.integer_noise(int(units_q.sensitivity(plan.groups_per_unit, 1)), units_q.epsilon)
+        noisy_units = dict(enumerate(measurement.apply(units)))
+        selection = {"keys": "public" if plan.groups else "none (one group)", "candidates": len(units)}
+        units_info = _noise_info(measurement)
+    else:
+        selector = mechanisms.partition_selection(privacy.max_groups_per_unit, 1, units_q.epsilon, privacy.delta)
+        released = selector.apply({str(i): count for i, count in enumerate(units)})
+        noisy_units = {int(i): count for i, count in released.items()}
+        selection = {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta}
+        units_info = {"mechanism": "discrete_laplace", "epsilon": selector.epsilon, "scale": selector.scale,
+                      "ci95": selector.ci95(), "threshold": selector.threshold}
+    kept = [i for i in sorted(noisy_units) if noisy_units[i] >= plan.min_group_size]
+    selection["min_group_size"] = plan.min_group_size
+    selection["suppressed_below_min_group_size"] = len(noisy_units) - len(kept)
+    selection["released"] = len(kept)
+
+    noisy = {"__units": [noisy_units[i] for i in kept]}
+    info = {"__units": {"sensitivity": units_q.sensitivity(plan.groups_per_unit, 1), **units_info}}
+    for quantity in plan.quantities[1:]:
+        values = [columns[quantity.column][i] for i in kept]
+        noisy[quantity.column], info[quantity.column] = _noised(quantity, values, plan)
+
+    arrays, names = [], []
+    for key in plan.groups:
+        arrays.append(bounded.column(key.column).take(pa.array(kept, pa.int64())))
+        names.append(key.column)
+    described = []
+    for output in plan.outputs:
+        arrays.append(pa.array(_released(output, noisy), type=pa.int64() if _is_count(output) else pa.float64()))
+        names.append(output.column)
+        described.append({"output": output.column, "aggregate": output.aggregate,
+                          **{"noise": [info[q] for q in output.quantities]}})
+    table = _post(plan, pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({"__none": [None] * len(kept)}))
+    protection = {
+        "mechanism": privacy.mechanism.value,
+        "epsilon": plan.epsilon,
+        "delta": plan.delta,
+        "privacy_unit": privacy_unit,
+        "contribution_bounds": {"max_rows_per_unit": privacy.max_rows_per_unit,
+                                "max_groups_per_unit": privacy.max_groups_per_unit},
+        "groups": selection,
+        "aggregates": described,
+    }
+    return NoisyRelease(table, protection, tuple(_notices(protection)))
+
+
+def _noised(quantity: Quantity, values: list, plan: NoisePlan) -> tuple[list, dict]:
+    rows = plan.privacy.max_rows_per_unit
+    sensitivity = quantity.sensitivity(plan.groups_per_unit, rows)
+    if quantity.kind is Kind.ROWS:
+        measurement = mechanisms.integer_noise(int(sensitivity), quantity.epsilon)
+        return measurement.apply(values), {"sensitivity": sensitivity, **_noise_info(measurement)}
+    if quantity.kind is Kind.SUM:
+        measurement = mechanisms.float_noise(float(sensitivity), quantity.epsilon)
+        return measurement.apply(values), {"sensitivity": sensitivity, **_noise_info(measurement)}
+    # a unit holds up to `rows` values in each of up to groups_per_unit groups
+    per_group = quantity.epsilon / plan.groups_per_unit
+    measurement = mechanisms.quantile(quantity.alpha, quantity.bounds.lower, quantity.bounds.upper, rows, per_group)
+    info = {"mechanism": "exponential (quantile score, noisy max)", "epsilon": quantity.epsilon,
+            "epsilon_per_group": per_group, "sensitivity": sensitivity, "scale": measurement.scale,
+            "alpha": quantity.alpha, "grid_step": measurement.grid_step}
+    return [measurement.apply(v or []) for v in values], info
+
+
+def _noise_info(measurement) -> dict:
+    return {"mechanism": measurement.mechanism, "epsilon": measurement.epsilon,
+            "scale": measurement.scale, "ci95": measurement.ci95()}
+
+
+def _is_count(output) -> bool:
+    return output.aggregate in ("count", "count_distinct")
+
+
+def _released(output, noisy: dict) -> list:
+    first = noisy[output.quantities[0]]
+    if output.aggregate != "avg":
+        return first
+    lower, upper = output.bounds.lower, output.bounds.upper
+    averages = []
+    for total, count in zip(first, noisy[output.quantities[1]]):
+        # noisy sum over noisy count, forced into the bounds: finite, and post-processing only
+        averages.append(None if count <= 0 else min(max(total / count, lower), upper))
+    return averages
+
+
+def _post(plan: NoisePlan, table: pa.Table) -> pa.Table:
+    """The analyst's own expressions, HAVING, ORDER BY and LIMIT, over noisy values."""
+    with duckdb.connect(config={"enable_external_access": False}) as con:
+        con.register(RELEASED, table)
+        return con.execute(plan.post_sql).to_arrow_table()
+
+
+def _notices(protection: dict) -> list[str]:
+    groups = protection["groups"]
+    lines = [
+        f"differential privacy: {protection['mechanism']}, epsilon {protection['epsilon']:g}"
+        + (f", delta {protection['delta']:g}" if protection["delta"] else "")
+        + f" per {protection['privacy_unit']}; each contributes at most "
+        f"{protection['contribution_bounds']['max_rows_per_unit']} rows to a group and "
+        f"{protection['contribution_bounds']['max_groups_per_unit']} groups",
+    ]
+    if groups["keys"] == "selected privately":
+        lines.append(f"groups were selected privately (noisy unit count at least {groups['threshold']}); "
+                     "how many were not released is not disclosed")
+    lines.append(f"{groups['suppressed_below_min_group_size']} groups had a noisy unit count below "
+                 f"{groups['min_group_size']} and were suppressed; {groups['released']} released")
+    for entry in protection["aggregates"]:
+        for noise_ in entry["noise"]:
+            spread = f"95% within ±{noise_['ci95']:.4g}" if noise_.get("ci95") is not None \
+                else f"grid step {noise_.get('grid_step'):.4g}"
+            lines.append(f"{entry['aggregate']} ({entry['output']}): {noise_['mechanism']}, "
+                         f"epsilon {noise_['epsilon']:.4g}, sensitivity {noise_['sensitivity']:g}, "
+                         f"scale {noise_['scale']:.4g}, {spread}")
+    return lines

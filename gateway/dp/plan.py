@@ -1,0 +1,303 @@
+"""What a differentially private query releases, and what it costs, from its
+text and the policy alone (never from the data).
+
+The outer SELECT is split in three:
+- rows: one row per joined input row, carrying its privacy unit, its group key
+  and the (clamped) values the aggregates read;
+- quantities: the noisy numbers per group (units, row counts, bounded sums,
+  quantiles), each with its share of the query's epsilon;
+- post: the analyst's projections, HAVING, ORDER BY and LIMIT, evaluated on the
+  noisy quantities only, after noise, so no exact value steers what is shown.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sqlglot import expressions as exp
+from sqlglot.optimizer.scope import build_scope
+
+from gateway.dp.policy import QueryPrivacy
+from gateway.dp.stability import check_stable
+from gateway.engine.allowlist import AGGREGATES
+from gateway.engine.rewrite import clamp, unit_columns
+from gateway.errors import Refused
+from gateway.policy.model import Bounds, CleanRoom, Role, Template
+
+MAX_PUBLIC_GROUPS = 10_000  # every combination of public keys is released, empty or not
+RELEASED = "__released"  # the table name the post query reads
+
+
+class Kind(str, enum.Enum):
+    UNITS = "units"  # distinct privacy units per group: COUNT(DISTINCT unit), thresholds
+    ROWS = "rows"  # COUNT(*) / COUNT(x), at most max_rows_per_unit per unit and group
+    SUM = "sum"  # SUM(x) of a bounded x, scaled down for units over max_rows_per_unit
+    QUANTILE = "quantile"  # a quantile of a bounded x, up to max_rows_per_unit values per unit
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One noisy number per group; its sensitivity follows from the contribution
+    bounds (and the value's bounds), never from the data."""
+
+    column: str  # its column in the bounded result
+    kind: Kind
+    value: str | None  # rows-stage column it reads (None: COUNT(*) and units)
+    bounds: Bounds | None  # SUM and QUANTILE
+    alpha: float | None  # QUANTILE
+    epsilon: float  # its share of the query's epsilon
+
+    def sensitivity(self, groups_per_unit: int, rows_per_unit: int) -> float:
+        """How far one unit can move this quantity: l1 over the vector of all
+        groups (QUANTILE: how many of one group's values a unit holds)."""
+        if self.kind is Kind.UNITS:
+            return groups_per_unit
+        if self.kind is Kind.ROWS:
+            return groups_per_unit * rows_per_unit
+        if self.kind is Kind.SUM:
+            return groups_per_unit * rows_per_unit * max(abs(self.bounds.lower), abs(self.bounds.upper))
+        return rows_per_unit
+
+
+@dataclass(frozen=True)
+class Output:
+    """One aggregate the analyst wrote, released as column `column` of the noisy table."""
+
+    column: str
+    aggregate: str  # count, count_distinct, sum, avg, median
+    quantities: tuple[str, ...]  # avg: (sum, count)
+    bounds: Bounds | None = None
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    column: str  # "__g0" in the bounded and noisy tables
+    values: tuple | None  # declared public values; None: the keys must be selected privately
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    privacy: QueryPrivacy
+    min_group_size: int  # applied to the noisy unit count
+    groups: tuple[GroupKey, ...]
+    quantities: tuple[Quantity, ...]
+    outputs: tuple[Output, ...]
+    rows: exp.Select  # the rows stage (CTEs kept), before pointing at sources
+    post_sql: str  # runs over the noisy table named RELEASED
+
+    @property
+    def public_keys(self) -> bool:
+        return all(g.values is not None for g in self.groups)
+
+    @property
+    def groups_per_unit(self) -> int:
+        """Groups one unit may touch: one when the query has no GROUP BY."""
+        return self.privacy.max_groups_per_unit if self.groups else 1
+
+    @property
+    def delta(self) -> float:
+        """Only private partition selection spends delta."""
+        return 0.0 if self.public_keys else self.privacy.delta
+
+    @property
+    def epsilon(self) -> float:
+        return self.privacy.epsilon
+
+
+def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy: QueryPrivacy,
+         min_group_size: int, template: Template | None) -> NoisePlan:
+    check_stable(tree, room)
+    units = [column for column, _ in unit_columns(tree, room, tables_read)]
+    unit = _unit(tree, room, tables_read)
+    group_exprs = list(tree.args["group"].expressions) if tree.args.get("group") else []
+    groups = tuple(GroupKey(f"__g{i}", _public_values(tree, g, room)) for i, g in enumerate(group_exprs))
+    if groups and all(g.values is not None for g in groups):
+        combinations = 1
+        for g in groups:
+            combinations *= len(g.values)
+        if combinations > MAX_PUBLIC_GROUPS:
+            raise Refused(f"{combinations} combinations of public group keys is more than {MAX_PUBLIC_GROUPS}",
+                          rule="dp.too_many_groups", hint="group by fewer dimensions")
+    builder = _Quantities(tree, room, template, units)
+    aggregates = _aggregate_nodes(tree)
+    outputs = {}
+    for node in aggregates:
+        key = node.sql()
+        if key not in outputs:
+            outputs[key] = builder.output(node, f"__a{len(outputs)}")
+    share = privacy.epsilon / (len(builder.quantities) + 1)  # +1: the unit count every query releases
+    quantities = (Quantity("__units", Kind.UNITS, None, None, None, share),) + tuple(
+        Quantity(q.column, q.kind, q.value, q.bounds, q.alpha, share) for q in builder.quantities
+    )
+    rows = _rows_stage(tree, unit, group_exprs, builder.values, groups)
+    post = _post_query(tree, group_exprs, aggregates, outputs, groups)
+    return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post)
+
+
+def _unit(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str]) -> exp.Expression:
+    """The unit of each joined row: a non-optional side's unit column, else the
+    first unit any side carries (the stability check made them all equal)."""
+    units = unit_columns(tree, room, tables_read)
+    required = [column for column, nullable in units if not nullable]
+    if required:
+        return required[0]
+    return exp.func("COALESCE", *[column for column, _ in units])
+
+
+def _aggregate_nodes(tree: exp.Select) -> list[exp.Expression]:
+    """Aggregates of the outer query (with their FILTER clause, if any)."""
+    found = []
+    for node in tree.find_all(*AGGREGATES):
+        if node.find_ancestor(exp.Select) is not tree:
+            continue
+        found.append(node.parent if isinstance(node.parent, exp.Filter) else node)
+    return found
+
+
+class _Quantities:
+    """Turns the analyst's aggregates into quantities over rows-stage values."""
+
+    def __init__(self, tree: exp.Select, room: CleanRoom, template: Template | None, units: list[exp.Column]):
+        self.tree, self.room, self.template, self.units = tree, room, template, units
+        self.values: list[exp.Expression] = []  # rows-stage value expressions, "__v{i}"
+        self.quantities: list[Quantity] = []
+        self.scope = build_scope(tree)
+
+    def output(self, node: exp.Expression, column: str) -> Output:
+        condition = None
+        if isinstance(node, exp.Filter):
+            condition, node = node.expression.this, node.this
+        kind = type(node)
+        distinct = isinstance(node.this, exp.Distinct)
+        if kind is exp.Count and distinct:
+            if condition is not None or not self._is_unit(node.this.expressions[0]):
+                raise Refused("COUNT(DISTINCT ...) is differentially private only on the privacy unit",
+                              rule="dp.count_distinct", hint="count the privacy unit, or COUNT(*)")
+            return Output(column, "count_distinct", ("__units",))
+        if kind is exp.Count:
+            argument = None if isinstance(node.this, exp.Star) else node.this
+            if argument is None and condition is None:
+                return Output(column, "count", (self._quantity(Kind.ROWS, None),))
+            value = self._value(exp.Literal.number(1) if argument is None else argument, condition)
+            return Output(column, "count", (self._quantity(Kind.ROWS, value),))
+        if kind in (exp.Sum, exp.Avg, exp.Median, exp.Quantile):
+            bounds = self._bounds(node.this)
+            value = self._value(clamp(node.this.copy(), bounds.lower, bounds.upper), condition)
+            if kind is exp.Sum:
+                return Output(column, "sum", (self._quantity(Kind.SUM, value, bounds),), bounds)
+            if kind is exp.Avg:
+                total = self._quantity(Kind.SUM, value, bounds)
+                return Output(column, "avg", (total, self._quantity(Kind.ROWS, value)), bounds)
+            alpha = 0.5 if kind is exp.Median else float(node.args["quantile"].this)
+            return Output(column, "median", (self._quantity(Kind.QUANTILE, value, bounds, alpha),), bounds)
+        raise Refused(f"{AGGREGATES[kind].upper()} cannot be released with differential privacy",
+                      rule="dp.aggregate", hint="use COUNT, SUM, AVG, median() or percentile_cont()")
+
+    def _value(self, expression: exp.Expression, condition: exp.Expression | None) -> str:
+        if condition is not None:
+            expression = exp.Case(ifs=[exp.If(this=condition.copy(), true=expression.copy())])
+        for i, existing in enumerate(self.values):
+            if existing == expression:
+                return f"__v{i}"
+        self.values.append(expression.copy())
+        return f"__v{len(self.values) - 1}"
+
+    def _quantity(self, kind: Kind, value: str | None, bounds: Bounds | None = None, alpha: float | None = None) -> str:
+        for q in self.quantities:
+            if (q.kind, q.value, q.alpha) == (kind, value, alpha):
+                return q.column
+        column = f"__q{len(self.quantities)}"
+        self.quantities.append(Quantity(column, kind, value, bounds, alpha, 0.0))
+        return column
+
+    def _bounds(self, argument: exp.Expression) -> Bounds:
+        """Declared bounds of what is summed: a measure column, or a column a template derives."""
+        if isinstance(argument, exp.Column):
+            traced = _base_column(self.scope, argument, self.room)
+            if traced is not None:
+                spec = self.room.tables[traced[0]].columns[traced[1]]
+                if spec.role is Role.MEASURE and spec.bounds is not None:
+                    return spec.bounds
+            if self.template is not None and argument.name in self.template.bounds:
+                return self.template.bounds[argument.name]
+        raise Refused(
+            f"{argument.sql(dialect='postgres')} has no declared bounds, so its aggregate cannot be noised",
+            rule="dp.unbounded_measure",
+            hint="aggregate a measure column with bounds (templates: declare bounds for derived columns)",
+        )
+
+    def _is_unit(self, argument: exp.Expression) -> bool:
+        return isinstance(argument, exp.Column) and any(
+            (u.table, u.name) == (argument.table, argument.name) for u in self.units)
+
+
+def _base_column(scope, column: exp.Column, room: CleanRoom) -> tuple[str, str] | None:
+    """(table, column) a column of this scope is, followed through CTEs and
+    derived tables that pass it on unchanged; None if it is computed."""
+    entry = scope.selected_sources.get(column.table)
+    if entry is None:
+        return None
+    source = entry[1]
+    if isinstance(source, exp.Table):
+        return (source.name, column.name) if source.name in room.tables else None
+    select = source.expression
+    if not isinstance(select, exp.Select):
+        return None
+    for projection in select.expressions:
+        if projection.alias_or_name == column.name and isinstance(projection.unalias(), exp.Column):
+            return _base_column(source, projection.unalias(), room)
+    return None
+
+
+def _public_values(tree: exp.Select, expression: exp.Expression, room: CleanRoom) -> tuple | None:
+    if not isinstance(expression, exp.Column):
+        return None
+    traced = _base_column(build_scope(tree), expression, room)
+    if traced is None:
+        return None
+    table = room.tables[traced[0]]
+    spec = table.columns[traced[1]]
+    return spec.values if spec.role is Role.DIMENSION else None
+
+
+def _rows_stage(tree: exp.Select, unit: exp.Expression, group_exprs, values, groups) -> exp.Select:
+    rows = tree.copy()
+    for key in ("group", "having", "order", "limit", "offset", "distinct"):
+        rows.set(key, None)
+    projections = [exp.alias_(unit.copy(), "__unit", quoted=True)]
+    projections += [exp.alias_(g.copy(), f"__g{i}", quoted=True) for i, g in enumerate(group_exprs)]
+    projections += [exp.alias_(v.copy(), f"__v{i}", quoted=True) for i, v in enumerate(values)]
+    rows.set("expressions", projections)
+    for key, expression in zip(groups, group_exprs):  # undeclared values of a public key never leave
+        if key.values is not None:
+            allowed = exp.In(this=expression.copy(), expressions=[_literal(v) for v in key.values])
+            rows.where(allowed, copy=False)
+    return rows
+
+
+def _literal(value) -> exp.Expression:
+    return exp.Literal.string(value) if isinstance(value, str) else exp.Literal.number(value)
+
+
+def _post_query(tree: exp.Select, group_exprs, aggregates, outputs: dict[str, Output], groups) -> str:
+    post = tree.copy()
+    # Replace in the copy by position: aggregates first (they may contain group expressions).
+    copies = _aggregate_nodes(post)
+    for node, original in zip(copies, aggregates):
+        node.replace(exp.column(outputs[original.sql()].column, quoted=True))
+    for i, expression in enumerate(group_exprs):
+        replacement = exp.column(f"__g{i}", quoted=True)
+        post = post.transform(lambda n, e=expression, r=replacement: r.copy() if n == e else n, copy=False)
+    having = post.args.get("having")
+    for key in ("with_", "with", "joins", "where", "group", "having"):
+        post.set(key, None)
+    post.set("from_", exp.From(this=exp.to_table(RELEASED)))
+    if having is not None:
+        post.where(having.this, copy=False)
+    leftover = [c for c in post.find_all(exp.Column) if c.table]
+    if leftover:
+        raise Refused(f"{leftover[0].sql(dialect='postgres')} is neither grouped nor aggregated",
+                      rule="query.ungrouped_column")
+    return post.sql(dialect="duckdb")
+

@@ -1,0 +1,78 @@
+"""The differential-privacy settings that apply to one query and one analyst.
+
+The clean room sets defaults; an analyst's entry may change its per-query
+epsilon and budget; a rule or template may change the per-query settings (its
+owners approved them with it); every table owner may cap the epsilon of any
+query reading its table, and the strictest cap wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.policy.model import CleanRoom, DifferentialPrivacy, Mechanism, PrivacyOverride
+
+
+@dataclass(frozen=True)
+class QueryPrivacy:
+    """What one query may spend, and the contribution bounds its guarantee rests on."""
+
+    mechanism: Mechanism
+    epsilon: float  # the whole query's privacy loss, split over its noisy columns
+    delta: float  # spent only if group keys must be selected privately
+    max_rows_per_unit: int  # rows one unit adds to one group
+    max_groups_per_unit: int  # groups one unit appears in
+
+
+def query_privacy(room: CleanRoom, analyst: str, authority: PrivacyOverride | None,
+                  tables_read: frozenset[str]) -> QueryPrivacy | None:
+    """None when the clean room has no differential privacy (k-thresholds only)."""
+    base = room.privacy
+    if base is None:
+        return None
+    layers = [_analyst_override(room, analyst), authority]
+    settings = {
+        "epsilon": base.epsilon_per_query,
+        "delta": base.delta_per_query,
+        "max_rows_per_unit": base.max_rows_per_unit,
+        "max_groups_per_unit": base.max_groups_per_unit,
+    }
+    for layer in layers:
+        if layer is None:
+            continue
+        for field, value in (("epsilon", layer.epsilon_per_query), ("delta", layer.delta_per_query),
+                             ("max_rows_per_unit", layer.max_rows_per_unit),
+                             ("max_groups_per_unit", layer.max_groups_per_unit)):
+            if value is not None:
+                settings[field] = value
+    caps = [room.tables[t].max_epsilon_per_query for t in tables_read if room.tables[t].max_epsilon_per_query]
+    settings["epsilon"] = min([settings["epsilon"], *caps])
+    return QueryPrivacy(mechanism=base.mechanism, **settings)
+
+
+def _analyst_override(room: CleanRoom, analyst: str) -> PrivacyOverride | None:
+    entry = room.analysts.get(analyst)
+    return entry.privacy if entry is not None else None
+
+
+def budget_for(room: CleanRoom, analyst: str):
+    """The ledger's Budget for this analyst, or None without differential privacy."""
+    from gateway.dp.ledger import Budget  # the ledger module needs the store drivers; load it on use
+
+    if room.privacy is None:
+        return None
+    override = _analyst_override(room, analyst)
+    budget = override.budget if override is not None and override.budget is not None else room.privacy.budget
+    return Budget(epsilon=budget.epsilon, delta=budget.delta, refresh=budget.refresh.value)
+
+
+def budgets_for(room: CleanRoom) -> dict:
+    """Every analyst's budget in this clean room (empty without differential privacy)."""
+    if room.privacy is None:
+        return {}
+    return {name: budget_for(room, name) for name in sorted(room.analysts)}
+
+
+def describe(settings: DifferentialPrivacy) -> str:
+    return (f"{settings.mechanism.value}, epsilon {settings.epsilon_per_query} per query, "
+            f"budget {settings.budget.epsilon} ({settings.budget.refresh.value})")

@@ -1,0 +1,131 @@
+"""The extended query protocol: Parse, Bind, Describe and Execute (Close, Sync
+and Flush are in the session's dispatch).
+
+A statement is described without touching the private data: the engine checks
+it with stand-in parameter values and binds the SQL it would run (LIMIT 0).
+Descriptions are cached per user, clean room, policy version and text.
+"""
+
+from __future__ import annotations
+
+from gateway.engine.types import QueryRequest
+from gateway.errors import GatewayError
+from gateway.pgwire import messages as m
+from gateway.pgwire import types as t
+from gateway.pgwire.parameters import dummy_value, infer_parameter_types
+from gateway.pgwire.portal import ABORTED, Failed, Portal, Statement
+from gateway.pgwire.settings import show_name
+from gateway.pgwire.statements import classify, parameter_count, split_statements
+
+MAX_CACHED_DESCRIPTIONS = 10_000
+
+
+class ExtendedQuery:
+    def parse(self, message: m.Parse) -> None:
+        if message.name and message.name in self.statements:
+            raise Failed("42P05", f'prepared statement "{message.name}" already exists')
+        if len(split_statements(message.sql)) > 1:
+            raise Failed("42601", "cannot insert multiple commands into a prepared statement")
+        statement = Statement(message.name, message.sql, classify(message.sql), list(message.param_types))
+        if statement.kind == "query":
+            count = parameter_count(message.sql)
+            types = statement.param_types + [0] * max(0, count - len(statement.param_types))
+            if 0 in types or t.UNKNOWN in types:
+                inferred = infer_parameter_types(message.sql, count, self._column_types())
+                types = [inferred[i] if types[i] in (0, t.UNKNOWN) else types[i] for i in range(len(types))]
+            statement.param_types = types
+        self.statements[message.name] = statement
+        self.send(m.PARSE_COMPLETE)
+
+    def bind(self, message: m.Bind) -> None:
+        statement = self.statements.get(message.statement)
+        if statement is None:
+            raise Failed("26000", f'prepared statement "{message.statement}" does not exist')
+        if self.status == "E" and statement.kind not in ("commit", "rollback"):
+            raise Failed(*ABORTED)
+        formats = message.param_formats
+        if len(message.params) != len(statement.param_types) and statement.kind == "query":
+            raise Failed("08P01", f"bind message supplies {len(message.params)} parameters, "
+                                  f"but prepared statement requires {len(statement.param_types)}")
+        if len(formats) not in (0, 1, len(message.params)):
+            raise Failed("08P01", "wrong number of parameter formats")
+        values = []
+        for i, data in enumerate(message.params):
+            fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
+            oid = statement.param_types[i] if i < len(statement.param_types) else t.TEXT
+            values.append(t.decode_parameter(data, oid, fmt))
+        if message.portal and message.portal in self.portals:
+            raise Failed("42P03", f'cursor "{message.portal}" already exists')
+        self.portals[message.portal] = Portal(statement, values, message.result_formats)
+        self.send(m.BIND_COMPLETE)
+
+    async def describe(self, message: m.Describe) -> None:
+        if message.kind == "S":
+            statement = self.statements.get(message.name)
+            if statement is None:
+                raise Failed("26000", f'prepared statement "{message.name}" does not exist')
+            oids, fields = await self.describe_statement(statement)
+            self.send(m.parameter_description(oids))
+            self.send(m.row_description(fields) if fields else m.NO_DATA)
+            return
+        portal = self.portals.get(message.name)
+        if portal is None:
+            raise Failed("34000", f'portal "{message.name}" does not exist')
+        fields = await self.portal_fields(portal)
+        portal.described = True
+        self.send(m.row_description(fields) if fields else m.NO_DATA)
+
+    async def execute(self, message: m.Execute) -> None:
+        portal = self.portals.get(message.portal)
+        if portal is None:
+            raise Failed("34000", f'portal "{message.portal}" does not exist')
+        await self.run_portal(portal, message.max_rows, describe=False)
+
+    def _column_types(self) -> dict[str, dict[str, int]]:
+        """Column OIDs of the tables this user may query, for parameter type inference."""
+        key = ("columns", self.user, self.database, self._policy_version())
+        cached = self.server.describe_cache.get(key)
+        if cached is None:
+            try:
+                tables = self.engine.tables(self.user, self.database)
+            except GatewayError:
+                tables = []
+            cached = {table.name: {c.name: t.duckdb_type_oid(c.type) for c in table.columns} for table in tables}
+            self.server.describe_cache[key] = cached
+        return cached
+
+    def _policy_version(self) -> str:
+        room = self.engine.cleanrooms.get(self.database)
+        return getattr(room, "version", "")
+
+    async def describe_statement(self, statement: Statement) -> tuple[list[int], list[m.Field] | None]:
+        if statement.kind == "show":
+            return [], [m.Field(show_name(statement.sql), t.TEXT)]
+        if statement.kind != "query":
+            return list(statement.param_types), None
+        key = ("describe", self.user, self.database, self._policy_version(), statement.sql, tuple(statement.param_types))
+        cached = self.server.describe_cache.get(key)
+        if cached is None:
+            dummies = [dummy_value(oid) for oid in statement.param_types]
+            request = QueryRequest(user=self.user, cleanroom=self.database, sql=statement.sql, params=dummies,
+                                   front_end="pgwire")
+            schema = await self.io.run(self.engine.describe, request)
+            fields = []
+            for field in schema:
+                oid = t.field_oid(field)
+                fields.append(m.Field(field.name, oid, t.TYPE_SIZES.get(oid, -1), t.type_modifier(field.type)))
+            cached = (list(statement.param_types), fields)
+            if len(self.server.describe_cache) > MAX_CACHED_DESCRIPTIONS:
+                self.server.describe_cache.clear()
+            self.server.describe_cache[key] = cached
+        return cached[0], cached[1]
+
+    async def portal_fields(self, portal: Portal) -> list[m.Field] | None:
+        kind = portal.statement.kind
+        if kind == "show":
+            await self.run_show(portal)
+        elif kind == "query" and portal.release is None:
+            await self.run_query(portal)
+        if portal.release is None:
+            return None
+        return portal.fields

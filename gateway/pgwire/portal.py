@@ -1,0 +1,43 @@
+"""What a session keeps between messages: prepared statements, portals, and the
+protocol-level error that is not the engine's (a GatewayError is)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from gateway.engine.types import Release
+from gateway.pgwire import messages as m
+
+
+@dataclass
+class Statement:
+    name: str
+    sql: str
+    kind: str  # query | empty | begin | commit | rollback | set | show | noop | deallocate | copy
+    param_types: list[int]
+    described: tuple | None = None  # (parameter oids, fields or None), once known
+
+
+@dataclass
+class Portal:
+    statement: Statement
+    params: list
+    result_formats: tuple[int, ...]
+    release: Release | None = None
+    fields: list[m.Field] | None = None
+    batches: list[pa.RecordBatch] | None = None
+    sent: int = 0  # rows sent so far (suspension)
+    described: bool = False
+
+
+class Failed(Exception):
+    """An error for the client that is not a GatewayError (protocol-level)."""
+
+    def __init__(self, sqlstate: str, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.sqlstate, self.message, self.hint = sqlstate, message, hint
+
+
+ABORTED = ("25P02", "current transaction is aborted, commands ignored until end of transaction block")

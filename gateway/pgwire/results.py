@@ -1,0 +1,138 @@
+"""Running a portal and streaming its rows.
+
+Rows are encoded from Arrow batches (gateway.pgwire.types), up to two batches
+ahead in the thread pool while the previous one is written, and the session
+waits for the client (drain) every 256 KiB: a large result never sits whole in
+the socket buffer, and a slow client slows only its own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pyarrow as pa
+
+from gateway.engine.types import QueryRequest, Release, new_request_id
+from gateway.pgwire import messages as m
+from gateway.pgwire import types as t
+from gateway.pgwire.commands import SESSION_KINDS
+from gateway.pgwire.portal import Failed, Portal
+from gateway.pgwire.settings import canonical, show_name
+
+ROWS_PER_CHUNK = 65_536
+FLUSH_BYTES = 256 * 1024
+ENCODE_AHEAD = 2  # batches being encoded while one is written
+
+
+class Results:
+    async def run_portal(self, portal: Portal, max_rows: int, describe: bool) -> None:
+        kind = portal.statement.kind
+        if kind == "empty":
+            self.send(m.EMPTY_QUERY)
+            return
+        if kind in SESSION_KINDS:
+            self.run_command(portal.statement)
+            return
+        if kind == "copy":
+            await self.run_copy(portal)
+            return
+        if portal.release is None:
+            if kind == "show":
+                await self.run_show(portal)
+            else:
+                await self.run_query(portal)
+        if describe and portal.fields is not None:
+            self.send(m.row_description(portal.fields))
+        await self.stream(portal, max_rows)
+
+    async def run_engine(self, sql: str, params: list) -> Release:
+        """A statement through the engine, cancellable by a CancelRequest meanwhile."""
+        request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire")
+        self.running = request.request_id
+        try:
+            return await self.io.run(self.engine.run, request)
+        finally:
+            self.running = None
+
+    async def run_query(self, portal: Portal) -> None:
+        release = await self.run_engine(portal.statement.sql, list(portal.params))
+        self._set_release(portal, release)
+
+    def _set_release(self, portal: Portal, release: Release) -> None:
+        table = release.table
+        formats = portal.result_formats
+        fields = []
+        for i, f in enumerate(table.schema):
+            oid = t.field_oid(f)
+            fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
+            if fmt == 1 and oid not in t.BINARY_OIDS:
+                fmt = 0
+            fields.append(m.Field(f.name, oid, t.TYPE_SIZES.get(oid, -1), t.type_modifier(f.type), fmt))
+        portal.release, portal.fields = release, fields
+        for notice in release.notices:  # how the result was protected, before its rows
+            self.send(m.notice_response(notice))
+        portal.batches = table.to_batches(max_chunksize=ROWS_PER_CHUNK)
+
+    async def run_show(self, portal: Portal) -> None:
+        name = show_name(portal.statement.sql)
+        if name.lower() == "all":
+            rows = sorted(self.params.items())
+            table = pa.table({"name": [k for k, _ in rows], "setting": [v for _, v in rows],
+                              "description": [""] * len(rows)})
+        else:
+            if canonical(name) not in self.params:
+                raise Failed("42704", f'unrecognized configuration parameter "{name}"')
+            table = pa.table({name.lower(): [self.params[canonical(name)]]})
+        self._set_release(portal, Release(new_request_id(), table, "session", None))
+
+    async def stream(self, portal: Portal, max_rows: int) -> None:
+        oids = [f.type_oid for f in portal.fields]
+        formats = [f.format for f in portal.fields]
+        budget = max_rows if max_rows > 0 else None
+        sent_now = 0
+        pending: list[tuple[int, asyncio.Future | bytes]] = []  # encodings under way, in order
+
+        def next_batch() -> pa.RecordBatch | None:
+            nonlocal sent_now
+            if not portal.batches or (budget is not None and sent_now >= budget):
+                return None
+            batch = portal.batches[0]
+            take = batch.num_rows if budget is None else min(batch.num_rows, budget - sent_now)
+            if take < batch.num_rows:
+                portal.batches[0] = batch.slice(take)
+                batch = batch.slice(0, take)
+            else:
+                portal.batches.pop(0)
+            sent_now += batch.num_rows
+            return batch
+
+        def schedule() -> None:
+            # pyarrow releases the GIL, so large batches encode in the pool while we write.
+            while len(pending) < ENCODE_AHEAD:
+                batch = next_batch()
+                if batch is None:
+                    return
+                if batch.num_rows > t.SMALL_BATCH and hasattr(self.io, "pool"):
+                    work = asyncio.get_running_loop().run_in_executor(self.io.pool, t.encode_batch, batch, oids, formats)
+                    pending.append((batch.num_rows, work))
+                else:
+                    pending.append((batch.num_rows, t.encode_batch(batch, oids, formats)))
+
+        try:
+            schedule()
+            while pending:
+                rows, work = pending.pop(0)
+                data = await work if isinstance(work, asyncio.Future) else work
+                schedule()
+                self.send(data)
+                portal.sent += rows
+                if self.buffered() > FLUSH_BYTES:
+                    await self.flush()  # backpressure: wait for the client before encoding more
+        finally:
+            for _, work in pending:
+                if isinstance(work, asyncio.Future):
+                    work.cancel()
+        if portal.batches:
+            self.send(m.PORTAL_SUSPENDED)
+            return
+        self.send(m.command_complete(f"SELECT {portal.sent}"))
