@@ -47,11 +47,14 @@ def policy() -> dict:
     return room
 
 
-def build(tmp_path: Path, room: dict | None = None, approved: bool = False):
-    """The engine over the room; no approvals unless `approved`."""
+def build(tmp_path: Path, room: dict | None = None, approved: bool = False, rules_approved: bool = True):
+    """The engine over the room; no template approvals unless `approved`, and
+    every owner's approval of every rule unless `rules_approved` is False."""
     engine = build_engine(tmp_path, copy.deepcopy(room or policy()), SETUP)
     if not approved:
-        engine.context.collab.store.execute("DELETE FROM approvals")
+        engine.context.collab.store.execute("DELETE FROM approvals WHERE template NOT LIKE 'rule:%'")
+    if not rules_approved:
+        engine.context.collab.store.execute("DELETE FROM approvals WHERE template LIKE 'rule:%'")
     return engine
 
 

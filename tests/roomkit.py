@@ -29,25 +29,27 @@ def build_engine(tmp_path: Path, policy: dict, setup_sql: list[str], **engine_se
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     engine = Engine.from_config_file(config_path)
-    approve_all_templates(engine)
+    approve_all(engine)
     return engine
 
 
-def approve_all_templates(engine: Engine) -> None:
-    """Record an approval of every template by every owner it needs, so tests of
-    other features run templates; tests/test_collab_* cover approvals themselves."""
-    from gateway.collab.canonical import owners, tables_touched
+def approve_all(engine: Engine) -> None:
+    """Record an approval of every template and every aggregation rule by every
+    owner it needs, so tests of other features run; tests/test_collab_* cover
+    approvals themselves."""
+    from gateway.collab.canonical import owners, rule_tables, tables_touched
 
     collab = engine.context.collab
     for room in engine.context.cleanrooms.values():
         for name, template in room.templates.items():
-            digest = collab.template_hash(room, template)
-            for owner in owners(room, tables_touched(room, template)):
-                collab.store.execute(
-                    "INSERT INTO approvals VALUES (?, ?, ?, ?, 'roomkit', '1970-01-01T00:00:00+00:00', ?) "
-                    "ON CONFLICT DO NOTHING",
-                    (room.name, name, digest, owner, f"roomkit-{owner}"),
-                )
+            for owner in sorted(owners(room, tables_touched(room, template))):
+                collab.record_approval(room, "template", name, owner, "roomkit")
+        for name, rule in room.rules.items():
+            for owner in sorted(owners(room, rule_tables(rule))):
+                collab.record_approval(room, "rule", name, owner, "roomkit")
+
+
+approve_all_templates = approve_all  # the old name: templates and rules alike
 
 
 def private_table(relation: str, columns: dict, unit: str = "hh", owner: str = "a", **extra) -> dict:

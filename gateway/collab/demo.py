@@ -1,6 +1,7 @@
 """The demo's approvals: at start, each owner's approver approves the demo
-templates, authenticated by its own token, through the same Collaboration.approve
-an approver calling the CLI or HTTP goes through."""
+templates and aggregation rules, authenticated by its own token, through the
+same Collaboration.approve / approve_rule an approver calling the CLI or HTTP
+goes through."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ DEMO_APPROVER_TOKENS = ("retailer_approver", "publisher_approver")
 
 
 def approve_demo(config_path: str | Path) -> list[Approval]:
-    """Approve every template of the config's clean rooms as every demo approver
-    that owns a table it reads (idempotent: approving twice keeps the first)."""
-    from gateway.collab.canonical import owners, tables_touched
+    """Approve every template and every aggregation rule of the config's clean
+    rooms as every demo approver that owns a table it reads or covers, through
+    Collaboration.approve / approve_rule (idempotent: approving twice keeps the
+    first). Returns the approvals, templates first (Approval.subject names each)."""
+    from gateway.collab.canonical import owners, rule_tables, tables_touched
     from gateway.policy.loader import load_policy
 
     config = load_config(config_path)
     collab = Collaboration.from_config(config)
-    done = []
+    templates, rules = [], []
     for path in config.policies:
         room = load_policy(path)
         for token in DEMO_APPROVER_TOKENS:
@@ -37,8 +40,11 @@ def approve_demo(config_path: str | Path) -> list[Approval]:
                 continue
             for name, template in room.templates.items():
                 if member.collaborator in owners(room, tables_touched(room, template)):
-                    done.append(collab.approve(user, room, name, front_end="demo"))
-    return done
+                    templates.append(collab.approve(user, room, name, front_end="demo"))
+            for name, rule in room.rules.items():
+                if member.collaborator in owners(room, rule_tables(rule)):
+                    rules.append(collab.approve_rule(user, room, name, front_end="demo"))
+    return templates + rules
 
 
 def demo_users_text() -> str:

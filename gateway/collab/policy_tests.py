@@ -16,7 +16,7 @@
         user: analyst
         template: campaign_reach
         params: {campaign: spring_sale}
-        approvals: [publisher]         # owners that approved (default: every owner)
+        approvals: [publisher]         # owners that approved its templates and rules (default: every owner)
         expect: {refused: template.not_approved}
 
 Each case compiles its statement through the real engine (every pass up to
@@ -88,21 +88,20 @@ def run_file(tests_path: Path, config_path: str | Path | None = None) -> list[Ca
 
 
 def _run_case(engine, room, tests_path: Path, index: int, case: dict) -> CaseResult:
-    from gateway.collab.canonical import owners, tables_touched
+    from gateway.collab.canonical import owners, rule_tables, tables_touched
     from gateway.engine.types import QueryRequest
 
     name = str(case.get("name") or f"case {index + 1}")
     expect = case.get("expect", "allowed")
     collab = engine.context.collab
     collab.store.execute("DELETE FROM approvals")
-    for template_name, template in room.templates.items():  # approvals are state: the case says which exist
-        needed = owners(room, tables_touched(room, template))
+    # Approvals are state: the case says which owners approved (of templates and rules alike).
+    subjects = [("template", n, owners(room, tables_touched(room, t))) for n, t in room.templates.items()]
+    subjects += [("rule", n, owners(room, rule_tables(r))) for n, r in room.rules.items()]
+    for kind, subject, needed in subjects:
         approving = needed if case.get("approvals") is None else set(case["approvals"]) & needed
-        for owner in approving:
-            collab.store.execute(
-                "INSERT INTO approvals VALUES (?, ?, ?, ?, 'policy-test', '1970-01-01T00:00:00+00:00', ?)",
-                (room.name, template_name, collab.template_hash(room, template), owner, f"policy-test-{owner}"),
-            )
+        for owner in sorted(approving):
+            collab.record_approval(room, kind, subject, owner, "policy-test")
     request = QueryRequest(
         user=str(case.get("user", "")), cleanroom=room.name, sql=case.get("sql"), template=case.get("template"),
         params=case.get("params", {} if case.get("template") else ()), front_end="policy-test",

@@ -1,6 +1,7 @@
 """Pass 3, authorise: an approved template, a read of public tables only, or an
-ad-hoc query that one of the analyst's aggregation rules allows. Anything else
-is refused with the rule id that refused it and a hint."""
+ad-hoc query that one of the analyst's aggregation rules allows and every owner
+of every table that rule covers approved. Anything else is refused with the
+rule id that refused it and a hint."""
 
 from __future__ import annotations
 
@@ -34,15 +35,32 @@ def authorise(state: QueryState) -> QueryState:
             hint=_rules_hint(state),
         )
     first_refusal = None
-    for rule in rules:  # the first rule that allows the query authorises it
+    unapproved = None
+    for rule in rules:  # the first approved rule that allows the query authorises it
         try:
             AggregateQueryCheck(state, rule).run()
         except Refused as refusal:
             first_refusal = first_refusal or refusal
             continue
+        try:
+            approvals = rule_approvals(state, rule)
+        except Refused as refusal:  # allowed, but not (or no longer) approved by every owner
+            unapproved = unapproved or refusal
+            continue
         k = group_size(room, state.tables_read, rule.min_group_size)
-        return state.evolve(authorisation=Authorisation(f"rule:{rule.name}", k))
-    raise first_refusal
+        return state.evolve(authorisation=Authorisation(f"rule:{rule.name}", k, approvals=approvals))
+    raise unapproved or first_refusal
+
+
+def rule_approvals(state: QueryState, rule: AggregationRule) -> tuple[str, ...]:
+    """The hashes of the approvals under which `rule` authorises a query now: every
+    owner of every table the rule covers approved its current canonical hash (or a
+    looser version it only tightens). Refused (rule.not_approved) otherwise.
+
+    Called by authorise, and by recall on every repeat of a remembered analysis, so
+    a revoked approval takes effect on the very next statement."""
+    approvals = state.context.collab.require_rule_approved(state.cleanroom, rule)
+    return tuple(sorted(a.approval_sha256 for a in approvals))
 
 
 def group_size(room: CleanRoom, tables: frozenset[str], extra: int | None) -> int:

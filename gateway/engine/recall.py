@@ -4,19 +4,27 @@ clean room's policy version. BI tools repeat the same statements all day, so a
 repeat skips straight to execution.
 
 Templates are not recalled: their approvals are checked on every run, so a
-revoked approval takes effect at once.
+revoked approval takes effect at once. Analyses authorised by an aggregation
+rule are recalled, but the rule's approvals are checked again on every repeat
+(authorise.rule_approvals) for the same reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
 
+from gateway.engine.authorise import rule_approvals
 from gateway.engine.state import QueryState
+from gateway.errors import Refused
+
+RULE = "rule:"
 
 # What the analysis passes produce, and so what a recalled analysis restores.
-ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "authorisation", "generated_sql")
+ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "authorisation", "noise_plan", "measurement_key",
+                   "generated_sql")
 
 
 class AnalysisCache:
@@ -56,7 +64,21 @@ def cache_key(state: QueryState) -> tuple | None:
 def recall(state: QueryState) -> QueryState:
     key = cache_key(state)
     found = state.context.analyses.get(key) if key is not None else None
-    return state.evolve(**found) if found is not None else state
+    if found is None:
+        return state
+    authorisation = found["authorisation"]
+    if authorisation is not None and authorisation.authorised_by.startswith(RULE):
+        # Approvals are state, not policy: ask the store again on every repeat (one
+        # indexed read; the rule's hash is cached per policy version), so a revoked
+        # approval takes effect on the very next statement, in every worker.
+        rule = state.cleanroom.rules[authorisation.authorised_by[len(RULE):]]
+        try:
+            approvals = rule_approvals(state, rule)
+        except Refused:
+            return state  # analyse afresh: another rule may allow it, else authorise refuses as usual
+        if approvals != authorisation.approvals:  # another owner's approval, or one carried forward
+            found = {**found, "authorisation": dataclasses.replace(authorisation, approvals=approvals)}
+    return state.evolve(**found)
 
 
 def remember(state: QueryState) -> QueryState:
