@@ -4,7 +4,9 @@ Canonical means: the SQL parsed (Postgres dialect) and generated again without
 comments, with identifiers normalised, so layout and comments do not matter but
 any change to what runs does; plus the parameter declarations (types, allowed
 values, bounds, defaults), the release settings (the template's own k and the
-k actually enforced) and the output declaration (who receives the result).
+k actually enforced; when set, its privacy settings, its declared bounds and
+the strictest per-query epsilon cap of the tables it reads) and the output
+declaration (who receives the result).
 Any change to one of them gives a new hash, and approvals of the old one no
 longer count.
 """
@@ -53,15 +55,25 @@ def canonical_form(room: CleanRoom, template: Template) -> dict:
     ]
     tables = tables_touched(room, template)
     output = template.output
+    release = {
+        "min_group_size": template.min_group_size,
+        "enforced_min_group_size": group_size(room, tables, template.min_group_size),
+    }
+    # Differential-privacy settings are part of what the owners approve. Each is
+    # added only when set, so the hash of a template without them stays as it was.
+    if template.privacy is not None:
+        release["privacy"] = plain(template.privacy)
+    if template.bounds:
+        release["bounds"] = plain(dict(template.bounds))
+    caps = [room.tables[t].max_epsilon_per_query for t in tables if room.tables[t].max_epsilon_per_query]
+    if caps:  # the owners' strictest cap, as enforced_min_group_size is the strictest k
+        release["enforced_max_epsilon_per_query"] = min(caps)
     return {
         "cleanroom": room.name,
         "template": template.name,
         "sql": canonical_sql(template.sql),
         "parameters": parameters,
-        "release": {
-            "min_group_size": template.min_group_size,
-            "enforced_min_group_size": group_size(room, tables, template.min_group_size),
-        },
+        "release": release,
         "output": {"name": output.name, "receivers": sorted(output.receivers)} if output else None,
     }
 
@@ -158,7 +170,8 @@ def rule_hash(room: CleanRoom, rule: AggregationRule) -> str:
 #               min_group_size: the same or higher (unset counts as 0)
 #   clean room  min_group_size: the same or higher; every other setting unchanged
 #   table       (each table the rule still covers) min_group_size: the same or
-#               higher; keys (public tables): a subset; owner, source, relation,
+#               higher; max_epsilon_per_query: the same, lower, or newly set;
+#               keys (public tables): a subset; owner, source, relation,
 #               privacy unit, public and every other setting: unchanged
 #   column      removed from the policy, or moved to hidden: tighter;
 #               a new column: only if hidden; otherwise its role unchanged,
@@ -199,8 +212,9 @@ def loosenings(old: dict, new: dict) -> list[str]:
 
 def _table_loosenings(found: list[str], at: str, old: dict, new: dict) -> None:
     _at_least(found, at, old, new, "min_group_size")
+    _at_most(found, at, old, new, "max_epsilon_per_query")
     _subset(found, f"{at}.keys", old.get("keys"), new.get("keys"))
-    _unchanged(found, at, old, new, skip={"min_group_size", "keys", "columns"})
+    _unchanged(found, at, old, new, skip={"min_group_size", "max_epsilon_per_query", "keys", "columns"})
     old_columns, new_columns = old.get("columns") or {}, new.get("columns") or {}
     for name, column in new_columns.items():
         where = f"{at}.columns.{name}"
@@ -227,6 +241,15 @@ def _at_least(found: list[str], at: str, old: dict, new: dict, key: str) -> None
     before, after = old.get(key) or 0, new.get(key) or 0
     if after < before:
         found.append(f"{at}.{key} lowered ({before} -> {after})")
+
+
+def _at_most(found: list[str], at: str, old: dict, new: dict, key: str) -> None:
+    """A cap: lowered or newly set is tighter; raised or removed is looser (unset: no cap)."""
+    before, after = old.get(key), new.get(key)
+    if after is None and before is not None:
+        found.append(f"{at}.{key} removed (was {before})")
+    elif after is not None and before is not None and after > before:
+        found.append(f"{at}.{key} raised ({before} -> {after})")
 
 
 def _subset(found: list[str], at: str, old, new) -> None:

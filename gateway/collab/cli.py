@@ -1,11 +1,12 @@
 """Command-line subcommands of collaboration:
 
     cleanroom template propose|approve|revoke|status NAME [--config FILE] [--cleanroom ROOM]
+    cleanroom rule propose|approve|revoke|status NAME [--config FILE] [--cleanroom ROOM]
     cleanroom audit verify [--config FILE | --log FILE]
     cleanroom audit tail [-n N] [--config FILE | --log FILE]
     cleanroom policy test [PATH ...] [--config FILE]
 
-Template actions authenticate like HTTP: the user is whoever owns the token
+Template and rule actions authenticate like HTTP: the user is whoever owns the token
 (--token, or $CLEANROOM_TOKEN), and its roles come from the policy.
 """
 
@@ -25,20 +26,22 @@ def _default_config() -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    template = subparsers.add_parser("template", help="propose, approve, revoke templates; show their approvals")
-    actions = template.add_subparsers(dest="template_command", required=True)
-    for action, text in (
-        ("propose", "propose the template's current version for approval (author role)"),
-        ("approve", "approve the template's current version for your collaborator (approver role)"),
-        ("revoke", "withdraw your collaborator's approvals of the template (approver role)"),
-        ("status", "show the template's current hash, owners, approvals and who is missing"),
-    ):
-        parser = actions.add_parser(action, help=text, description=text)
-        parser.add_argument("name", help="template name")
-        parser.add_argument("--config", type=Path, help="gateway config (default: $CLEANROOM_CONFIG or config/demo.yaml)")
-        parser.add_argument("--cleanroom", help="clean room (default: the config's only one)")
-        parser.add_argument("--token", help="your bearer token (default: $CLEANROOM_TOKEN)")
-        parser.set_defaults(handler=template_command, action=action)
+    for kind, what in (("template", "templates"), ("rule", "aggregation rules")):
+        group = subparsers.add_parser(kind, help=f"propose, approve, revoke {what}; show their approvals")
+        actions = group.add_subparsers(dest=f"{kind}_command", required=True)
+        for action, text in (
+            ("propose", f"propose the {kind}'s current version for approval (author role)"),
+            ("approve", f"approve the {kind}'s current version for your collaborator (approver role)"),
+            ("revoke", f"withdraw your collaborator's approvals of the {kind} (approver role)"),
+            ("status", f"show the {kind}'s current hash, owners, approvals and who is missing"),
+        ):
+            parser = actions.add_parser(action, help=text, description=text)
+            parser.add_argument("name", help=f"{kind} name")
+            parser.add_argument("--config", type=Path,
+                                help="gateway config (default: $CLEANROOM_CONFIG or config/demo.yaml)")
+            parser.add_argument("--cleanroom", help="clean room (default: the config's only one)")
+            parser.add_argument("--token", help="your bearer token (default: $CLEANROOM_TOKEN)")
+            parser.set_defaults(handler=template_command if kind == "template" else rule_command, action=action)
 
     audit = subparsers.add_parser("audit", help="verify and read the audit log")
     audit_actions = audit.add_subparsers(dest="audit_command", required=True)
@@ -73,6 +76,14 @@ def _fail(message: str) -> int:
 
 
 def template_command(args) -> int:
+    return _approval_command(args, "template")
+
+
+def rule_command(args) -> int:
+    return _approval_command(args, "rule")
+
+
+def _approval_command(args, kind: str) -> int:
     from gateway.auth import user_for_token
     from gateway.collab.approvals import Collaboration
     from gateway.config import load_config
@@ -91,23 +102,27 @@ def template_command(args) -> int:
     if room is None:
         return _fail(f"no clean room {args.cleanroom!r} in {config.path}")
     collab = Collaboration.from_config(config)
+    if kind == "rule":
+        status, propose, approve, revoke = collab.rule_status, collab.propose_rule, collab.approve_rule, collab.revoke_rule
+    else:
+        status, propose, approve, revoke = collab.status, collab.propose, collab.approve, collab.revoke
     try:
         if args.action == "status":
-            print(json.dumps(collab.status(room, args.name).as_json(), indent=2))
+            print(json.dumps(status(room, args.name).as_json(), indent=2))
             return 0
         token = args.token or os.environ.get("CLEANROOM_TOKEN")
         user = user_for_token(config, token) if token else None
         if user is None:
             return _fail("a valid token is required (--token or $CLEANROOM_TOKEN)")
         if args.action == "propose":
-            result = collab.propose(user, room, args.name).as_json()
+            result = propose(user, room, args.name).as_json()
         elif args.action == "approve":
-            collab.approve(user, room, args.name)
-            result = collab.status(room, args.name).as_json()
+            approve(user, room, args.name)
+            result = status(room, args.name).as_json()
         else:
-            result = {"revoked": collab.revoke(user, room, args.name), **collab.status(room, args.name).as_json()}
+            result = {"revoked": revoke(user, room, args.name), **status(room, args.name).as_json()}
     except GatewayError as error:
-        print(f"cleanroom template {args.action}: {error.message} [{error.rule}]", file=sys.stderr)
+        print(f"cleanroom {kind} {args.action}: {error.message} [{error.rule}]", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     return 0

@@ -4,6 +4,10 @@
     POST /v1/templates/<name>/approve   approver of an owner of a table it reads
     POST /v1/templates/<name>/revoke    approver: withdraws its collaborator's approvals
     GET  /v1/templates/<name>/status    anyone in the clean room: hash, owners, approvals, missing
+    POST /v1/rules/<name>/propose       the same for aggregation rules: author
+    POST /v1/rules/<name>/approve       approver of an owner of a table the rule covers
+    POST /v1/rules/<name>/revoke        approver: withdraws its collaborator's approvals
+    GET  /v1/rules/<name>/status        anyone in the clean room
     GET  /v1/audit?n=100                auditors only: the newest records of their clean rooms
     GET  /v1/outputs                    outputs the caller's collaborator receives
     GET  /v1/outputs/<name>             the newest such output (JSON, CSV or Arrow)
@@ -88,6 +92,34 @@ def revoke(name: str):
 def status(name: str):
     user = _user()
     return _collab().status(_room(user), name).as_json()
+
+
+@blueprint.post("/v1/rules/<name>/propose")
+def propose_rule(name: str):
+    user = _user()
+    return _collab().propose_rule(user, _room(user), name, front_end="http").as_json()
+
+
+@blueprint.post("/v1/rules/<name>/approve")
+def approve_rule(name: str):
+    user = _user()
+    room = _room(user)
+    approval = _collab().approve_rule(user, room, name, front_end="http")
+    return {"approval_sha256": approval.approval_sha256, **_collab().rule_status(room, name).as_json()}
+
+
+@blueprint.post("/v1/rules/<name>/revoke")
+def revoke_rule(name: str):
+    user = _user()
+    room = _room(user)
+    removed = _collab().revoke_rule(user, room, name, front_end="http")
+    return {"revoked": removed, **_collab().rule_status(room, name).as_json()}
+
+
+@blueprint.get("/v1/rules/<name>/status")
+def rule_status(name: str):
+    user = _user()
+    return _collab().rule_status(_room(user), name).as_json()
 
 
 @blueprint.get("/v1/audit")
