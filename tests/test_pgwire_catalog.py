@@ -68,3 +68,28 @@ def test_the_catalog_database_reaches_nothing_but_the_policy(engine):
                 "SELECT current_database(), (SELECT count(*) FROM read_text('/etc/hostname'))"):
         with pytest.raises(GatewayError):
             run(engine, sql)
+
+
+def test_uuid_json_jsonb_types_and_template_argument_types(engine):
+    rows = run(engine, "SELECT oid, typname, typarray FROM pg_catalog.pg_type WHERE typname IN ('uuid', 'json', 'jsonb') "
+                       "ORDER BY oid").table.to_pylist()
+    assert [(r["oid"], r["typname"], r["typarray"]) for r in rows] == [(114, "json", 199), (2950, "uuid", 2951),
+                                                                       (3802, "jsonb", 3807)]
+    (proc,) = run(engine, "SELECT proname, proargtypes, proargnames FROM pg_catalog.pg_proc").table.to_pylist()
+    assert proc["proargtypes"] == "25" and proc["proargnames"] == ["campaign"]  # an enum of text values
+
+
+def test_a_template_called_from_sql_is_the_template_run(engine):
+    from gateway.errors import BadParameter
+
+    by_sql = run(engine, "SELECT * FROM campaign_reach($1)", ["spring_sale"])
+    named = run(engine, "SELECT * FROM campaign_reach(campaign => 'spring_sale')")
+    direct = engine.run(QueryRequest(user="analyst", cleanroom="demo", template="campaign_reach",
+                                     params={"campaign": "spring_sale"}))
+    assert by_sql.authorised_by == named.authorised_by == direct.authorised_by == "template:campaign_reach"
+    assert by_sql.table.to_pylist() == named.table.to_pylist() == direct.table.to_pylist()
+    with pytest.raises(Refused) as wrapped:
+        run(engine, "SELECT * FROM purchases p JOIN campaign_reach('spring_sale') c ON p.region = c.region")
+    assert wrapped.value.rule == "template.call_shape"
+    with pytest.raises(BadParameter):
+        run(engine, "SELECT * FROM campaign_reach('spring_sale', 'again')")

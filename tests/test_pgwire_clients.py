@@ -56,6 +56,9 @@ def wire_config(demo_config_path: Path, folder: Path, **pg) -> Path:
     config.setdefault("pg", {}).update(pg)
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    from gateway.collab.demo import approve_demo
+
+    approve_demo(path)  # its own state folder: both owners approve the demo template, as `cleanroom demo` does
     return path
 
 
@@ -697,3 +700,110 @@ def test_copy_to_stdout_of_an_allowed_query(pg):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with cursor.copy("COPY (SELECT * FROM purchases) TO STDOUT") as copy:
                 list(copy)
+
+
+# -- uuid and json ------------------------------------------------------------------------------
+
+UUID_TEXT = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+TYPED = f"""SELECT '{UUID_TEXT}'::uuid AS u, '{{"a": [1, 2]}}'::json AS j, '{{"b": true}}'::jsonb AS jb"""
+
+
+def test_uuid_and_json_have_their_types_in_text_and_binary(pg):
+    import uuid
+
+    import psycopg
+
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        for binary in (False, True):
+            for prepare in (False, True):
+                cursor = conn.cursor(binary=binary)
+                cursor.execute(TYPED, prepare=prepare)
+                assert [d.type_code for d in cursor.description] == [2950, 114, 3802], (binary, prepare)
+                assert cursor.fetchall() == [(uuid.UUID(UUID_TEXT), {"a": [1, 2]}, {"b": True})], (binary, prepare)
+        # ... and as parameters, typed by the client (psycopg sends uuid, json and jsonb with their OIDs).
+        from psycopg.types.json import Json, Jsonb
+
+        for binary in (False, True):
+            row = conn.cursor(binary=binary).execute(
+                "SELECT %s::uuid AS u, %s::json AS j, %s::jsonb AS jb",
+                [uuid.UUID(UUID_TEXT), Json({"x": 1}), Jsonb({"y": 2})]).fetchone()
+            assert row == (uuid.UUID(UUID_TEXT), {"x": 1}, {"y": 2})
+        types = dict(conn.execute("SELECT typname, oid FROM pg_type WHERE typname IN ('uuid', 'json', 'jsonb')").fetchall())
+        assert types == {"uuid": 2950, "json": 114, "jsonb": 3802}
+
+
+def test_asyncpg_decodes_uuid_and_json(pg):
+    asyncpg = pytest.importorskip("asyncpg")
+    import json
+    import uuid
+
+    async def main():
+        conn = await asyncpg.connect(host="127.0.0.1", port=pg.port, user="analyst", password=PASSWORD,
+                                     database="demo", ssl=False)
+        try:
+            row = await conn.fetchrow(TYPED)
+            assert row["u"] == uuid.UUID(UUID_TEXT)  # asyncpg decodes uuid in binary
+            assert json.loads(row["j"]) == {"a": [1, 2]} and json.loads(row["jb"]) == {"b": True}
+            back = await conn.fetchrow("SELECT $1::uuid AS u, $2::jsonb AS jb", uuid.UUID(UUID_TEXT), '{"z": 3}')
+            assert back["u"] == uuid.UUID(UUID_TEXT) and json.loads(back["jb"]) == {"z": 3}
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+TEMPLATE_COLUMNS = ["region", "reach", "frequency", "conversion_rate"]
+
+
+@needs_psql
+def test_psql_runs_a_template_and_is_refused_what_is_not_one(pg):
+    out = psql(pg, "SELECT * FROM campaign_reach('spring_sale')",
+               "SELECT * FROM campaign_reach(campaign => 'new_year')").stdout
+    assert out.count("(8 rows)") == 2 and "conversion_rate" in out and "north" in out
+    unknown = psql(pg, "SELECT * FROM no_such_template('x')", check=False)
+    assert unknown.returncode != 0 and "42501" in unknown.stderr
+    unknown = psql(pg, "SELECT * FROM no_such_template", check=False)
+    assert unknown.returncode != 0 and "42P01" in unknown.stderr
+    wrapped = psql(pg, "SELECT region FROM campaign_reach('spring_sale') WHERE reach > 1", check=False)
+    assert wrapped.returncode != 0 and "42501" in wrapped.stderr and "template.call_shape" in wrapped.stderr
+    bad = psql(pg, "SELECT * FROM campaign_reach('black_friday')", check=False)
+    assert bad.returncode != 0 and "22023" in bad.stderr and "spring_sale" in bad.stderr  # the hint lists values
+
+
+def test_psycopg_prepared_template_call(pg):
+    import psycopg
+
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        for binary in (False, True):
+            cursor = conn.cursor(binary=binary)
+            for _ in range(3):
+                cursor.execute("SELECT * FROM campaign_reach(%s)", ["spring_sale"], prepare=True)
+                rows = cursor.fetchall()
+            assert [d.name for d in cursor.description] == TEMPLATE_COLUMNS
+            assert len(rows) == 8 and all(reach >= 10 for _, reach, _, _ in rows)
+            named = cursor.execute("SELECT * FROM campaign_reach(campaign => %s)", ["spring_sale"], prepare=True).fetchall()
+            assert named == rows
+        with pytest.raises(psycopg.Error) as bad:
+            conn.execute("SELECT * FROM campaign_reach(%s)", ["black_friday"], prepare=True)
+        assert bad.value.sqlstate == "22023"
+        with pytest.raises(psycopg.Error) as unknown:
+            conn.execute("SELECT * FROM other_template(%s)", ["x"], prepare=True)
+        assert unknown.value.sqlstate == "42501"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_asyncpg_template_call_with_a_parameter(pg):
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def main():
+        conn = await asyncpg.connect(host="127.0.0.1", port=pg.port, user="analyst", password=PASSWORD,
+                                     database="demo", ssl=False)
+        try:
+            rows = await conn.fetch("SELECT * FROM campaign_reach($1)", "summer_fresh")
+            assert list(rows[0].keys()) == TEMPLATE_COLUMNS and len(rows) == 8
+        finally:
+            await conn.close()
+
+    asyncio.run(main())

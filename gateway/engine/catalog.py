@@ -41,8 +41,12 @@ TYPES = {
     1184: ("timestamptz", 8, "D", "timestamp with time zone"), 1186: ("interval", 16, "T", "interval"),
     1700: ("numeric", -1, "N", "numeric"), 2950: ("uuid", 16, "U", "uuid"), 2249: ("record", -1, "P", "record"),
     705: ("unknown", -2, "X", "unknown"), 1009: ("_text", -1, "A", "text[]"), 1007: ("_int4", -1, "A", "integer[]"),
+    3802: ("jsonb", -1, "U", "jsonb"), 2951: ("_uuid", -1, "A", "uuid[]"), 199: ("_json", -1, "A", "json[]"),
+    3807: ("_jsonb", -1, "A", "jsonb[]"),
 }
-ARRAY_OF = {25: 1009, 23: 1007}
+ARRAY_OF = {25: 1009, 23: 1007, 2950: 2951, 114: 199, 3802: 3807}
+# Template parameter types (policy) as the argument types of their set-returning functions.
+PARAMETER_OIDS = {"integer": 20, "number": 701, "date": 1082, "enum": 25, "string": 25}
 
 DUCKDB_TO_OID = {
     "BOOLEAN": 16, "TINYINT": 21, "SMALLINT": 21, "INTEGER": 23, "BIGINT": 20, "UTINYINT": 21,
@@ -183,6 +187,14 @@ FUNCTIONS = {
 RENAMED = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_json": "to_json"}
 
 REGEX_OPERATORS = {"~": exp.RegexpLike, "~*": exp.RegexpILike}
+
+
+def parameter_oid(parameter) -> int:
+    """The PostgreSQL type of a template parameter, as its function's argument type."""
+    kind = getattr(parameter.type, "value", parameter.type)
+    if kind == "enum" and parameter.values and all(isinstance(v, int) and not isinstance(v, bool) for v in parameter.values):
+        return 20
+    return PARAMETER_OIDS.get(kind, 25)
 
 
 def _cast_target(to: exp.Expression) -> str:
@@ -493,7 +505,8 @@ def _build(state: QueryState) -> duckdb.DuckDBPyConnection:
         oid = FIRST_PROC_OID + index
         arg_names = [p.name for p in template.parameters]
         procs.append((oid, name, PUBLIC, 10, 12, 100.0, 1000.0, 0, 0, "f", False, False, True, True, "s", "u",
-                      len(arg_names), 0, 2249, " ".join("25" for _ in arg_names), arg_names or None, "", None))
+                      len(arg_names), 0, 2249, " ".join(str(parameter_oid(p)) for p in template.parameters),
+                      arg_names or None, "", None))
         if template.description:
             comments.append((oid, 1255, 0, template.description.strip()))
         routines.append((room.name, "public", f"{name}_{oid}", room.name, "public", name, "FUNCTION", "record",

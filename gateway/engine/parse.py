@@ -3,8 +3,10 @@ with every parameter bound as a literal."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import sqlglot
@@ -15,6 +17,7 @@ from sqlglot.tokens import TokenType
 from gateway.engine.parameters import literal, template_arguments
 from gateway.engine.state import QueryState
 from gateway.errors import BadParameter, Refused, SyntaxProblem, UnknownTemplate
+from gateway.policy.model import CleanRoom, Template
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its fallback warnings are not ours to print
 
@@ -47,8 +50,140 @@ def parse(state: QueryState) -> QueryState:
         raise Refused(f"statement longer than {MAX_SQL_BYTES} bytes", rule="statement.too_long")
     _refuse_non_queries(sql)
     tree = _parse_one(sql)
+    call = template_call(tree, state.cleanroom, state.analyst.templates)
+    if call is not None:  # SELECT * FROM template(...): the same run as the HTTP API's, never recalled
+        arguments = call.values(request.params)
+        request = dataclasses.replace(request, sql=None, template=call.template.name, params=arguments)
+        return _parse_template(state.evolve(request=request))
     tree = bind_parameters(tree, request.params)
     return state.evolve(tree=tree)
+
+
+# -- templates called from SQL: SELECT * FROM name(arg, ...) ---------------------------
+
+
+@dataclass(frozen=True)
+class TemplateCall:
+    """`SELECT * FROM name(a, b)` or `name(p => v)` or `SELECT * FROM name`, for a
+    template the analyst may run: each argument node by declared parameter name."""
+
+    template: Template
+    arguments: tuple[tuple[str, exp.Expression], ...]
+
+    def parameter_of(self, number: int) -> str | None:
+        """The template parameter that `$number` is the argument for, if any."""
+        for name, node in self.arguments:
+            if isinstance(node, exp.Cast):
+                node = node.this
+            if isinstance(node, exp.Parameter) and node.name == str(number):
+                return name
+        return None
+
+    def values(self, params: Mapping[str, object] | Sequence[object]) -> dict[str, object]:
+        """The call's arguments as the template's parameters, $n and :name taken from `params`."""
+        positional = 0
+        values = {}
+        for name, node in self.arguments:
+            if isinstance(node, exp.Cast):  # 'x'::int, $1::date: the template checks the type
+                node = node.this
+            if isinstance(node, exp.Placeholder) and not node.name:
+                node = exp.Parameter(this=exp.Literal.number(positional + 1))
+                positional += 1
+            if isinstance(node, (exp.Parameter, exp.Placeholder)):
+                tree = bind_parameters(exp.Paren(this=node), params)
+                node = tree.this
+                if isinstance(node, exp.Cast):
+                    node = node.this
+            values[name] = _constant(node, name)
+        return values
+
+
+def template_call(tree: exp.Expression, room: CleanRoom, granted) -> TemplateCall | None:
+    """The template run `tree` asks for, or None when it names no template the analyst may run.
+
+    A template the analyst may not run is not recognised: the statement goes on
+    as any other, so it fails just as an unknown function or table would."""
+    found = None
+    for node in tree.find_all(exp.Table):
+        name = _template_name(node, room, granted)
+        if name is not None:
+            found = (node, room.templates[name])
+            break
+    if found is None:
+        return None
+    node, template = found
+    if not _bare_call(tree, node):
+        raise Refused(
+            f"template {template.name} runs on its own: it cannot be joined, filtered, sorted or nested",
+            rule="template.call_shape",
+            hint=f"write SELECT * FROM {template.name}({', '.join(p.name for p in template.parameters)}) and nothing more",
+        )
+    declared = [p.name for p in template.parameters]
+    arguments: list[tuple[str, exp.Expression]] = []
+    named = False
+    for index, argument in enumerate(node.this.expressions if isinstance(node.this, exp.Anonymous) else ()):
+        if isinstance(argument, (exp.Kwarg, exp.PropertyEQ)):
+            name, value, named = argument.this.name, argument.expression, True
+            if name not in declared:
+                raise BadParameter(f"unknown parameter for template {template.name}: {name}", rule="parameter.unknown",
+                                   hint=f"declared parameters: {', '.join(declared) or 'none'}")
+        elif named:
+            raise BadParameter("positional arguments must come before named ones", rule="parameter.shape")
+        elif index >= len(declared):
+            raise BadParameter(f"template {template.name} takes {len(declared)} argument(s)", rule="parameter.count",
+                               hint=f"declared parameters: {', '.join(declared) or 'none'}")
+        else:
+            name, value = declared[index], argument
+        if any(name == n for n, _ in arguments):
+            raise BadParameter(f"parameter {name} given twice", rule="parameter.shape")
+        arguments.append((name, value))
+    return TemplateCall(template, tuple(arguments))
+
+
+def _template_name(node: exp.Table, room: CleanRoom, granted) -> str | None:
+    if node.catalog or node.db.lower() not in ("", "public"):
+        return None
+    if isinstance(node.this, exp.Anonymous):
+        name = node.this.name
+    elif isinstance(node.this, exp.Identifier):
+        name = node.name
+        if name in room.tables:  # a table keeps its name
+            return None
+    else:
+        return None
+    return name if name in room.templates and name in granted else None
+
+
+def _bare_call(tree: exp.Expression, node: exp.Table) -> bool:
+    if not isinstance(tree, exp.Select) or len(tree.expressions) != 1 or not isinstance(tree.expressions[0], exp.Star):
+        return False
+    from_ = tree.args.get("from") or tree.args.get("from_")
+    if from_ is None or from_.this is not node:
+        return False
+    others = [key for key, value in tree.args.items() if value and key not in ("expressions", "from", "from_")]
+    return not others
+
+
+def _constant(node: exp.Expression, name: str) -> object:
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Boolean):
+        return node.this
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        value = _constant(node.this, name)
+        return -value
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return node.this
+        text = node.this
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    if isinstance(node, exp.Cast):
+        return _constant(node.this, name)
+    raise BadParameter(f"the argument for parameter {name} must be a constant or a $n parameter",
+                       rule="parameter.not_constant")
 
 
 def _refuse_non_queries(sql: str) -> None:

@@ -8,11 +8,17 @@ Descriptions are cached per user, clean room, policy version and text.
 
 from __future__ import annotations
 
+import sqlglot
+from sqlglot.errors import SqlglotError
+
+from gateway.engine.catalog import parameter_oid
+from gateway.engine.parse import TemplateCall, template_call
 from gateway.engine.types import QueryRequest
 from gateway.errors import GatewayError
 from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
-from gateway.pgwire.parameters import dummy_value, infer_parameter_types
+from gateway.pgwire.declared import field_oids
+from gateway.pgwire.parameters import dummy_value, infer_parameter_types, sample_value
 from gateway.pgwire.portal import ABORTED, Failed, Portal, Statement
 from gateway.pgwire.settings import show_name
 from gateway.pgwire.statements import classify, parameter_count, split_statements
@@ -31,7 +37,11 @@ class ExtendedQuery:
             count = parameter_count(message.sql)
             types = statement.param_types + [0] * max(0, count - len(statement.param_types))
             if 0 in types or t.UNKNOWN in types:
-                inferred = infer_parameter_types(message.sql, count, self._column_types())
+                call = self._template_call(message.sql)
+                if call is not None:  # a template's $n take its declared parameter types
+                    inferred = [_parameter_oid(call, i + 1) for i in range(count)]
+                else:
+                    inferred = infer_parameter_types(message.sql, count, self._column_types())
                 types = [inferred[i] if types[i] in (0, t.UNKNOWN) else types[i] for i in range(len(types))]
             statement.param_types = types
         self.statements[message.name] = statement
@@ -94,6 +104,22 @@ class ExtendedQuery:
             self.server.describe_cache[key] = cached
         return cached
 
+    def _template_call(self, sql: str) -> TemplateCall | None:
+        """`SELECT * FROM template(...)` for a template this user may run (gateway.engine.parse), else None."""
+        key = ("template-call", self.user, self.database, self._policy_version(), sql)
+        if key in self.server.describe_cache:
+            return self.server.describe_cache[key]
+        call = None
+        room = self.engine.cleanrooms.get(self.database)
+        analyst = room.analysts.get(self.user) if room is not None else None
+        if analyst is not None and analyst.templates:
+            try:
+                call = template_call(sqlglot.parse_one(sql, read="postgres"), room, analyst.templates)
+            except (GatewayError, SqlglotError, ValueError, RecursionError):
+                call = None  # the engine reports what is wrong when the statement runs
+        self.server.describe_cache[key] = call
+        return call
+
     def _policy_version(self) -> str:
         room = self.engine.cleanrooms.get(self.database)
         return getattr(room, "version", "")
@@ -107,12 +133,19 @@ class ExtendedQuery:
         cached = self.server.describe_cache.get(key)
         if cached is None:
             dummies = [dummy_value(oid) for oid in statement.param_types]
+            call = self._template_call(statement.sql)
+            if call is not None:  # stand-ins a template accepts: its declared values and ranges
+                declared = {p.name: p for p in call.template.parameters}
+                for i in range(len(dummies)):
+                    name = call.parameter_of(i + 1)
+                    if name is not None:
+                        dummies[i] = sample_value(declared[name], statement.param_types[i])
             request = QueryRequest(user=self.user, cleanroom=self.database, sql=statement.sql, params=dummies,
                                    front_end="pgwire")
             schema = await self.io.run(self.engine.describe, request)
+            declared = await self.declared_types(statement.sql, dummies, schema)
             fields = []
-            for field in schema:
-                oid = t.field_oid(field)
+            for field, oid in zip(schema, field_oids(schema, declared)):
                 fields.append(m.Field(field.name, oid, t.TYPE_SIZES.get(oid, -1), t.type_modifier(field.type)))
             cached = (list(statement.param_types), fields)
             if len(self.server.describe_cache) > MAX_CACHED_DESCRIPTIONS:
@@ -129,3 +162,9 @@ class ExtendedQuery:
         if portal.release is None:
             return None
         return portal.fields
+
+
+def _parameter_oid(call: TemplateCall, number: int) -> int:
+    name = call.parameter_of(number)
+    declared = {p.name: p for p in call.template.parameters}
+    return parameter_oid(declared[name]) if name in declared else t.TEXT

@@ -81,3 +81,19 @@ def dummy_value(oid: int):
     if oid in (t.JSON, t.JSONB):
         return "{}"
     return "x"
+
+
+def sample_value(parameter, oid: int):
+    """A value a template's parameter accepts, of the wire type `oid`, to describe a
+    template call before its arguments arrive (its default, first allowed value or lower bound)."""
+    if parameter.default is not None:
+        return parameter.default
+    if parameter.values:
+        return parameter.values[0]
+    kind = getattr(parameter.type, "value", parameter.type)
+    if kind == "date":
+        return dt.date.fromisoformat(str(parameter.minimum)) if parameter.minimum is not None else dt.date(2000, 1, 1)
+    if kind in ("integer", "number"):
+        low = parameter.minimum if parameter.minimum is not None else (parameter.maximum if parameter.maximum is not None else 1)
+        return int(low) if kind == "integer" else float(low)
+    return dummy_value(oid)

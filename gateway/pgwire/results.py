@@ -15,13 +15,15 @@ import pyarrow as pa
 from gateway.engine.types import QueryRequest, Release, new_request_id
 from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
+from gateway.pgwire.declared import declared_oids, field_oids, needs_lookup
 from gateway.pgwire.commands import SESSION_KINDS
 from gateway.pgwire.portal import Failed, Portal
 from gateway.pgwire.settings import canonical, show_name
 
 ROWS_PER_CHUNK = 65_536
 FLUSH_BYTES = 256 * 1024
-ENCODE_AHEAD = 2  # batches being encoded while one is written
+ENCODE_AHEAD = 2
+MAX_CACHED_DESCRIPTIONS = 10_000  # batches being encoded while one is written
 
 
 class Results:
@@ -55,15 +57,32 @@ class Results:
             self.running = None
 
     async def run_query(self, portal: Portal) -> None:
-        release = await self.run_engine(portal.statement.sql, list(portal.params))
-        self._set_release(portal, release)
+        params = list(portal.params)
+        release = await self.run_engine(portal.statement.sql, params)
+        declared = await self.declared_types(portal.statement.sql, params, release.table.schema, release.authorised_by)
+        self._set_release(portal, release, declared)
 
-    def _set_release(self, portal: Portal, release: Release) -> None:
+    async def declared_types(self, sql: str, params: list, schema: pa.Schema, authorised_by: str = "") -> dict | None:
+        """uuid/json/jsonb columns that Arrow carries as strings (gateway.pgwire.declared), once per text."""
+        if authorised_by in ("catalog", "session") or not needs_lookup(schema):
+            return None
+        key = ("declared", self.user, self.database, self._policy_version(), sql, tuple(type(p).__name__ for p in params))
+        cached = self.server.describe_cache.get(key)
+        if cached is None:
+            request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire")
+            cached = await self.io.run(declared_oids, self.engine, request)
+            if len(self.server.describe_cache) > MAX_CACHED_DESCRIPTIONS:
+                self.server.describe_cache.clear()
+            self.server.describe_cache[key] = cached
+        return cached
+
+    def _set_release(self, portal: Portal, release: Release, declared: dict | None = None) -> None:
         table = release.table
         formats = portal.result_formats
         fields = []
+        oids = field_oids(table.schema, declared)
         for i, f in enumerate(table.schema):
-            oid = t.field_oid(f)
+            oid = oids[i]
             fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
             if fmt == 1 and oid not in t.BINARY_OIDS:
                 fmt = 0

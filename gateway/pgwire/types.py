@@ -81,7 +81,7 @@ def arrow_type_oid(kind: pa.DataType) -> int:
 # field's DuckDB type in its metadata, and Arrow's extension types (arrow.uuid,
 # arrow.json) say it too; either way the client gets uuid or json, not text.
 DUCKDB_TYPE_KEY = b"duckdb_type"
-_STRING_TYPES_BY_NAME = {b"UUID": UUID, b"JSON": JSON}
+_STRING_TYPES_BY_NAME = {b"UUID": UUID, b"JSON": JSON, b"JSONB": JSONB}
 _EXTENSION_TYPES = {"arrow.uuid": UUID, "arrow.json": JSON}
 
 
@@ -116,7 +116,7 @@ def type_modifier(kind: pa.DataType) -> int:
 PG_EPOCH_DAYS = 10957  # 2000-01-01 - 1970-01-01
 PG_EPOCH_MICROS = PG_EPOCH_DAYS * 86_400_000_000
 BINARY_OIDS = frozenset({BOOL, INT2, INT4, INT8, FLOAT4, FLOAT8, NUMERIC, TEXT, VARCHAR, DATE, TIMESTAMP,
-                         TIMESTAMPTZ, INTERVAL, BYTEA, UUID, JSON, TIME, NAME, OID, CHAR})
+                         TIMESTAMPTZ, INTERVAL, BYTEA, UUID, JSON, JSONB, TIME, NAME, OID, CHAR})
 
 
 # -- results: Arrow columns -> wire cells ---------------------------------------------
@@ -243,6 +243,8 @@ def binary_cells(column: pa.Array, oid: int) -> pa.Array:
         return _big_endian(pc.cast(pc.cast(column, pa.time64("us")), pa.int64()), "q", 8)
     if oid in (TEXT, VARCHAR, NAME, JSON, CHAR) and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         return pc.cast(column, pa.binary())
+    if oid == JSONB and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return pc.binary_join_element_wise(pa.scalar(b"\x01"), pc.cast(column, pa.binary()), b"")
     if oid == BYTEA and not pa.types.is_fixed_size_binary(kind):
         return pc.cast(column, pa.binary())
     return pa.array([None if v is None else binary_value(v, oid) for v in column.to_pylist()], pa.binary())
@@ -259,6 +261,8 @@ def binary_value(value, oid: int) -> bytes:
         return value.bytes if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).bytes
     if oid == BYTEA:
         return bytes(value)
+    if oid == JSONB:  # jsonb_send: a version byte, then the text
+        return b"\x01" + (value if isinstance(value, str) else json.dumps(value)).encode("utf-8")
     return _text_value(value)
 
 
@@ -467,7 +471,7 @@ def _small_binary(value, oid: int) -> bytes:
         return struct.pack("!q", (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
     if oid == TIME:
         return struct.pack("!q", ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond)
-    if oid == UUID:
+    if oid in (UUID, JSONB):
         return binary_value(value, oid)
     if isinstance(value, str):
         return value.encode("utf-8")
