@@ -2,14 +2,21 @@
 
 SQLite (WAL, one file under state_dir) by default; PostgreSQL when the config
 names a DSN, so several gateway hosts share one state. Both speak the same
-small SQL here; each call opens its own connection, which keeps the store safe
-across threads and gunicorn's forks (approvals are rare, a connection is cheap).
+small SQL here. Each write opens its own connection (writes are rare: approvals,
+proposals, outputs). Reads are on the path of every statement an aggregation
+rule authorises (its approvals are checked on every run), so each thread keeps
+one autocommit reading connection, opened again after a fork (gunicorn) or a
+broken connection: every read sees the latest committed writes of every
+process, without the cost of connecting (about 2 ms for SQLite with its pragmas,
+20 ms for PostgreSQL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -47,6 +54,7 @@ class Store:
         with self._connect() as con:
             for statement in SCHEMA:
                 con.execute(statement.format(blob=blob))
+        self._readers = threading.local()  # per thread: (pid, connection) for query()
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> "Store":
@@ -82,10 +90,46 @@ class Store:
             return con.execute(sql, tuple(params)).rowcount
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        with self._connect() as con:
-            cursor = con.execute(sql, tuple(params))
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        """Run a read on this thread's reading connection (autocommit: each read
+        sees everything committed before it); reconnect once if it broke."""
+        for attempt in (1, 2):
+            con = self._reader()
+            try:
+                cursor = con.execute(sql, tuple(params))
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row)) for row in cursor.fetchall()]
+            except Exception as error:
+                if attempt == 2 or not self._broken(error):
+                    raise
+                self._drop_reader()
+        raise AssertionError("unreachable")
+
+    def _reader(self):
+        held = getattr(self._readers, "held", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        if self.postgres_dsn:
+            import psycopg
+
+            con = _QmarkAdapter(psycopg.connect(self.postgres_dsn, autocommit=True))
+        else:
+            con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)  # autocommit
+        self._readers.held = (os.getpid(), con)  # a forked child opens its own (pid differs)
+        return con
+
+    def _drop_reader(self) -> None:
+        held = getattr(self._readers, "held", None)
+        self._readers.held = None
+        if held is not None and held[0] == os.getpid():
+            with contextlib.suppress(Exception):
+                held[1].close()
+
+    def _broken(self, error: Exception) -> bool:
+        if self.postgres_dsn:
+            import psycopg
+
+            return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
+        return isinstance(error, sqlite3.ProgrammingError)  # closed connection
 
 
 class _QmarkAdapter:
@@ -96,3 +140,6 @@ class _QmarkAdapter:
 
     def execute(self, sql: str, params: tuple = ()):
         return self.con.execute(sql.replace("?", "%s"), params)
+
+    def close(self) -> None:
+        self.con.close()
