@@ -807,3 +807,56 @@ def test_asyncpg_template_call_with_a_parameter(pg):
             await conn.close()
 
     asyncio.run(main())
+
+
+# -- privacy budget and EXPLAIN ------------------------------------------------------------------
+
+
+def _engine_has(*methods: str) -> bool:
+    from gateway.engine.engine import Engine
+
+    return all(hasattr(Engine, name) for name in methods)
+
+
+needs_budget = pytest.mark.skipif(not _engine_has("budget", "explain"),
+                                  reason="Engine.budget / Engine.explain not in this engine yet")
+BUDGET_COLUMNS = ["enabled", "epsilon_spent", "epsilon_remaining", "epsilon_budget", "delta_spent", "delta_remaining",
+                  "delta_budget", "queries", "refresh", "renews_at", "protection"]
+
+
+@needs_budget
+def test_show_budget_and_explain_with_psycopg(pg):
+    import json
+
+    import psycopg
+
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        for prepare in (False, True):
+            cursor = conn.execute("SHOW cleanroom.budget", prepare=prepare)
+            assert [d.name for d in cursor.description] == BUDGET_COLUMNS
+            (budget,) = cursor.fetchall()
+            assert isinstance(budget[0], bool)
+        assert conn.execute("SHOW privacy_budget").fetchone() == budget
+        for prepare in (False, True):
+            cursor = conn.cursor().execute(
+                "EXPLAIN SELECT region, COUNT(*) AS n FROM purchases WHERE region = %s GROUP BY region",
+                ["north"], prepare=prepare)
+            assert [d.name for d in cursor.description] == ["QUERY PLAN"]
+            explained = json.loads("\n".join(line for (line,) in cursor.fetchall()))
+            assert isinstance(explained, dict) and explained
+        (plan,) = conn.execute("EXPLAIN (FORMAT JSON) SELECT * FROM campaign_reach('spring_sale')").fetchone()
+        assert isinstance(json.loads(plan), dict)
+        assert conn.execute("SHOW cleanroom.budget").fetchone() == budget  # EXPLAIN neither runs nor charges
+        with pytest.raises(psycopg.Error) as analyze:
+            conn.execute("EXPLAIN ANALYZE SELECT region, COUNT(*) FROM purchases GROUP BY region")
+        assert analyze.value.sqlstate == "0A000"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("EXPLAIN " + REFUSED)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@needs_budget
+@needs_psql
+def test_psql_show_budget_and_explain(pg):
+    out = psql(pg, "SHOW cleanroom.budget", "EXPLAIN SELECT region, COUNT(*) FROM purchases GROUP BY region").stdout
+    assert "epsilon_remaining" in out and "(1 row)" in out and "QUERY PLAN" in out

@@ -19,6 +19,7 @@ from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
 from gateway.pgwire.declared import field_oids
 from gateway.pgwire.parameters import dummy_value, infer_parameter_types, sample_value
+from gateway.pgwire.privacy import BUDGET_SCHEMA, PLAN_SCHEMA, explain_target, is_budget
 from gateway.pgwire.portal import ABORTED, Failed, Portal, Statement
 from gateway.pgwire.settings import show_name
 from gateway.pgwire.statements import classify, parameter_count, split_statements
@@ -33,15 +34,16 @@ class ExtendedQuery:
         if len(split_statements(message.sql)) > 1:
             raise Failed("42601", "cannot insert multiple commands into a prepared statement")
         statement = Statement(message.name, message.sql, classify(message.sql), list(message.param_types))
-        if statement.kind == "query":
+        if statement.kind in ("query", "explain"):
             count = parameter_count(message.sql)
             types = statement.param_types + [0] * max(0, count - len(statement.param_types))
             if 0 in types or t.UNKNOWN in types:
-                call = self._template_call(message.sql)
+                sql = explain_target(message.sql)[0] if statement.kind == "explain" else message.sql
+                call = self._template_call(sql)
                 if call is not None:  # a template's $n take its declared parameter types
                     inferred = [_parameter_oid(call, i + 1) for i in range(count)]
                 else:
-                    inferred = infer_parameter_types(message.sql, count, self._column_types())
+                    inferred = infer_parameter_types(sql, count, self._column_types())
                 types = [inferred[i] if types[i] in (0, t.UNKNOWN) else types[i] for i in range(len(types))]
             statement.param_types = types
         self.statements[message.name] = statement
@@ -54,7 +56,7 @@ class ExtendedQuery:
         if self.status == "E" and statement.kind not in ("commit", "rollback"):
             raise Failed(*ABORTED)
         formats = message.param_formats
-        if len(message.params) != len(statement.param_types) and statement.kind == "query":
+        if len(message.params) != len(statement.param_types) and statement.kind in ("query", "explain"):
             raise Failed("08P01", f"bind message supplies {len(message.params)} parameters, "
                                   f"but prepared statement requires {len(statement.param_types)}")
         if len(formats) not in (0, 1, len(message.params)):
@@ -126,7 +128,13 @@ class ExtendedQuery:
 
     async def describe_statement(self, statement: Statement) -> tuple[list[int], list[m.Field] | None]:
         if statement.kind == "show":
-            return [], [m.Field(show_name(statement.sql), t.TEXT)]
+            name = show_name(statement.sql)
+            if is_budget(name):
+                return [], _fields(BUDGET_SCHEMA)
+            return [], [m.Field(name, t.TEXT)]
+        if statement.kind == "explain":
+            explain_target(statement.sql)  # ANALYZE and unknown formats fail here already
+            return list(statement.param_types), _fields(PLAN_SCHEMA)
         if statement.kind != "query":
             return list(statement.param_types), None
         key = ("describe", self.user, self.database, self._policy_version(), statement.sql, tuple(statement.param_types))
@@ -157,6 +165,8 @@ class ExtendedQuery:
         kind = portal.statement.kind
         if kind == "show":
             await self.run_show(portal)
+        elif kind == "explain" and portal.release is None:
+            await self.run_explain(portal)
         elif kind == "query" and portal.release is None:
             await self.run_query(portal)
         if portal.release is None:
@@ -168,3 +178,7 @@ def _parameter_oid(call: TemplateCall, number: int) -> int:
     name = call.parameter_of(number)
     declared = {p.name: p for p in call.template.parameters}
     return parameter_oid(declared[name]) if name in declared else t.TEXT
+
+
+def _fields(schema) -> list[m.Field]:
+    return [m.Field(f.name, oid, t.TYPE_SIZES.get(oid, -1)) for f, oid in ((f, t.field_oid(f)) for f in schema)]

@@ -15,7 +15,7 @@ from gateway.pgwire import messages as m
 class Statement:
     name: str
     sql: str
-    kind: str  # query | empty | begin | commit | rollback | set | show | noop | deallocate | copy
+    kind: str  # query | explain | empty | begin | commit | rollback | set | show | noop | deallocate | copy
     param_types: list[int]
     described: tuple | None = None  # (parameter oids, fields or None), once known
 

@@ -18,6 +18,7 @@ from gateway.pgwire import types as t
 from gateway.pgwire.declared import declared_oids, field_oids, needs_lookup
 from gateway.pgwire.commands import SESSION_KINDS
 from gateway.pgwire.portal import Failed, Portal
+from gateway.pgwire.privacy import budget_table, explain_target, is_budget, plan_table
 from gateway.pgwire.settings import canonical, show_name
 
 ROWS_PER_CHUNK = 65_536
@@ -41,6 +42,8 @@ class Results:
         if portal.release is None:
             if kind == "show":
                 await self.run_show(portal)
+            elif kind == "explain":
+                await self.run_explain(portal)
             else:
                 await self.run_query(portal)
         if describe and portal.fields is not None:
@@ -94,6 +97,13 @@ class Results:
 
     async def run_show(self, portal: Portal) -> None:
         name = show_name(portal.statement.sql)
+        if is_budget(name):
+            budget = getattr(self.engine, "budget", None)
+            if budget is None:
+                raise Failed("0A000", "this gateway does not report privacy budgets")
+            table = budget_table(await self.io.run(budget, self.user, self.database))
+            self._set_release(portal, Release(new_request_id(), table, "session", None))
+            return
         if name.lower() == "all":
             rows = sorted(self.params.items())
             table = pa.table({"name": [k for k, _ in rows], "setting": [v for _, v in rows],
@@ -103,6 +113,17 @@ class Results:
                 raise Failed("42704", f'unrecognized configuration parameter "{name}"')
             table = pa.table({name.lower(): [self.params[canonical(name)]]})
         self._set_release(portal, Release(new_request_id(), table, "session", None))
+
+    async def run_explain(self, portal: Portal) -> None:
+        """EXPLAIN <select>: Engine.explain's account of the statement (cost, protection), nothing run."""
+        explain = getattr(self.engine, "explain", None)
+        if explain is None:
+            raise Failed("0A000", "this gateway does not explain statements")
+        target, form = explain_target(portal.statement.sql)
+        request = QueryRequest(user=self.user, cleanroom=self.database, sql=target, params=list(portal.params),
+                               front_end="pgwire")
+        table = plan_table(await self.io.run(explain, request), form)
+        self._set_release(portal, Release(request.request_id, table, "session", None))
 
     async def stream(self, portal: Portal, max_rows: int) -> None:
         oids = [f.type_oid for f in portal.fields]

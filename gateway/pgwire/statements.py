@@ -35,6 +35,8 @@ def classify(sql: str) -> str:
         return "set"
     if first == "SHOW":
         return "show"
+    if first == "EXPLAIN":
+        return "explain"
     if first in ("RESET", "DISCARD", "UNLISTEN") or (first == "SAVEPOINT") or (first == "RELEASE"):
         return "noop"
     if first == "DEALLOCATE":

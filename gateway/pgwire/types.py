@@ -441,6 +441,8 @@ def _small_text(value, kind: pa.DataType) -> bytes:
             return b"NaN"
         if value in (float("inf"), float("-inf")):
             return b"Infinity" if value > 0 else b"-Infinity"
+        if value.is_integer() and abs(value) < 1e15:  # as PostgreSQL (and the vectorised path) print it: 10, not 10.0
+            return b"%d" % value
         return repr(value).encode()
     if isinstance(value, Decimal):
         return format(value, "f").encode()
