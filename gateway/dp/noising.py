@@ -20,13 +20,25 @@ from gateway.dp.plan import RELEASED, Kind, NoisePlan, Quantity
 
 
 @dataclass(frozen=True)
-class NoisyRelease:
+class Measurement:
+    """The noisy quantities of one query: the released groups' keys (__g*) and
+    outputs (__a*), and how they were protected. Everything after it is
+    post-processing, so a repeat of the query (the release cache) reuses it."""
+
     table: pa.Table
     protection: dict  # JSON-able: how every column was protected
+    reused: bool = False  # from the release cache: nothing new was spent
+
+
+@dataclass(frozen=True)
+class NoisyRelease:
+    table: pa.Table
+    protection: dict
     notices: tuple[str, ...]
 
 
-def noise(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> NoisyRelease:
+def measure(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> Measurement:
+    """Steps 1 to 3: the only place private numbers meet noise."""
     privacy = plan.privacy
     columns = {name: bounded.column(name).to_pylist() for name in bounded.column_names}
     units = columns["__units"]
@@ -41,10 +53,12 @@ def noise(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> NoisyRelease
         released = selector.apply({str(i): count for i, count in enumerate(units)})
         noisy_units = {int(i): count for i, count in released.items()}
         selection = {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta}
-        units_info = {"mechanism": "discrete_laplace", "epsilon": selector.epsilon, "scale": selector.scale,
+        units_info = {"mechanism": selector.mechanism, "epsilon": selector.epsilon, "scale": selector.scale,
                       "ci95": selector.ci95(), "threshold": selector.threshold}
     kept = [i for i in sorted(noisy_units) if noisy_units[i] >= plan.min_group_size]
     selection["min_group_size"] = plan.min_group_size
+    # Counted among released noisy counts only (post-processing); with private selection,
+    # how many candidates failed the selection is never counted.
     selection["suppressed_below_min_group_size"] = len(noisy_units) - len(kept)
     selection["released"] = len(kept)
 
@@ -63,37 +77,105 @@ def noise(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> NoisyRelease
         arrays.append(pa.array(_released(output, noisy), type=pa.int64() if _is_count(output) else pa.float64()))
         names.append(output.column)
         described.append({"output": output.column, "aggregate": output.aggregate,
-                          **{"noise": [info[q] for q in output.quantities]}})
-    table = _post(plan, pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({"__none": [None] * len(kept)}))
+                          "noise": [info[q] for q in output.quantities]})
+    if not arrays:  # SELECT 1 FROM t GROUP BY ...: only the number of rows is released
+        arrays, names = [pa.array([None] * len(kept), pa.null())], ["__none"]
     protection = {
         "mechanism": privacy.mechanism.value,
         "epsilon": plan.epsilon,
         "delta": plan.delta,
         "privacy_unit": privacy_unit,
         "contribution_bounds": {"max_rows_per_unit": privacy.max_rows_per_unit,
-                                "max_groups_per_unit": privacy.max_groups_per_unit},
+                                "max_groups_per_unit": plan.groups_per_unit},
         "groups": selection,
         "aggregates": described,
     }
-    return NoisyRelease(table, protection, tuple(_notices(protection)))
+    return Measurement(pa.Table.from_arrays(arrays, names=names), protection)
+
+
+def publish(plan: NoisePlan, measurement: Measurement) -> NoisyRelease:
+    """Step 4, and what the analyst is told."""
+    table = _post(plan, measurement.table)
+    protection = dict(measurement.protection)
+    protection["columns"] = _columns(plan, table.column_names, protection["aggregates"])
+    protection["reused"] = measurement.reused
+    notices = _notices(protection)
+    if measurement.reused:
+        notices.insert(0, "the same question was answered before: the same noisy answer is returned, "
+                          "and nothing was spent")
+    return NoisyRelease(table, protection, tuple(notices))
+
+
+def _columns(plan: NoisePlan, released_names: list[str], aggregates: list[dict]) -> dict:
+    """Released column name -> how its value was noised, where a column shows one aggregate as is."""
+    by_output = {entry["output"]: entry for entry in aggregates}
+    found = {}
+    for name, source in zip(released_names, plan.released_from):
+        if source in by_output:
+            found[name] = by_output[source]
+    return found
 
 
 def _noised(quantity: Quantity, values: list, plan: NoisePlan) -> tuple[list, dict]:
+    measurement, info = _mechanism(quantity, plan)
+    if quantity.kind is Kind.QUANTILE:
+        return [measurement.apply(v or []) for v in values], info
+    return measurement.apply(values), info
+
+
+def _mechanism(quantity: Quantity, plan: NoisePlan):
+    """The measurement that noises one quantity, and what the analyst is told of it."""
     rows = plan.privacy.max_rows_per_unit
     sensitivity = quantity.sensitivity(plan.groups_per_unit, rows)
     if quantity.kind is Kind.ROWS:
         measurement = mechanisms.integer_noise(int(sensitivity), quantity.epsilon)
-        return measurement.apply(values), {"sensitivity": sensitivity, **_noise_info(measurement)}
+        return measurement, {"sensitivity": sensitivity, **_noise_info(measurement)}
     if quantity.kind is Kind.SUM:
         measurement = mechanisms.float_noise(float(sensitivity), quantity.epsilon)
-        return measurement.apply(values), {"sensitivity": sensitivity, **_noise_info(measurement)}
+        return measurement, {"sensitivity": sensitivity, **_noise_info(measurement)}
     # a unit holds up to `rows` values in each of up to groups_per_unit groups
     per_group = quantity.epsilon / plan.groups_per_unit
     measurement = mechanisms.quantile(quantity.alpha, quantity.bounds.lower, quantity.bounds.upper, rows, per_group)
-    info = {"mechanism": "exponential (quantile score, noisy max)", "epsilon": quantity.epsilon,
+    info = {"mechanism": measurement.mechanism, "epsilon": quantity.epsilon,
             "epsilon_per_group": per_group, "sensitivity": sensitivity, "scale": measurement.scale,
             "alpha": quantity.alpha, "grid_step": measurement.grid_step}
-    return [measurement.apply(v or []) for v in values], info
+    return measurement, info
+
+
+def describe(plan: NoisePlan) -> dict:
+    """How a query would be protected and what it costs, before it runs (EXPLAIN)."""
+    privacy = plan.privacy
+    units_q = plan.quantities[0]
+    if plan.public_keys:
+        units = _noise_info(mechanisms.integer_noise(int(units_q.sensitivity(plan.groups_per_unit, 1)),
+                                                     units_q.epsilon))
+        groups = {"keys": "public" if plan.groups else "none (one group)",
+                  "candidates": _combinations(plan)}
+    else:
+        selector = mechanisms.partition_selection(privacy.max_groups_per_unit, 1, units_q.epsilon, privacy.delta)
+        units = {"mechanism": selector.mechanism, "epsilon": selector.epsilon, "scale": selector.scale,
+                 "ci95": selector.ci95(), "threshold": selector.threshold}
+        groups = {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta}
+    info = {"__units": {"sensitivity": units_q.sensitivity(plan.groups_per_unit, 1), **units}}
+    for quantity in plan.quantities[1:]:
+        info[quantity.column] = _mechanism(quantity, plan)[1]
+    return {
+        "mechanism": privacy.mechanism.value,
+        "epsilon": plan.epsilon,
+        "delta": plan.delta,
+        "contribution_bounds": {"max_rows_per_unit": privacy.max_rows_per_unit,
+                                "max_groups_per_unit": plan.groups_per_unit},
+        "groups": {**groups, "min_group_size": plan.min_group_size, "applied_to": "noisy unit count"},
+        "aggregates": [{"output": o.column, "aggregate": o.aggregate, "noise": [info[q] for q in o.quantities]}
+                       for o in plan.outputs],
+    }
+
+
+def _combinations(plan: NoisePlan) -> int:
+    count = 1
+    for key in plan.groups:
+        count *= len(key.values)
+    return count
 
 
 def _noise_info(measurement) -> dict:
@@ -125,24 +207,25 @@ def _post(plan: NoisePlan, table: pa.Table) -> pa.Table:
 
 
 def _notices(protection: dict) -> list[str]:
-    groups = protection["groups"]
+    groups, bounds = protection["groups"], protection["contribution_bounds"]
     lines = [
         f"differential privacy: {protection['mechanism']}, epsilon {protection['epsilon']:g}"
         + (f", delta {protection['delta']:g}" if protection["delta"] else "")
-        + f" per {protection['privacy_unit']}; each contributes at most "
-        f"{protection['contribution_bounds']['max_rows_per_unit']} rows to a group and "
-        f"{protection['contribution_bounds']['max_groups_per_unit']} groups",
+        + f" per {protection['privacy_unit']}; each contributes at most {bounds['max_rows_per_unit']} "
+        f"row(s) to a group and appears in at most {bounds['max_groups_per_unit']} group(s)",
     ]
     if groups["keys"] == "selected privately":
         lines.append(f"groups were selected privately (noisy unit count at least {groups['threshold']}); "
                      "how many were not released is not disclosed")
-    lines.append(f"{groups['suppressed_below_min_group_size']} groups had a noisy unit count below "
+    lines.append(f"{groups['suppressed_below_min_group_size']} group(s) had a noisy unit count below "
                  f"{groups['min_group_size']} and were suppressed; {groups['released']} released")
+    shown = {id(entry): name for name, entry in protection.get("columns", {}).items()}
     for entry in protection["aggregates"]:
+        where = f"column {shown[id(entry)]}" if id(entry) in shown else "used in an expression"
         for noise_ in entry["noise"]:
             spread = f"95% within ±{noise_['ci95']:.4g}" if noise_.get("ci95") is not None \
-                else f"grid step {noise_.get('grid_step'):.4g}"
-            lines.append(f"{entry['aggregate']} ({entry['output']}): {noise_['mechanism']}, "
+                else f"candidate grid step {noise_.get('grid_step'):.4g}"
+            lines.append(f"{entry['aggregate']} ({where}): {noise_['mechanism']}, "
                          f"epsilon {noise_['epsilon']:.4g}, sensitivity {noise_['sensitivity']:g}, "
                          f"scale {noise_['scale']:.4g}, {spread}")
     return lines

@@ -85,6 +85,7 @@ class NoisePlan:
     outputs: tuple[Output, ...]
     rows: exp.Select  # the rows stage (CTEs kept), before pointing at sources
     post_sql: str  # runs over the noisy table named RELEASED
+    released_from: tuple[str | None, ...]  # per released column: the output it shows as is, if any
 
     @property
     def public_keys(self) -> bool:
@@ -131,8 +132,8 @@ def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy
         Quantity(q.column, q.kind, q.value, q.bounds, q.alpha, share) for q in builder.quantities
     )
     rows = _rows_stage(tree, unit, group_exprs, builder.values, groups)
-    post = _post_query(tree, group_exprs, aggregates, outputs, groups)
-    return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post)
+    post, released_from = _post_query(tree, group_exprs, aggregates, outputs)
+    return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post, released_from)
 
 
 def _unit(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str]) -> exp.Expression:
@@ -280,7 +281,7 @@ def _literal(value) -> exp.Expression:
     return exp.Literal.string(value) if isinstance(value, str) else exp.Literal.number(value)
 
 
-def _post_query(tree: exp.Select, group_exprs, aggregates, outputs: dict[str, Output], groups) -> str:
+def _post_query(tree: exp.Select, group_exprs, aggregates, outputs: dict[str, Output]) -> tuple[str, tuple]:
     post = tree.copy()
     # Replace in the copy by position: aggregates first (they may contain group expressions).
     copies = _aggregate_nodes(post)
@@ -299,5 +300,6 @@ def _post_query(tree: exp.Select, group_exprs, aggregates, outputs: dict[str, Ou
     if leftover:
         raise Refused(f"{leftover[0].sql(dialect='postgres')} is neither grouped nor aggregated",
                       rule="query.ungrouped_column")
-    return post.sql(dialect="duckdb")
+    shown = tuple(p.unalias().name if isinstance(p.unalias(), exp.Column) else None for p in post.expressions)
+    return post.sql(dialect="duckdb"), shown
 

@@ -24,7 +24,7 @@ def check_stable(tree: exp.Expression, room: CleanRoom) -> None:
                       rule="dp.set_operation", hint="run each SELECT on its own")
     for scope in root.traverse():
         private = {alias: source for alias, (_, source) in scope.selected_sources.items() if carries_private(source, room)}
-        if scope.is_union and any(carries_private(s, room) for s in scope.union_scopes):
+        if scope.is_set_operation and any(carries_private(s, room) for s in scope.set_operation_scopes):
             raise Refused("set operations over private tables cannot be differentially private", rule="dp.set_operation")
         if not private:
             continue
@@ -45,7 +45,7 @@ def carries_private(source: exp.Table | Scope, room: CleanRoom) -> bool:
     if isinstance(source, exp.Table):
         table = room.tables.get(source.name)
         return table is not None and not table.public
-    inner = [s for _, (_, s) in source.selected_sources.items()] + list(source.union_scopes)
+    inner = [s for _, (_, s) in source.selected_sources.items()] + list(source.set_operation_scopes)
     return any(carries_private(s, room) for s in inner)
 
 

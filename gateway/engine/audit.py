@@ -15,25 +15,39 @@ def audit(state: QueryState) -> QueryState:
     rows, output = released.table.num_rows, None
     if state.template is not None and state.template.output is not None:  # the table is the output's receipt
         rows, output = released.table.column("rows")[0].as_py(), released.table.column("output_id")[0].as_py()
+    protection = released.protection
     _append(
         state,
         decision="released",
         rule=released.authorised_by,
         rows_released=rows,
-        rows_suppressed=None,  # the k filter runs inside DuckDB: suppressed groups are never counted
-        privacy_budget_spent=None,  # no noise mechanism spends budget yet
+        # Differential privacy counts the groups whose noisy unit count fell below k; the plain
+        # k filter runs inside DuckDB, so there suppressed groups are never counted (None).
+        rows_suppressed=protection["groups"]["suppressed_below_min_group_size"] if protection else None,
+        privacy_budget_spent=_spent(state),
+        measurement_sha256=state.measurement_key,
+        reused_release=protection["reused"] if protection else None,
         min_group_size=released.min_group_size,
         output_id=output,
     )
     return state
 
 
+def _spent(state: QueryState) -> dict | None:
+    if state.charged is None:
+        return None
+    return {"epsilon": state.charged[0], "delta": state.charged[1]}
+
+
 def audit_failure(state: QueryState, error: Exception) -> None:
     if isinstance(error, GatewayError):
-        decision = "refused" if error.http_status in (400, 403, 404) else "failed"
-        _append(state, decision=decision, rule=error.rule, sqlstate=error.sqlstate, message=error.message)
+        decision = "refused" if error.http_status in (400, 403, 404, 429) else "failed"
+        # A query charged and then failed keeps its charge: the record says so.
+        _append(state, decision=decision, rule=error.rule, sqlstate=error.sqlstate, message=error.message,
+                privacy_budget_spent=_spent(state))
     else:
-        _append(state, decision="failed", rule="internal", message=type(error).__name__)
+        _append(state, decision="failed", rule="internal", message=type(error).__name__,
+                privacy_budget_spent=_spent(state))
 
 
 def _append(state: QueryState, **outcome) -> None:

@@ -30,3 +30,16 @@ class EngineContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: AnalysisCache = field(default_factory=AnalysisCache)  # see recall.py
     watchdog: Watchdog = field(default_factory=Watchdog)  # query timeouts
+    _privacy: object = field(default=None, repr=False)
+
+    @property
+    def privacy(self):
+        """gateway.dp.services.PrivacyServices, opened on first use (only clean
+        rooms with differential privacy need a ledger)."""
+        if self._privacy is None:
+            from gateway.dp.services import PrivacyServices
+
+            with self.lock:
+                if self._privacy is None:
+                    self._privacy = PrivacyServices.from_config(self.config)
+        return self._privacy

@@ -159,6 +159,39 @@ class Engine:
         finally:
             cursor.close()
 
+    # -- differential privacy ---------------------------------------------
+    def budget(self, user: str, cleanroom: str) -> dict:
+        """The user's privacy budget in this clean room: spent, remaining, renewal."""
+        from gateway.dp.ledger import Account
+        from gateway.dp.policy import budget_for
+
+        room = self._room_for(user, cleanroom)
+        if room.privacy is None:
+            return {"cleanroom": room.name, "enabled": False,
+                    "protection": f"k-thresholds only (min_group_size {room.min_group_size}), no noise"}
+        balance = self.context.privacy.ledger.balance(Account(room.name, user), budget_for(room, user))
+        return {"enabled": True, **balance.as_json()}
+
+    def explain(self, request: QueryRequest) -> dict:
+        """What a statement would cost and how its result would be protected, from
+        its text and the policy alone: nothing runs and nothing is charged."""
+        from gateway.dp import noising
+
+        state = self.compile(request)
+        plan = state.noise_plan
+        explained = {"authorised_by": state.authorisation.authorised_by if state.authorisation else "catalog",
+                     "min_group_size": state.authorisation.min_group_size if state.authorisation else None}
+        if plan is None:
+            explained["differential_privacy"] = None
+            explained["cost"] = {"epsilon": 0.0, "delta": 0.0}
+            return explained
+        reused = self.context.privacy.releases.get(state.measurement_key) is not None
+        explained["differential_privacy"] = noising.describe(plan)
+        explained["cost"] = {"epsilon": 0.0 if reused else plan.epsilon, "delta": 0.0 if reused else plan.delta}
+        explained["answered_before"] = reused  # a repeat returns the same noisy answer, free
+        explained["budget"] = self.budget(request.user, request.cleanroom)
+        return explained
+
     def interrupt(self, request_id: str) -> bool:
         with self.context.lock:
             cursor = self.context.running.get(request_id)

@@ -15,6 +15,8 @@ BATCH_ROWS = 65_536
 
 
 def execute(state: QueryState) -> QueryState:
+    if state.measurement is not None:  # a differentially private answer released before
+        return state
     context, request_id = state.context, state.request.request_id
     settings = context.config.engine
     cursor = context.database.cursor()

@@ -6,7 +6,8 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import audit, authorise, bind, catalog, deliver, execute, parse, recall, release, rewrite
+from gateway.engine import (audit, authorise, bind, catalog, charge, deliver, execute, parse, plan_noise, recall,
+                            release, rewrite)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -15,6 +16,7 @@ COMPILE = (
     catalog.catalog,  # catalog-only statements are answered here, from the policy
     bind.bind,
     authorise.authorise,
+    plan_noise.plan_noise,  # differential privacy: what is released and what it costs
     rewrite.rewrite,
 )
 
@@ -28,6 +30,7 @@ PASSES = (
     recall.recall,  # a repeated statement brings back its analysis and skips COMPILE
     *COMPILE,
     recall.remember,
+    charge.charge,  # differential privacy: reuse a released answer, or pay before running
     execute.execute,
     release.release,
     *AFTER_RELEASE,

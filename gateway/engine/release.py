@@ -1,34 +1,62 @@
-"""Pass 6, release: the executed result becomes what may leave the gateway,
-saying how it was protected."""
+"""Pass release: the executed result becomes what may leave the gateway,
+saying how it was protected.
+
+With differential privacy the bounded result is noised here (or the noisy
+measurement comes back from the release cache), stored for repeats, and only
+then do the analyst's projections, HAVING, ORDER BY and LIMIT run on it.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gateway.dp import noising
 from gateway.engine.state import QueryState
 from gateway.engine.types import Release
 
 
 def release(state: QueryState) -> QueryState:
+    if state.noise_plan is not None:
+        return _noisy(state)
     authorisation = state.authorisation
     table = _finite(state.result)
     notices = []
     if authorisation.min_group_size is not None:
-        units = sorted({state.cleanroom.tables[t].privacy_unit for t in state.tables_read if not state.cleanroom.tables[t].public})
         notices.append(
             f"every row comes from at least {authorisation.min_group_size} distinct "
-            f"{' / '.join(units)} values of each private table; smaller groups were suppressed"
+            f"{' / '.join(_units(state))} values of each private table; smaller groups were suppressed"
         )
-    return state.evolve(
-        release=Release(
-            request_id=state.request.request_id,
-            table=table,
-            authorised_by=authorisation.authorised_by,
-            min_group_size=authorisation.min_group_size,
-            notices=tuple(notices),
-        )
+    return state.evolve(release=_release(state, table, tuple(notices)))
+
+
+def _noisy(state: QueryState) -> QueryState:
+    plan, measurement = state.noise_plan, state.measurement
+    if measurement is None:
+        fresh = noising.measure(plan, state.result, " / ".join(_units(state)))
+        stored = state.context.privacy.releases.put(state.measurement_key, fresh.table, fresh.protection)
+        # a racing identical query may have stored its answer first: everyone gets the stored one
+        measurement = noising.Measurement(stored.table, stored.protection)
+    published = noising.publish(plan, measurement)
+    protection = {**published.protection, "spent": {"epsilon": state.charged[0], "delta": state.charged[1]}}
+    return state.evolve(measurement=measurement,
+                        release=_release(state, _finite(published.table), published.notices, protection))
+
+
+def _release(state: QueryState, table: pa.Table, notices: tuple[str, ...], protection=None) -> Release:
+    return Release(
+        request_id=state.request.request_id,
+        table=table,
+        authorised_by=state.authorisation.authorised_by,
+        min_group_size=state.authorisation.min_group_size,
+        notices=notices,
+        protection=protection,
     )
+
+
+def _units(state: QueryState) -> list[str]:
+    room = state.cleanroom
+    return sorted({room.tables[t].privacy_unit for t in state.tables_read if not room.tables[t].public})
 
 
 def _finite(table: pa.Table) -> pa.Table:

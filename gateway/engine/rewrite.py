@@ -6,6 +6,10 @@
 - measures are clamped to their declared bounds before they are aggregated;
 - casts become TRY_CAST, so a value cannot make the engine raise on demand;
 - policy table names become the attached sources' relations.
+
+With differential privacy (a noise plan), the SQL is instead the plan's
+contribution-bounding query (gateway.dp.bounding): no threshold runs inside
+the engine, since thresholds apply to noisy counts only (gateway.dp.noising).
 """
 
 from __future__ import annotations
@@ -21,16 +25,25 @@ from gateway.policy.model import CleanRoom, Role, Table
 
 
 def rewrite(state: QueryState) -> QueryState:
-    tree = state.tree.copy()
     room = state.cleanroom
+    if state.noise_plan is not None:
+        from gateway.dp.bounding import bounded_sql  # gateway.dp.plan imports this module
+
+        rows = _for_engine(state.noise_plan.rows.copy(), room)
+        return state.evolve(generated_sql=bounded_sql(state.noise_plan, rows, state.context.privacy.hash_key))
+    tree = state.tree.copy()
     if state.authorisation.min_group_size is not None:
         if state.template is None:
             _clamp_measures(tree, {u.alias: u.table for u in state.uses})
         units = unit_columns(tree, room, state.tables_read)
         _require_min_group_size(tree, units, state.authorisation.min_group_size)
+    return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"))
+
+
+def _for_engine(tree: exp.Expression, room: CleanRoom) -> exp.Expression:
     tree = tree.transform(_try_cast, copy=False).transform(_quantile_cont, copy=False)
     point_at_sources(tree, room)
-    return state.evolve(generated_sql=tree.sql(dialect="duckdb"))
+    return tree
 
 
 def _try_cast(node: exp.Expression) -> exp.Expression:

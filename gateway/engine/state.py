@@ -15,6 +15,8 @@ from gateway.engine.types import QueryRequest, Release
 from gateway.policy.model import Analyst, CleanRoom, Table, Template
 
 if TYPE_CHECKING:
+    from gateway.dp.noising import Measurement
+    from gateway.dp.plan import NoisePlan
     from gateway.engine.context import EngineContext
 
 
@@ -48,7 +50,11 @@ class QueryState:
     uses: tuple[TableUse, ...] = ()  # bind: policy tables read by the outermost SELECT, by alias
     tables_read: frozenset[str] = frozenset()  # bind: every policy table read anywhere
     authorisation: Authorisation | None = None  # authorise
+    noise_plan: "NoisePlan | None" = None  # plan_noise: differential privacy (None: k-thresholds only)
+    measurement_key: str | None = None  # plan_noise: identity of the noisy measurement (release cache key)
     generated_sql: str | None = None  # rewrite: the only SQL DuckDB ever receives
+    charged: tuple[float, float] | None = None  # charge: (epsilon, delta) debited; (0, 0) when reused
+    measurement: "Measurement | None" = None  # charge (reused) or release (fresh): the noisy quantities
     result: pa.Table | None = None  # execute
     release: Release | None = None  # release
 

@@ -41,6 +41,9 @@ class Release:
     authorised_by: str  # "rule:<name>", "template:<name>" or "public"
     min_group_size: int | None  # k enforced on every row; None for public-only reads
     notices: tuple[str, ...] = ()  # human-readable notes on how the result was protected
+    # Differential privacy: mechanism, epsilon and delta spent, contribution bounds, noise
+    # scale and 95% interval per noisy column, groups suppressed (JSON-able); None without DP.
+    protection: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)

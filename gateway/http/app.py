@@ -153,6 +153,24 @@ def create_app(engine_factory: Callable[[], object]) -> Flask:
         params = check_params(body.get("params", {}), allow_list=False)
         return run(body, template=name, params=params)
 
+    @app.get("/v1/budget")
+    def budget():
+        cleanroom = choose_cleanroom(engine(), g.user, request.args.get("cleanroom"))
+        return engine().budget(g.user, cleanroom)
+
+    @app.post("/v1/explain")
+    def explain():
+        """What a query (or template run) would cost and how it would be protected; runs nothing."""
+        body = json_body(allowed={"sql", "template", "params", "cleanroom"}, required=True)
+        sql, template = body.get("sql"), body.get("template")
+        if (sql is None) == (template is None) or not isinstance(sql or template, str):
+            raise problems.InvalidBody('exactly one of "sql" and "template" is required, as a string')
+        params = check_params(body.get("params", [] if sql is not None else {}), allow_list=sql is not None)
+        cleanroom = choose_cleanroom(engine(), g.user, body.get("cleanroom"))
+        what = {"sql": sql} if sql is not None else {"template": template}
+        return engine().explain(QueryRequest(user=g.user, cleanroom=cleanroom, front_end="http",
+                                             request_id=g.request_id, params=params, **what))
+
     def run(body: dict, **what) -> Response:
         chosen = body.get("cleanroom", request.args.get("cleanroom"))
         media_type = result_media_type()
@@ -301,6 +319,7 @@ def release_json(release: Release) -> dict:
         "authorised_by": release.authorised_by,
         "min_group_size": release.min_group_size,
         "notices": list(release.notices),
+        "protection": release.protection,  # differential privacy: how each noisy column was protected
     }
 
 

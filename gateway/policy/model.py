@@ -34,7 +34,7 @@ class Mechanism(str, enum.Enum):
     """How differentially private releases are noised (gateway/dp/mechanisms.py)."""
 
     # Discrete Laplace on counts, OpenDP's float-safe Laplace on sums, the
-    # exponential mechanism for medians; pure epsilon-DP with basic composition
+    # permute-and-flip over quantile scores for medians; pure epsilon-DP with basic composition
     # (private partition selection adds delta).
     LAPLACE = "laplace"
 

@@ -1,0 +1,34 @@
+"""Pass charge: a differentially private query pays before it runs.
+
+A measurement already released (same measurement key) is handed back from the
+release cache and costs nothing: fresh noise for a repeat would let an analyst
+average it away. Otherwise the ledger debits the query's (epsilon, delta) in
+the transaction that checks the remaining budget, and commits before the query
+runs; a query that then fails is not refunded, since its cost is fixed by its
+text and a refund would tell the analyst something about the data.
+"""
+
+from __future__ import annotations
+
+from gateway.dp.ledger import Account, Spend
+from gateway.dp.noising import Measurement
+from gateway.dp.policy import budget_for
+from gateway.engine.state import QueryState
+
+
+def charge(state: QueryState) -> QueryState:
+    plan = state.noise_plan
+    if plan is None:
+        return state
+    services = state.context.privacy
+    cached = services.releases.get(state.measurement_key)
+    if cached is not None:
+        return state.evolve(charged=(0.0, 0.0), measurement=Measurement(cached.table, cached.protection, reused=True))
+    services.ledger.charge(
+        Account(state.cleanroom.name, state.request.user),
+        Spend(plan.epsilon, plan.delta),
+        budget_for(state.cleanroom, state.request.user),
+        request_id=state.request.request_id,
+        query_sha256=state.measurement_key,
+    )
+    return state.evolve(charged=(plan.epsilon, plan.delta))

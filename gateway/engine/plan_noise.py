@@ -1,0 +1,77 @@
+"""Pass plan_noise: in a clean room with differential privacy, an authorised
+query over private tables gets its noise plan (gateway.dp.plan): what it
+releases, what it costs, how each unit's contribution is bounded.
+
+The cost and the plan come from the statement's text and the policy only.
+The measurement key names the noisy quantities the plan releases; equal keys
+mean the same measurement, so the release cache hands back the same noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from sqlglot import expressions as exp
+
+from gateway.dp import plan as dp_plan
+from gateway.dp.policy import query_privacy
+from gateway.engine.state import QueryState
+
+KEY_VERSION = 1  # bump when what the key covers changes
+
+
+def plan_noise(state: QueryState) -> QueryState:
+    room, authorisation = state.cleanroom, state.authorisation
+    if room.privacy is None or authorisation.min_group_size is None:  # k only, or public tables only
+        return state
+    privacy = query_privacy(room, state.request.user, _authority(state), state.tables_read)
+    plan = dp_plan.plan(state.tree, room, state.tables_read, privacy, authorisation.min_group_size, state.template)
+    return state.evolve(noise_plan=plan, measurement_key=measurement_key(state, plan))
+
+
+def _authority(state: QueryState):
+    """The privacy settings of the rule or template that authorised the query."""
+    if state.template is not None:
+        return state.template.privacy
+    kind, _, name = state.authorisation.authorised_by.partition(":")
+    return state.cleanroom.rules[name].privacy if kind == "rule" else None
+
+
+def measurement_key(state: QueryState, plan: dp_plan.NoisePlan) -> str:
+    """sha256 of what decides the noisy quantities: the clean room and its policy
+    version, the privacy settings, the quantities and the rows they are computed
+    from, with table aliases renamed by position. Output names, HAVING, ORDER BY
+    and LIMIT are post-processing and stay out, so they reuse the same answer."""
+    document = {
+        "v": KEY_VERSION,
+        "cleanroom": state.cleanroom.name,
+        "policy_version": state.cleanroom.version,
+        "privacy": dataclasses.asdict(plan.privacy),
+        "min_group_size": plan.min_group_size,
+        "groups": [dataclasses.asdict(g) for g in plan.groups],
+        "quantities": [dataclasses.asdict(q) for q in plan.quantities],
+        "outputs": [dataclasses.asdict(o) for o in plan.outputs],
+        "rows": _without_aliases(plan.rows).sql(dialect="duckdb"),
+    }
+    text = json.dumps(document, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _without_aliases(tree: exp.Expression) -> exp.Expression:
+    tree = tree.copy()
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    names: dict[str, str] = {}
+
+    def renamed(name: str) -> exp.Identifier:
+        return exp.to_identifier(names.setdefault(name, f"_t{len(names)}"))
+
+    for node in list(tree.walk()):
+        if isinstance(node, exp.TableAlias) and node.name:
+            node.set("this", renamed(node.name))
+        elif isinstance(node, exp.Column) and node.table:
+            node.set("table", renamed(node.table))
+        elif isinstance(node, exp.Table) and not node.db and node.name in ctes:
+            node.set("this", renamed(node.name))
+    return tree

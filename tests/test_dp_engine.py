@@ -1,0 +1,218 @@
+"""Differential privacy through the whole engine, on real DuckDB files: what
+bounding guarantees, where thresholds apply, what a query costs, and the traps
+earlier systems fell into (issue 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gateway.dp.ledger import Account
+from gateway.engine import QueryRequest
+from gateway.errors import BudgetExhausted, Refused, ResultTooLarge
+from tests.roomkit import build_engine, private_table, simple_policy
+
+REGIONS = ["north", "south", "east", "west"]
+COLUMNS = {
+    "hh": {"role": "join_key"},
+    "region": {"role": "dimension", "values": REGIONS},  # public keys
+    "day": {"role": "dimension"},  # keys selected privately
+    "spend": {"role": "measure", "bounds": [0, 50]},
+}
+MAX_ROWS, MAX_GROUPS = 3, 2
+
+# 60 households in north (4 rows each), 40 in south, 3 in west, none in east.
+VISITS = [
+    "CREATE TABLE visits AS SELECT 'h' || i AS hh, "
+    "CASE WHEN i < 60 THEN 'north' WHEN i < 100 THEN 'south' ELSE 'west' END AS region, "
+    "'d' || (j % 2) AS day, (i * 7 + j) % 60 AS spend FROM range(103) t(i), range(4) r(j)",
+]
+# One household with 1,000 rows spread over every region, all far above the bounds.
+WHALE = "INSERT INTO visits SELECT 'whale', ['north','south','east','west'][1 + j % 4], 'd0', 10000 FROM range(1000) r(j)"
+
+
+def make_engine(tmp_path, setup=VISITS, epsilon=1.0, budget=1000.0, k=5, **engine_settings):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)},
+                           aggregates=("count", "count_distinct", "sum", "avg", "median", "min"), k=k)
+    policy["privacy"] = {"epsilon_per_query": epsilon, "delta_per_query": 1e-6, "max_rows_per_unit": MAX_ROWS,
+                         "max_groups_per_unit": MAX_GROUPS, "budget": {"epsilon": budget, "delta": 0.001}}
+    return build_engine(tmp_path, policy, list(setup), **engine_settings)
+
+
+def request(sql: str) -> QueryRequest:
+    return QueryRequest(user="ana", cleanroom="room", sql=sql)
+
+
+def spent(engine) -> tuple[float, int]:
+    balance = engine.budget("ana", "room")
+    return balance["spent"]["epsilon"], balance["queries"]
+
+
+def bounded(engine, sql: str) -> dict:
+    """The bounded (not yet noised) quantities per group, straight from DuckDB."""
+    state = engine.compile(request(sql))
+    table = engine.database.cursor().sql(state.generated_sql).to_arrow_table()
+    names = {q.column: q.kind.value for q in state.noise_plan.quantities}
+    return {row.get("__g0"): {names.get(k, k): v for k, v in row.items()} for row in table.to_pylist()}
+
+
+def test_a_unit_with_1000_rows_moves_each_quantity_by_at_most_its_bound(tmp_path):
+    sql = "SELECT region, count(*), count(DISTINCT hh), sum(spend) FROM visits GROUP BY region"
+    without = make_engine(tmp_path / "without")
+    with_whale = make_engine(tmp_path / "with", setup=VISITS + [WHALE])
+    before, after = bounded(without, sql), bounded(with_whale, sql)
+    moved = {region: {k: after[region][k] - before[region][k] for k in ("units", "rows", "sum")} for region in REGIONS}
+    # it appears in at most MAX_GROUPS groups, with at most MAX_ROWS rows of at most 50 each
+    assert sum(1 for m in moved.values() if m["units"]) <= MAX_GROUPS
+    assert all(0 <= m["units"] <= 1 for m in moved.values())
+    assert all(0 <= m["rows"] <= MAX_ROWS for m in moved.values())
+    assert all(0 <= m["sum"] <= MAX_ROWS * 50 for m in moved.values())
+    assert sum(m["rows"] for m in moved.values()) <= MAX_ROWS * MAX_GROUPS
+    assert sum(m["units"] for m in moved.values()) >= 1  # it was counted somewhere, not dropped
+    # the noise is calibrated to exactly those bounds
+    explained = with_whale.explain(request(sql))["differential_privacy"]
+    sensitivities = [n["sensitivity"] for a in explained["aggregates"] for n in a["noise"]]
+    assert sensitivities == [MAX_ROWS * MAX_GROUPS, MAX_GROUPS, MAX_ROWS * MAX_GROUPS * 50]
+
+
+def test_which_groups_a_unit_keeps_does_not_follow_the_query_text(tmp_path):
+    """The keyed hash picks the groups; a seed in the query cannot steer it."""
+    engine = make_engine(tmp_path, setup=VISITS + [WHALE])
+    with pytest.raises(Refused):
+        engine.run(request("SELECT setseed(0.5)"))
+    state = engine.compile(request("SELECT region, count(*) FROM visits GROUP BY region"))
+    assert "random" not in state.generated_sql.lower()
+    assert engine.context.privacy.hash_key in state.generated_sql
+
+
+def test_thresholds_apply_to_noisy_counts_never_the_true_ones(tmp_path):
+    # units get epsilon 0.1 with sensitivity MAX_GROUPS: an empty public group clears k=5 often
+    engine = make_engine(tmp_path, epsilon=0.2)
+    released = {"east": 0, "west": 0, "north": 0}
+    for i in range(40):  # a different WHERE each time: a new measurement, fresh noise
+        rows = engine.run(request(f"SELECT region, count(*) FROM visits WHERE day <> 'x{i}' GROUP BY region")).table
+        for region in rows.column("region").to_pylist():
+            if region in released:
+                released[region] += 1
+    assert released["east"] > 0  # no household at all, yet released: the threshold saw a noisy count
+    assert released["west"] > 0  # 3 households < k, released when the noise says so
+    assert released["north"] > 30
+
+
+def test_having_order_by_and_limit_run_after_noise_on_released_values(tmp_path):
+    engine = make_engine(tmp_path)
+    sql = ("SELECT region, count(*) AS n, avg(spend) AS mean FROM visits GROUP BY region "
+           "HAVING count(*) > 100 ORDER BY n DESC LIMIT 1")
+    state = engine.compile(request(sql))
+    assert "100" not in state.generated_sql and "having" not in state.generated_sql.lower()
+    release = engine.run(request(sql))
+    rows = release.table.to_pylist()
+    assert len(rows) == 1 and rows[0]["n"] > 100
+    assert release.protection["columns"]["n"]["aggregate"] == "count"
+
+
+def test_unbounded_values_are_refused_and_every_release_is_finite(tmp_path):
+    engine = make_engine(tmp_path, epsilon=0.3)
+    with pytest.raises(Refused) as refused:
+        engine.run(request("SELECT region, sum(spend * 2) FROM visits GROUP BY region"))
+    assert refused.value.rule == "dp.unbounded_measure"
+    with pytest.raises(Refused) as refused:
+        engine.run(request("SELECT region, min(spend) FROM visits GROUP BY region"))
+    assert refused.value.rule == "dp.aggregate"
+    for i in range(15):  # east has no rows: its noisy count can be 0 or negative
+        table = engine.run(request(f"SELECT region, avg(spend) AS a, sum(spend) AS s FROM visits "
+                                   f"WHERE day <> 'y{i}' GROUP BY region")).table
+        for value in table.column("a").to_pylist():
+            assert value is None or (math.isfinite(value) and 0 <= value <= 50)
+        assert all(math.isfinite(v) for v in table.column("s").to_pylist())
+
+
+def test_median_is_noised_within_the_bounds(tmp_path):
+    engine = make_engine(tmp_path)
+    release = engine.run(request("SELECT region, median(spend) AS m FROM visits GROUP BY region"))
+    values = dict(zip(release.table.column("region").to_pylist(), release.table.column("m").to_pylist()))
+    assert all(0 <= v <= 50 for v in values.values())
+    assert abs(values["north"] - 30) < 15  # true median about 30; noisy, but not arbitrary
+    assert release.protection["columns"]["m"]["noise"][0]["mechanism"] == "quantile_score_permute_and_flip"
+
+
+def test_cost_comes_from_the_text_and_policy_not_the_data(tmp_path):
+    sql = "SELECT region, count(*) FROM visits GROUP BY region"
+    private = "SELECT day, count(*) FROM visits GROUP BY day"
+    many = make_engine(tmp_path / "many")
+    few = make_engine(tmp_path / "few", setup=VISITS + ["DELETE FROM visits WHERE region <> 'north'"])
+    for engine in (many, few):
+        assert engine.explain(request(sql))["cost"] == {"epsilon": 1.0, "delta": 0.0}
+        assert engine.explain(request(private))["cost"] == {"epsilon": 1.0, "delta": 1e-6}
+        engine.run(request(sql))
+        engine.run(request(private))
+    assert engine.budget("ana", "room")["spent"] == many.budget("ana", "room")["spent"] == {"epsilon": 2.0, "delta": 1e-6}
+
+
+def test_noise_is_fresh_randomness_not_a_function_of_the_query(tmp_path):
+    """Same data, same query, two gateways: different noise (Diffix's sticky
+    noise, derived from the query, was averaged away exactly this way)."""
+    sql = "SELECT region, count(*) AS n, sum(spend) AS s FROM visits GROUP BY region ORDER BY region"
+    first = make_engine(tmp_path / "one").run(request(sql)).table.to_pylist()
+    second = make_engine(tmp_path / "two").run(request(sql)).table.to_pylist()
+    assert [r["s"] for r in first] != [r["s"] for r in second]
+
+
+def test_repeats_return_the_same_answer_for_free_and_real_changes_pay(tmp_path):
+    engine = make_engine(tmp_path)
+    first = engine.run(request("SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY region"))
+    assert spent(engine) == (1.0, 1)
+    for variant in ("select   REGION, COUNT(*) as visits_seen\nfrom VISITS group by REGION order by region",
+                    "SELECT v.region, count(*) FROM visits AS v GROUP BY v.region ORDER BY 1",
+                    "SELECT region, count(*) AS n FROM visits GROUP BY region HAVING count(*) > 0 ORDER BY region"):
+        again = engine.run(request(variant))
+        assert again.table.column(1).to_pylist()[:2] == first.table.column("n").to_pylist()[:2]
+        assert again.protection["reused"] and again.protection["spent"] == {"epsilon": 0.0, "delta": 0.0}
+    assert spent(engine) == (1.0, 1)
+    engine.run(request("SELECT region, count(*) AS n FROM visits WHERE day = 'd0' GROUP BY region"))
+    assert spent(engine) == (2.0, 2)
+    # the cache survives a restart: a new engine over the same state hands back the same answer
+    engine.close()
+    from gateway.engine import Engine
+
+    reopened = Engine.from_config_file(tmp_path / "gateway.yaml")
+    assert reopened.run(request("SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY region")
+                        ).table.column("n").to_pylist() == first.table.column("n").to_pylist()
+    assert spent(reopened) == (2.0, 2)
+
+
+def test_the_budget_cannot_be_overspent_and_failures_are_not_refunded(tmp_path):
+    engine = make_engine(tmp_path, budget=3.0, max_result_rows=2)
+    with pytest.raises(ResultTooLarge):  # four public groups > 2 rows: fails after paying
+        engine.run(request("SELECT region, count(*) FROM visits GROUP BY region"))
+    assert spent(engine) == (1.0, 1)
+    engine.run(request("SELECT count(*) FROM visits"))
+    engine.run(request("SELECT count(*) FROM visits WHERE day = 'd1'"))
+    with pytest.raises(BudgetExhausted) as exhausted:
+        engine.run(request("SELECT count(*) FROM visits WHERE day = 'd0'"))
+    assert exhausted.value.sqlstate == "53400" and "exhausted" in exhausted.value.message
+    assert spent(engine) == (3.0, 3)
+    ledger = engine.context.privacy.ledger
+    assert [row["kind"] for row in ledger.history(Account("room", "ana"))] == ["charge"] * 3
+    records = engine.context.audit.records()[-4:]
+    assert [r["decision"] for r in records] == ["failed", "released", "released", "refused"]
+    assert records[0]["privacy_budget_spent"] == {"epsilon": 1.0, "delta": 0.0}
+    assert records[1]["privacy_budget_spent"] == {"epsilon": 1.0, "delta": 0.0}
+    assert records[1]["rows_suppressed"] == 0 and records[1]["measurement_sha256"]
+
+
+def test_queries_that_cannot_be_bounded_per_unit_are_refused(tmp_path):
+    engine = make_engine(tmp_path)
+    with pytest.raises(Refused):
+        engine.run(request("SELECT count(DISTINCT day) FROM visits"))
+
+
+def test_public_tables_and_k_only_rooms_are_untouched(tmp_path):
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)}, k=5)
+    engine = build_engine(tmp_path, policy, VISITS)
+    release = engine.run(request("SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY region"))
+    assert release.protection is None
+    assert release.table.to_pylist() == [{"region": "north", "n": 240}, {"region": "south", "n": 160}]
+    assert engine.budget("ana", "room")["enabled"] is False
