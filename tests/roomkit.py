@@ -37,10 +37,24 @@ def approve_all(engine: Engine) -> None:
     """Record an approval of every template and every aggregation rule by every
     owner it needs, so tests of other features run; tests/test_collab_* cover
     approvals themselves."""
+    _approve_rooms(engine.context.collab, engine.context.cleanrooms.values())
+
+
+def approve_config(config_path: Path) -> None:
+    """approve_all for a gateway config before any engine or server starts over it
+    (the approvals land in the config's store, where every engine reads them)."""
+    from gateway.collab.approvals import Collaboration
+    from gateway.config import load_config
+    from gateway.policy.loader import load_policy
+
+    config = load_config(Path(config_path))
+    _approve_rooms(Collaboration.from_config(config), [load_policy(path) for path in config.policies])
+
+
+def _approve_rooms(collab, rooms) -> None:
     from gateway.collab.canonical import owners, rule_tables, tables_touched
 
-    collab = engine.context.collab
-    for room in engine.context.cleanrooms.values():
+    for room in rooms:
         for name, template in room.templates.items():
             for owner in sorted(owners(room, tables_touched(room, template))):
                 collab.record_approval(room, "template", name, owner, "roomkit")
