@@ -6,8 +6,9 @@
 1. A 1,000,000-row result fetched by psql (`psql -A -t -c 'SELECT * FROM numbers' > /dev/null`):
    from the gateway (a public table of a demo-like clean room built in a temporary folder)
    and from PostgreSQL (the same rows in a table there). Median wall time of --runs runs each.
-2. `pgbench -S`-style throughput: `SELECT 1` with pgbench -M prepared, 4 clients, --seconds s,
-   the gateway running --workers processes (default: one per core).
+2. `pgbench -S`-style throughput: `SELECT 1` with pgbench -M prepared (--mode), 4 clients,
+   --seconds s, the gateway running --workers processes (default: one per core).
+   --tps-only skips part 1.
 
 3. With --buenavista PYTHON (an interpreter of a separate venv holding buenavista,
    pyarrow and python-dateutil: never a dependency of this project), the same
@@ -109,8 +110,11 @@ def timed_psql(dsn: str, sql: str, env: dict, runs: int) -> float:
     return statistics.median(times)
 
 
+MODE = "prepared"  # pgbench -M: --mode simple|extended|prepared
+
+
 def pgbench_tps(params: dict, env: dict, seconds: int, script: Path) -> float:
-    args = ["pgbench", "-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", str(seconds), "-f", str(script),
+    args = ["pgbench", "-n", "-M", MODE, "-c", "4", "-j", "2", "-T", str(seconds), "-f", str(script),
             "-h", params["host"], "-p", str(params["port"]), "-U", params["user"], params["dbname"]]
     out = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
@@ -147,7 +151,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gateway worker processes")
     parser.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=test")
     parser.add_argument("--buenavista", metavar="PYTHON", help="interpreter of a venv with buenavista installed")
+    parser.add_argument("--mode", choices=("simple", "extended", "prepared"), default="prepared", help="pgbench -M")
+    parser.add_argument("--tps-only", action="store_true", help="skip the large-result part")
     args = parser.parse_args()
+    global MODE
+    MODE = args.mode
     pg = dict(part.split("=", 1) for part in args.pg.split())
     env = {**os.environ, "PGPASSWORD": PASSWORD}
 
@@ -162,17 +170,18 @@ def main() -> None:
             gw = {"host": "127.0.0.1", "port": port, "user": "analyst", "dbname": "bench"}
             gw_dsn = " ".join(f"{k}={v}" for k, v in gw.items()) + " sslmode=disable"
             sql = "SELECT " + ", ".join(COLUMNS) + " FROM numbers"
-            timed_psql(gw_dsn, sql, env, 1)  # warm both sides
-            timed_psql(args.pg, sql, os.environ, 1)
-            gateway_s = timed_psql(gw_dsn, sql, env, args.runs)
-            postgres_s = timed_psql(args.pg, sql, os.environ, args.runs)
-            print(f"{args.rows:,} rows to psql: gateway {gateway_s:.2f} s, PostgreSQL {postgres_s:.2f} s, "
-                  f"ratio {gateway_s / postgres_s:.2f}x (median of {args.runs})")
+            if not args.tps_only:
+                timed_psql(gw_dsn, sql, env, 1)  # warm both sides
+                timed_psql(args.pg, sql, os.environ, 1)
+                gateway_s = timed_psql(gw_dsn, sql, env, args.runs)
+                postgres_s = timed_psql(args.pg, sql, os.environ, args.runs)
+                print(f"{args.rows:,} rows to psql: gateway {gateway_s:.2f} s, PostgreSQL {postgres_s:.2f} s, "
+                      f"ratio {gateway_s / postgres_s:.2f}x (median of {args.runs})")
             script = folder / "select1.sql"
             script.write_text("SELECT 1;\n")
             gateway_tps = statistics.median(pgbench_tps(gw, env, args.seconds, script) for _ in range(3))
             postgres_tps = statistics.median(pgbench_tps(pg, os.environ, args.seconds, script) for _ in range(3))
-            print(f"SELECT 1 (pgbench -M prepared, 4 clients, {args.workers} gateway workers): gateway {gateway_tps:,.0f} tps, "
+            print(f"SELECT 1 (pgbench -M {MODE}, 4 clients, {args.workers} gateway workers): gateway {gateway_tps:,.0f} tps, "
                   f"PostgreSQL {postgres_tps:,.0f} tps, ratio {gateway_tps / postgres_tps:.3f} (median of 3)")
             if args.buenavista:
                 bv_tps = buenavista_tps(args.buenavista, args.seconds, script)
