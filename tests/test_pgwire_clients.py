@@ -653,6 +653,9 @@ def slow_room_config(folder: Path) -> Path:
         "users": {"analyst": {"scram_sha256": make_verifier(PASSWORD)}},
     }
     (folder / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    from tests.roomkit import approve_config
+
+    approve_config(folder / "gateway.yaml")  # the rule's owner approves it, as rules now need
     return folder / "gateway.yaml"
 
 
