@@ -195,7 +195,7 @@ def _run_demo(args) -> int:
     from gateway.collab.demo import approve_demo, demo_users_text
 
     for approval in approve_demo(config):  # both owners, through the approvers' own code path
-        print(f"Template {approval.template} approved by {approval.approver} for {approval.collaborator} "
+        print(f"{approval.subject.capitalize()} approved by {approval.approver} for {approval.collaborator} "
               f"(hash {approval.template_sha256[:12]})")
     print(f"Serving {config}\n\n{_instructions(args.http_port, args.pg_port)}", flush=True)
     print(f"Collaboration users:\n{demo_users_text()}\n", flush=True)

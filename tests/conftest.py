@@ -40,8 +40,25 @@ def demo_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_config_path(demo_data_dir, tmp_path_factory) -> Path:
-    """config/demo.yaml with its data, policy and state paths made absolute."""
+    """config/demo.yaml with its data, policy and state paths made absolute, and
+    the demo policy without its privacy section: k-thresholds only, so protocol
+    and refusal tests can compare exact answers. Differential privacy over the
+    demo as shipped: dp_demo_config_path."""
+    policy = yaml.safe_load(DEMO_POLICY.read_text())
+    policy.pop("privacy")
     folder = tmp_path_factory.mktemp("demo-config")
+    policy_path = folder / "demo-k-only.yaml"
+    policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return write_demo_config(folder, demo_data_dir, policy_path)
+
+
+@pytest.fixture(scope="session")
+def dp_demo_config_path(demo_data_dir, tmp_path_factory) -> Path:
+    """The demo clean room as shipped: differentially private releases."""
+    return write_demo_config(tmp_path_factory.mktemp("dp-demo-config"), demo_data_dir, DEMO_POLICY)
+
+
+def write_demo_config(folder: Path, demo_data_dir: Path, policy_path: Path) -> Path:
     config = yaml.safe_load(DEMO_CONFIG.read_text())
 
     def relocate(value: str) -> str:
@@ -49,7 +66,7 @@ def demo_config_path(demo_data_dir, tmp_path_factory) -> Path:
             return str(demo_data_dir) + value[len(DEMO_DATA_IN_CONFIG) :]
         return value
 
-    config["policies"] = [str(DEMO_POLICY)]
+    config["policies"] = [str(policy_path)]
     for source in config["sources"].values():
         if "path" in source:
             source["path"] = relocate(source["path"])
@@ -80,12 +97,22 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def http_server(demo_config_path, tmp_path_factory):
-    """Base URL of `python -m gateway serve` with two gunicorn workers."""
+    """Base URL of `python -m gateway serve` with two gunicorn workers (k-only demo)."""
+    yield from serve_http(demo_config_path, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def dp_http_server(dp_demo_config_path, tmp_path_factory):
+    """The same over the demo as shipped, with differential privacy."""
+    yield from serve_http(dp_demo_config_path, tmp_path_factory)
+
+
+def serve_http(config_path: Path, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("http-server") / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(demo_config_path),
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
              "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

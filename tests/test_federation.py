@@ -13,6 +13,7 @@ import yaml
 
 from gateway.engine import Engine, QueryRequest
 from gateway.errors import Refused
+from tests.roomkit import approve_all
 
 HOUSEHOLDS = 30  # h0..h29, regions r0/r1 alternate: 15 households each
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -110,6 +111,7 @@ def federated(tmp_path_factory):
         }
         (tmp / "gateway.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         engine = Engine.from_config_file(tmp / "gateway.yaml")
+        approve_all(engine)  # both owners approve the rule, as tests/test_collab_rules.py does for real
         yield engine
         engine.close()
     finally:

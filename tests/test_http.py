@@ -17,6 +17,7 @@ import yaml
 
 from gateway.auth import hash_token, user_for_token
 from gateway.config_model import GatewayConfig, User
+from tests.roomkit import approve_all
 
 TOKEN = "analyst"
 ALLOWED_SQL = (
@@ -411,6 +412,7 @@ def test_cleanroom_must_be_named_when_the_user_has_several(demo_config_path, tmp
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
     engine = Engine.from_config_file(config_path)
+    approve_all(engine)
     try:
         client = create_app(lambda: engine).test_client()
         auth = {"Authorization": f"Bearer {TOKEN}"}

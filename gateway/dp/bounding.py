@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sqlglot import expressions as exp
 
-from gateway.dp.plan import Kind, NoisePlan
+from gateway.dp.plan import Kind, NoisePlan, Quantity
 
 
 def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
@@ -26,7 +26,7 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
     per_unit = [_quote("__unit"), *map(_quote, groups)]
     measures = []
     for q in plan.quantities[1:]:
-        measures.append(_per_unit(q.kind, q.value, q.column, privacy.max_rows_per_unit, key))
+        measures.append(_per_unit(q, privacy.max_rows_per_unit, key))
     ctes.append(f'"__rows" AS ({rows.sql(dialect="duckdb")})')
     ctes.append(
         f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} FROM "__rows" GROUP BY {", ".join(per_unit)})'
@@ -54,12 +54,14 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
     return f"WITH {', '.join(ctes)} {select}"
 
 
-def _per_unit(kind: Kind, value: str | None, column: str, max_rows: int, key: str) -> str:
+def _per_unit(quantity: Quantity, max_rows: int, key: str) -> str:
+    kind, value, column = quantity.kind, quantity.value, quantity.column
     if kind is Kind.ROWS:
         counted = "*" if value is None else _quote(value)
         return f'COUNT({counted}) AS {_quote(column + "_n")}'
-    if kind is Kind.SUM:
-        return (f'SUM({_quote(value)}) AS {_quote(column + "_s")}, '
+    if kind in (Kind.SUM, Kind.CENTERED_SUM):
+        summed = _quote(value) if kind is Kind.SUM else f"({_quote(value)} - {quantity.midpoint!r})"
+        return (f'SUM({summed}) AS {_quote(column + "_s")}, '
                 f'COUNT({_quote(value)}) AS {_quote(column + "_n")}')
     # QUANTILE: up to max_rows values per unit, picked by the keyed hash
     ordered = f'list({_quote(value)} ORDER BY hash({_quote(value)}, "__unit", {_string(key)})) ' \
@@ -70,7 +72,7 @@ def _per_unit(kind: Kind, value: str | None, column: str, max_rows: int, key: st
 def _total(kind: Kind, column: str, max_rows: int) -> str:
     if kind is Kind.ROWS:
         return f'COALESCE(SUM(LEAST(b.{_quote(column + "_n")}, {max_rows})), 0)::BIGINT AS {_quote(column)}'
-    if kind is Kind.SUM:
+    if kind in (Kind.SUM, Kind.CENTERED_SUM):
         # a unit with n > max_rows values adds its sum scaled by max_rows / n:
         # at most what max_rows values within the bounds could add
         scale = f'LEAST(1.0, {max_rows} / b.{_quote(column + "_n")})'

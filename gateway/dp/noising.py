@@ -130,7 +130,7 @@ def _mechanism(quantity: Quantity, plan: NoisePlan):
     if quantity.kind is Kind.ROWS:
         measurement = mechanisms.integer_noise(int(sensitivity), quantity.epsilon)
         return measurement, {"sensitivity": sensitivity, **_noise_info(measurement)}
-    if quantity.kind is Kind.SUM:
+    if quantity.kind in (Kind.SUM, Kind.CENTERED_SUM):
         measurement = mechanisms.float_noise(float(sensitivity), quantity.epsilon)
         return measurement, {"sensitivity": sensitivity, **_noise_info(measurement)}
     # a unit holds up to `rows` values in each of up to groups_per_unit groups
@@ -192,10 +192,11 @@ def _released(output, noisy: dict) -> list:
     if output.aggregate != "avg":
         return first
     lower, upper = output.bounds.lower, output.bounds.upper
+    midpoint = (lower + upper) / 2
     averages = []
-    for total, count in zip(first, noisy[output.quantities[1]]):
-        # noisy sum over noisy count, forced into the bounds: finite, and post-processing only
-        averages.append(None if count <= 0 else min(max(total / count, lower), upper))
+    for centered, count in zip(first, noisy[output.quantities[1]]):
+        # midpoint + noisy centred sum over noisy count, forced into the bounds: finite, post-processing only
+        averages.append(None if count <= 0 else min(max(midpoint + centered / count, lower), upper))
     return averages
 
 

@@ -33,6 +33,7 @@ class Kind(str, enum.Enum):
     UNITS = "units"  # distinct privacy units per group: COUNT(DISTINCT unit), thresholds
     ROWS = "rows"  # COUNT(*) / COUNT(x), at most max_rows_per_unit per unit and group
     SUM = "sum"  # SUM(x) of a bounded x, scaled down for units over max_rows_per_unit
+    CENTERED_SUM = "centered_sum"  # SUM(x - midpoint) for AVG: half the sensitivity of SUM(x) on [0, upper]
     QUANTILE = "quantile"  # a quantile of a bounded x, up to max_rows_per_unit values per unit
 
 
@@ -57,7 +58,13 @@ class Quantity:
             return groups_per_unit * rows_per_unit
         if self.kind is Kind.SUM:
             return groups_per_unit * rows_per_unit * max(abs(self.bounds.lower), abs(self.bounds.upper))
+        if self.kind is Kind.CENTERED_SUM:
+            return groups_per_unit * rows_per_unit * (self.bounds.upper - self.bounds.lower) / 2
         return rows_per_unit
+
+    @property
+    def midpoint(self) -> float:
+        return (self.bounds.lower + self.bounds.upper) / 2
 
 
 @dataclass(frozen=True)
@@ -187,8 +194,8 @@ class _Quantities:
             value = self._value(clamp(node.this.copy(), bounds.lower, bounds.upper), condition)
             if kind is exp.Sum:
                 return Output(column, "sum", (self._quantity(Kind.SUM, value, bounds),), bounds)
-            if kind is exp.Avg:
-                total = self._quantity(Kind.SUM, value, bounds)
+            if kind is exp.Avg:  # midpoint + noisy SUM(x - midpoint) / noisy COUNT(x)
+                total = self._quantity(Kind.CENTERED_SUM, value, bounds)
                 return Output(column, "avg", (total, self._quantity(Kind.ROWS, value)), bounds)
             alpha = 0.5 if kind is exp.Median else float(node.args["quantile"].this)
             return Output(column, "median", (self._quantity(Kind.QUANTILE, value, bounds, alpha),), bounds)
