@@ -216,3 +216,33 @@ def test_public_tables_and_k_only_rooms_are_untouched(tmp_path):
     assert release.protection is None
     assert release.table.to_pylist() == [{"region": "north", "n": 240}, {"region": "south", "n": 160}]
     assert engine.budget("ana", "room")["enabled"] is False
+
+
+def test_conditional_sums_take_the_hull_of_their_branches(tmp_path):
+    engine = make_engine(tmp_path)
+    sql = ("SELECT region, sum(CASE WHEN day = 'd0' THEN spend ELSE -10 END) AS s, "
+           "avg(CASE WHEN day = 'd1' THEN spend END) AS a FROM visits GROUP BY region")
+    explained = engine.explain(request(sql))["differential_privacy"]["aggregates"]
+    assert explained[0]["noise"][0]["sensitivity"] == MAX_ROWS * MAX_GROUPS * 50  # hull [-10, 50]
+    assert explained[1]["noise"][0]["sensitivity"] == MAX_ROWS * MAX_GROUPS * 50 / 2  # centred on [0, 50]
+    release = engine.run(request(sql))
+    assert all(v is None or 0 <= v <= 50 for v in release.table.column("a").to_pylist())
+    with pytest.raises(Refused) as refused:  # a branch without bounds leaves the whole CASE unbounded
+        engine.run(request("SELECT sum(CASE WHEN day = 'd0' THEN spend ELSE spend * 3 END) FROM visits"))
+    assert refused.value.rule == "dp.unbounded_measure"
+
+
+def test_a_filter_on_public_keys_narrows_the_released_groups(tmp_path):
+    engine = make_engine(tmp_path, epsilon=5.0)
+    release = engine.run(request("SELECT region, count(*) AS n FROM visits WHERE region IN ('north', 'east') "
+                                 "AND day = 'd0' GROUP BY region ORDER BY region"))
+    assert set(release.table.column("region").to_pylist()) <= {"north", "east"}
+    assert "north" in release.table.column("region").to_pylist()
+
+
+def test_describe_gives_the_released_columns_not_the_bounded_ones(tmp_path):
+    engine = make_engine(tmp_path)
+    sql = "SELECT region AS r, count(*) AS n, avg(spend) AS a, count(*) * 2 AS twice FROM visits GROUP BY region"
+    schema = engine.describe(request(sql))
+    assert schema.names == ["r", "n", "a", "twice"]
+    assert schema.names == engine.run(request(sql)).table.schema.names

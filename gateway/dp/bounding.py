@@ -86,7 +86,8 @@ def _key_grid(plan: NoisePlan) -> str:
     for g in plan.groups:
         values = ", ".join(f"({_literal(v)})" for v in g.values)
         parts.append(f"(VALUES {values}) AS {_quote('t' + g.column)}({_quote(g.column)})")
-    return "SELECT * FROM " + " CROSS JOIN ".join(parts)
+    grid = "SELECT * FROM " + " CROSS JOIN ".join(parts)
+    return grid if plan.key_filter is None else f"{grid} WHERE {plan.key_filter}"
 
 
 def _literal(value) -> str:

@@ -106,6 +106,14 @@ def publish(plan: NoisePlan, measurement: Measurement) -> NoisyRelease:
     return NoisyRelease(table, protection, tuple(notices))
 
 
+def released_schema(plan: NoisePlan, bounded: pa.Schema) -> pa.Schema:
+    """The columns a release will have, from the bounded SQL's columns alone
+    (wire clients describe a statement before it runs)."""
+    fields = [bounded.field(key.column) for key in plan.groups]
+    fields += [pa.field(o.column, pa.int64() if _is_count(o) else pa.float64()) for o in plan.outputs]
+    return _post(plan, pa.schema(fields or [pa.field("__none", pa.null())]).empty_table()).schema
+
+
 def _columns(plan: NoisePlan, released_names: list[str], aggregates: list[dict]) -> dict:
     """Released column name -> how its value was noised, where a column shows one aggregate as is."""
     by_output = {entry["output"]: entry for entry in aggregates}

@@ -93,6 +93,7 @@ class NoisePlan:
     rows: exp.Select  # the rows stage (CTEs kept), before pointing at sources
     post_sql: str  # runs over the noisy table named RELEASED
     released_from: tuple[str | None, ...]  # per released column: the output it shows as is, if any
+    key_filter: str | None = None  # WHERE conjuncts over public keys only, applied to the grid of declared values
 
     @property
     def public_keys(self) -> bool:
@@ -140,7 +141,8 @@ def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy
     )
     rows = _rows_stage(tree, unit, group_exprs, builder.values, groups)
     post, released_from = _post_query(tree, group_exprs, aggregates, outputs)
-    return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post, released_from)
+    return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post, released_from,
+                     _key_filter(tree, group_exprs, groups))
 
 
 def _unit(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str]) -> exp.Expression:
@@ -220,20 +222,44 @@ class _Quantities:
         return column
 
     def _bounds(self, argument: exp.Expression) -> Bounds:
-        """Declared bounds of what is summed: a measure column, or a column a template derives."""
-        if isinstance(argument, exp.Column):
-            traced = _base_column(self.scope, argument, self.room)
-            if traced is not None:
-                spec = self.room.tables[traced[0]].columns[traced[1]]
-                if spec.role is Role.MEASURE and spec.bounds is not None:
-                    return spec.bounds
-            if self.template is not None and argument.name in self.template.bounds:
-                return self.template.bounds[argument.name]
+        """Declared bounds of what is aggregated: a measure column, a column a
+        template derives, or CASE WHEN ... THEN <those> ELSE <number> END (the hull)."""
+        found = self._range(argument)
+        if found is not None:
+            return Bounds(*found)
         raise Refused(
             f"{argument.sql(dialect='postgres')} has no declared bounds, so its aggregate cannot be noised",
             rule="dp.unbounded_measure",
-            hint="aggregate a measure column with bounds (templates: declare bounds for derived columns)",
+            hint="aggregate a measure column with bounds, or CASE WHEN ... THEN measure ELSE constant END "
+                 "(templates: declare bounds for derived columns)",
         )
+
+    def _range(self, node: exp.Expression) -> tuple[float, float] | None:
+        if isinstance(node, exp.Paren):
+            return self._range(node.this)
+        if isinstance(node, exp.Literal) and not node.is_string:
+            return float(node.this), float(node.this)
+        if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+            return -float(node.this.this), -float(node.this.this)
+        if isinstance(node, exp.Case) and node.args.get("this") is None:
+            branches = [i.args["true"] for i in node.args["ifs"]]
+            default = node.args.get("default")
+            if default is not None and not isinstance(default, exp.Null):
+                branches.append(default)
+            ranges = [self._range(b) for b in branches if not isinstance(b, exp.Null)]
+            if not ranges or None in ranges:
+                return None
+            return min(r[0] for r in ranges), max(r[1] for r in ranges)
+        if isinstance(node, exp.Column):
+            traced = _base_column(self.scope, node, self.room)
+            if traced is not None:
+                spec = self.room.tables[traced[0]].columns[traced[1]]
+                if spec.role is Role.MEASURE and spec.bounds is not None:
+                    return spec.bounds.lower, spec.bounds.upper
+            if self.template is not None and node.name in self.template.bounds:
+                bounds = self.template.bounds[node.name]
+                return bounds.lower, bounds.upper
+        return None
 
     def _is_unit(self, argument: exp.Expression) -> bool:
         return isinstance(argument, exp.Column) and any(
@@ -282,6 +308,25 @@ def _rows_stage(tree: exp.Select, unit: exp.Expression, group_exprs, values, gro
             allowed = exp.In(this=expression.copy(), expressions=[_literal(v) for v in key.values])
             rows.where(allowed, copy=False)
     return rows
+
+
+def _key_filter(tree: exp.Select, group_exprs, groups) -> str | None:
+    """The WHERE conjuncts that read public group keys and nothing else, over the
+    key grid's columns: `WHERE region = 'north' GROUP BY region` releases north,
+    not every declared region. The grid is public, so filtering it reveals nothing."""
+    where = tree.args.get("where")
+    if where is None or not groups or any(g.values is None for g in groups):
+        return None
+    names = {expression: f"__g{i}" for i, expression in enumerate(group_exprs)}
+    conjuncts = list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+    kept = []
+    for conjunct in conjuncts:
+        columns = list(conjunct.find_all(exp.Column))
+        if not columns or conjunct.find(exp.Select) or any(c not in names for c in columns):
+            continue
+        kept.append(conjunct.transform(
+            lambda n: exp.column(names[n], quoted=True) if isinstance(n, exp.Column) else n))
+    return exp.and_(*kept).sql(dialect="duckdb") if kept else None
 
 
 def _literal(value) -> exp.Expression:

@@ -155,9 +155,14 @@ class Engine:
             return state.release.table.schema
         cursor = self.database.cursor()
         try:
-            return cursor.sql(state.generated_sql).limit(0).to_arrow_table().schema
+            schema = cursor.sql(state.generated_sql).limit(0).to_arrow_table().schema
         finally:
             cursor.close()
+        if state.noise_plan is not None:  # the bounded SQL's columns are not what is released
+            from gateway.dp.noising import released_schema
+
+            return released_schema(state.noise_plan, schema)
+        return schema
 
     # -- differential privacy ---------------------------------------------
     def budget(self, user: str, cleanroom: str) -> dict:

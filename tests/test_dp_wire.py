@@ -1,0 +1,85 @@
+"""Differential privacy over the PostgreSQL wire protocol, on the demo as
+shipped: notices say how a result was protected, prepared statements describe
+the released columns, the budget and EXPLAIN answer, exhaustion is 53400."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+
+from tests.test_pgwire_clients import PASSWORD, PgServer, psql_env, wire_config
+
+psycopg = pytest.importorskip("psycopg")
+
+
+@pytest.fixture(scope="module")
+def dp_pg(dp_demo_config_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dp-pgwire")
+    server = PgServer(wire_config(dp_demo_config_path, folder), folder / "server.log")
+    yield server
+    server.stop()
+
+
+def test_psycopg_gets_noisy_rows_with_notices_and_a_free_repeat(dp_pg):
+    sql = "SELECT category, count(DISTINCT household_id) AS households FROM purchases GROUP BY category"
+    with psycopg.connect(dp_pg.dsn()) as conn:
+        notices = []
+        conn.add_notice_handler(lambda diagnostic: notices.append(diagnostic.message_primary))
+        before = conn.execute("SHOW cleanroom.budget").fetchone()
+        rows = conn.execute(sql).fetchall()
+        assert len(rows) == 12  # every declared category: public keys
+        assert any(n.startswith("differential privacy: laplace, epsilon 0.1") for n in notices)
+        assert any("households" in n and "discrete_laplace" in n for n in notices)
+        spent = conn.execute("SHOW cleanroom.budget").fetchone()
+        names = [c.name for c in conn.execute("SHOW cleanroom.budget").description]
+        column = names.index("epsilon_spent")
+        assert float(spent[column]) == pytest.approx(float(before[column]) + 0.1)
+        notices.clear()
+        assert conn.execute(sql.replace("households", "hh")).fetchall() == rows  # same noisy answer
+        assert any("nothing was spent" in n for n in notices)
+        assert float(conn.execute("SHOW cleanroom.budget").fetchone()[column]) == float(spent[column])
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql).fetchall())
+        assert '"answered_before": true' in plan
+
+
+def test_prepared_statements_describe_the_released_columns(dp_pg):
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def main():
+        conn = await asyncpg.connect(host="127.0.0.1", port=dp_pg.port, user="analyst", password=PASSWORD,
+                                     database="demo", ssl=False)
+        try:
+            rows = await conn.fetch("SELECT region, count(*) AS n, avg(amount) AS basket FROM purchases "
+                                    "WHERE category = $1 GROUP BY region ORDER BY region", "dairy")
+            assert [list(r.keys()) for r in rows][0] == ["region", "n", "basket"]
+            assert len(rows) == 8 and all(r["basket"] is None or 0 <= r["basket"] <= 500 for r in rows)
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+    with psycopg.connect(dp_pg.dsn()) as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT channel, count(DISTINCT household_id) FROM impressions WHERE campaign = %s "
+                       "GROUP BY channel", ("spring_sale",), prepare=True)
+        assert [c.name for c in cursor.description] == ["channel", "count"] and len(cursor.fetchall()) == 4
+
+
+def test_refusals_under_differential_privacy_are_42501(dp_pg):
+    with psycopg.connect(dp_pg.dsn()) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+            conn.execute("SELECT region, count(DISTINCT category) FROM purchases GROUP BY region")
+        assert "differentially private only on the privacy unit" in str(refused.value)
+        conn.rollback()  # as with PostgreSQL: the failed transaction ends, the session goes on
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql missing (apt install postgresql-client)")
+def test_psql_shows_notices(dp_pg):
+    result = subprocess.run(["psql", "-X", dp_pg.dsn(password=None), "-c",
+                             "SELECT count(*) FROM impressions WHERE channel = 'web'"],
+                            capture_output=True, text=True, env=psql_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "NOTICE:  differential privacy" in result.stderr and "(1 row)" in result.stdout
