@@ -96,7 +96,28 @@ def test_template_output_is_threshold_checked_through_its_cte(engine):
 
 def test_generated_sql_carries_the_threshold(engine):
     state = engine.compile(QueryRequest(user="ana", cleanroom="room", sql="SELECT count(*) FROM visits"))
-    assert 'HAVING COUNT(DISTINCT "visits"."hh") >= 10' in state.generated_sql
+    assert 'QUALIFY COUNT(DISTINCT "visits"."hh") >= 10 OR ROW_NUMBER() OVER () = 1' in state.generated_sql
+
+
+def test_suppressed_groups_are_counted_for_the_audit_log_and_never_released(engine):
+    def run(sql):
+        release = engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql))
+        return release.table.to_pylist(), engine.context.audit.records()[-1]["rows_suppressed"]
+
+    # 'small' (K-1 households) is suppressed; the count says so, the rows do not show it
+    assert run("SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY n DESC, region") == (
+        [{"region": "big", "n": 200}, {"region": "other", "n": 200}], 1)
+    # the only group is below k: nothing is released, the count survives
+    assert run("SELECT count(*) FROM visits WHERE region = 'small'") == ([], 1)
+    # the analyst's HAVING removes groups before the k test: those are not "suppressed"
+    assert run("SELECT region, count(*) FROM visits GROUP BY region HAVING count(*) > 1000") == ([], 0)
+    # LIMIT applies to released rows only
+    assert run("SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY region LIMIT 1") == (
+        [{"region": "big", "n": 200}], 1)
+    assert run("SELECT region FROM visits GROUP BY region ORDER BY region DESC LIMIT 1 OFFSET 1") == (
+        [{"region": "big"}], 1)
+    schema = engine.describe(QueryRequest(user="ana", cleanroom="room", sql="SELECT region, count(*) FROM visits GROUP BY region"))
+    assert schema.names == ["region", "count"]
 
 
 def test_stricter_table_k_wins(tmp_path):

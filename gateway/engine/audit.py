@@ -21,9 +21,8 @@ def audit(state: QueryState) -> QueryState:
         decision="released",
         rule=released.authorised_by,
         rows_released=rows,
-        # Differential privacy counts the groups whose noisy unit count fell below k; the plain
-        # k filter runs inside DuckDB, so there suppressed groups are never counted (None).
-        rows_suppressed=protection["groups"]["suppressed_below_min_group_size"] if protection else None,
+        # groups whose (noisy, under differential privacy) unit count fell below k
+        rows_suppressed=protection["groups"]["suppressed_below_min_group_size"] if protection else state.rows_suppressed,
         privacy_budget_spent=_spent(state),
         measurement_sha256=state.measurement_key,
         reused_release=protection["reused"] if protection else None,

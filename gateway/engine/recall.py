@@ -27,7 +27,7 @@ RULE = "rule:"
 # must be noised and charged like the first run).
 ANALYSIS_FIELDS = tuple(
     name for name in ("tree", "canonical_sql", "uses", "tables_read", "authorisation", "noise_plan",
-                      "measurement_key", "generated_sql")
+                      "measurement_key", "generated_sql", "counts_suppressed")
     if name in {f.name for f in dataclasses.fields(QueryState)}
 )
 

@@ -12,22 +12,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gateway.dp import noising
+from gateway.engine.rewrite import BOOKKEEPING_COLUMNS
 from gateway.engine.state import QueryState
 from gateway.engine.types import Release
 
 
 def release(state: QueryState) -> QueryState:
     if state.noise_plan is not None:
-        return _noisy(state)
+        return _noisy(state)  # its own thresholds, on noisy counts
     authorisation = state.authorisation
-    table = _finite(state.result)
+    table, suppressed = without_bookkeeping(state, state.result)
+    table = _finite(table)
     notices = []
     if authorisation.min_group_size is not None:
         notices.append(
             f"every row comes from at least {authorisation.min_group_size} distinct "
             f"{' / '.join(_units(state))} values of each private table; smaller groups were suppressed"
         )
-    return state.evolve(release=_release(state, table, tuple(notices)))
+    return state.evolve(release=_release(state, table, tuple(notices)), rows_suppressed=suppressed)
+
+
+def without_bookkeeping(state: QueryState, table: pa.Table) -> tuple[pa.Table, int | None]:
+    """The rows that passed the k test, without the rewrite's bookkeeping columns,
+    and how many groups it suppressed (None where that was not counted)."""
+    if not state.counts_suppressed:
+        return table, None
+    width = table.num_columns - BOOKKEEPING_COLUMNS
+    kept, suppressed = table.column(width), table.column(width + 1)
+    if table.num_rows:
+        count = int(suppressed[0].as_py())  # SUM is a HUGEINT in DuckDB
+    else:  # no group at all, unless a LIMIT or OFFSET cut the row that carried the count
+        cut = state.tree.args.get("limit") or state.tree.args.get("offset")
+        count = None if cut else 0
+    table = table.filter(pc.fill_null(kept, False)).select(range(width))
+    return table, count
 
 
 def _noisy(state: QueryState) -> QueryState:

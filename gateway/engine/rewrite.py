@@ -1,8 +1,10 @@
 """Pass 4, rewrite: the checked tree becomes the SQL DuckDB runs.
 
 - every released row must come from at least k distinct privacy units of each
-  private table: a hidden COUNT(DISTINCT unit) per group goes into HAVING, so a
-  small group never leaves the engine (a query without GROUP BY is one group);
+  private table: a hidden COUNT(DISTINCT unit) per group is tested after the
+  analyst's HAVING, so a small group never leaves the gateway (a query without
+  GROUP BY is one group). The test is a QUALIFY that also counts the groups it
+  suppresses for the audit log; the release pass drops the bookkeeping;
 - measures are clamped to their declared bounds before they are aggregated;
 - casts become TRY_CAST, so a value cannot make the engine raise on demand;
 - policy table names become the attached sources' relations.
@@ -36,7 +38,8 @@ def rewrite(state: QueryState) -> QueryState:
         if state.template is None:
             _clamp_measures(tree, {u.alias: u.table for u in state.uses})
         units = unit_columns(tree, room, state.tables_read)
-        _require_min_group_size(tree, units, state.authorisation.min_group_size)
+        counted = _require_min_group_size(tree, units, state.authorisation.min_group_size)
+        return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), counts_suppressed=counted)
     return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"))
 
 
@@ -78,7 +81,35 @@ def _quantile_cont(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _require_min_group_size(tree: exp.Expression, units: list[tuple[exp.Column, bool]], k: int) -> None:
+# Appended to the outer SELECT by _require_min_group_size, read and dropped by the release
+# pass by position (never by name: an analyst may name a column anything).
+BOOKKEEPING_COLUMNS = 2  # kept (bool): the group passed k; suppressed (int): groups that did not
+
+
+def _require_min_group_size(tree: exp.Select, units: list[tuple[exp.Column, bool]], k: int) -> bool:
+    """Returns whether the bookkeeping columns were added. With window functions of its
+    own (templates) the test stays in HAVING, so windows never see a small group."""
+    passes = _passes_k(units, k)
+    if tree.find(exp.Window) or tree.args.get("qualify"):
+        having = tree.args.get("having")
+        condition = passes if having is None else exp.and_(exp.paren(having.this), passes)
+        tree.set("having", exp.Having(this=condition))
+        return False
+    # QUALIFY runs after HAVING and the window that counts what it drops; one suppressed
+    # row (the first) survives when nothing else does, so the count is never lost.
+    suppressed = exp.Window(this=exp.Sum(this=exp.If(this=passes.copy(), true=exp.Literal.number(0),
+                                                     false=exp.Literal.number(1))))
+    first = exp.EQ(this=exp.Window(this=exp.RowNumber()), expression=exp.Literal.number(1))
+    tree.set("expressions", tree.expressions + [exp.alias_(passes.copy(), "__kept", quoted=True),
+                                                exp.alias_(suppressed, "__suppressed", quoted=True)])
+    tree.set("qualify", exp.Qualify(this=exp.or_(passes.copy(), first)))
+    kept_first = exp.Ordered(this=exp.Literal.number(len(tree.expressions) - 1), desc=True)
+    order = tree.args.get("order")
+    tree.set("order", exp.Order(expressions=[kept_first] + (list(order.expressions) if order else [])))
+    return True
+
+
+def _passes_k(units: list[tuple[exp.Column, bool]], k: int) -> exp.Expression:
     conditions = []
     for unit, nullable in units:
         distinct = exp.Count(this=exp.Distinct(expressions=[unit.copy()]))
@@ -86,10 +117,7 @@ def _require_min_group_size(tree: exp.Expression, units: list[tuple[exp.Column, 
             conditions.append(exp.not_(exp.Between(this=distinct, low=exp.Literal.number(1), high=exp.Literal.number(k - 1))))
         else:
             conditions.append(exp.GTE(this=distinct, expression=exp.Literal.number(k)))
-    having = tree.args.get("having")
-    if having is not None:
-        conditions.insert(0, exp.paren(having.this))
-    tree.set("having", exp.Having(this=exp.and_(*conditions)))
+    return exp.and_(*conditions)
 
 
 def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[str]) -> list[tuple[exp.Column, bool]]:

@@ -53,10 +53,12 @@ class QueryState:
     noise_plan: "NoisePlan | None" = None  # plan_noise: differential privacy (None: k-thresholds only)
     measurement_key: str | None = None  # plan_noise: identity of the noisy measurement (release cache key)
     generated_sql: str | None = None  # rewrite: the only SQL DuckDB ever receives
+    counts_suppressed: bool = False  # rewrite: the result ends with the k test's bookkeeping columns
     charged: tuple[float, float] | None = None  # charge: (epsilon, delta) debited; (0, 0) when reused
     measurement: "Measurement | None" = None  # charge (reused) or release (fresh): the noisy quantities
     result: pa.Table | None = None  # execute
     release: Release | None = None  # release
+    rows_suppressed: int | None = None  # release: groups below k (None: not counted)
 
     def evolve(self, **changes) -> "QueryState":
         return replace(self, **changes)
