@@ -97,7 +97,7 @@ def publish(plan: NoisePlan, measurement: Measurement) -> NoisyRelease:
     """Step 4, and what the analyst is told."""
     table = _post(plan, measurement.table)
     protection = dict(measurement.protection)
-    protection["columns"] = _columns(plan, table.column_names, protection["aggregates"])
+    protection["columns"] = _columns(plan, protection["aggregates"])
     protection["reused"] = measurement.reused
     notices = _notices(protection)
     if measurement.reused:
@@ -114,14 +114,10 @@ def released_schema(plan: NoisePlan, bounded: pa.Schema) -> pa.Schema:
     return _post(plan, pa.schema(fields or [pa.field("__none", pa.null())]).empty_table()).schema
 
 
-def _columns(plan: NoisePlan, released_names: list[str], aggregates: list[dict]) -> dict:
+def _columns(plan: NoisePlan, aggregates: list[dict]) -> dict:
     """Released column name -> how its value was noised, where a column shows one aggregate as is."""
     by_output = {entry["output"]: entry for entry in aggregates}
-    found = {}
-    for name, source in zip(released_names, plan.released_from):
-        if source in by_output:
-            found[name] = by_output[source]
-    return found
+    return {name: by_output[source] for name, source in plan.released_from if source in by_output}
 
 
 def _noised(quantity: Quantity, values: list, plan: NoisePlan) -> tuple[list, dict]:
@@ -167,6 +163,8 @@ def describe(plan: NoisePlan) -> dict:
     info = {"__units": {"sensitivity": units_q.sensitivity(plan.groups_per_unit, 1), **units}}
     for quantity in plan.quantities[1:]:
         info[quantity.column] = _mechanism(quantity, plan)[1]
+    aggregates = [{"output": o.column, "aggregate": o.aggregate, "noise": [info[q] for q in o.quantities]}
+                  for o in plan.outputs]
     return {
         "mechanism": privacy.mechanism.value,
         "epsilon": plan.epsilon,
@@ -174,8 +172,8 @@ def describe(plan: NoisePlan) -> dict:
         "contribution_bounds": {"max_rows_per_unit": privacy.max_rows_per_unit,
                                 "max_groups_per_unit": plan.groups_per_unit},
         "groups": {**groups, "min_group_size": plan.min_group_size, "applied_to": "noisy unit count"},
-        "aggregates": [{"output": o.column, "aggregate": o.aggregate, "noise": [info[q] for q in o.quantities]}
-                       for o in plan.outputs],
+        "aggregates": aggregates,
+        "columns": _columns(plan, aggregates),  # released column name -> its noise
     }
 
 

@@ -92,7 +92,7 @@ class NoisePlan:
     outputs: tuple[Output, ...]
     rows: exp.Select  # the rows stage (CTEs kept), before pointing at sources
     post_sql: str  # runs over the noisy table named RELEASED
-    released_from: tuple[str | None, ...]  # per released column: the output it shows as is, if any
+    released_from: tuple[tuple[str, str | None], ...]  # per released column: (its name, the output it shows as is)
     key_filter: str | None = None  # WHERE conjuncts over public keys only, applied to the grid of declared values
 
     @property
@@ -352,6 +352,7 @@ def _post_query(tree: exp.Select, group_exprs, aggregates, outputs: dict[str, Ou
     if leftover:
         raise Refused(f"{leftover[0].sql(dialect='postgres')} is neither grouped nor aggregated",
                       rule="query.ungrouped_column")
-    shown = tuple(p.unalias().name if isinstance(p.unalias(), exp.Column) else None for p in post.expressions)
+    shown = tuple((p.alias_or_name, p.unalias().name if isinstance(p.unalias(), exp.Column) else None)
+                  for p in post.expressions)
     return post.sql(dialect="duckdb"), shown
 
