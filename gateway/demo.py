@@ -197,7 +197,7 @@ def _run_demo(args) -> int:
     for approval in approve_demo(config):  # both owners, through the approvers' own code path
         print(f"{approval.subject.capitalize()} approved by {approval.approver} for {approval.collaborator} "
               f"(hash {approval.template_sha256[:12]})")
-    print(f"Serving {config}\n\n{_instructions(args.http_port, args.pg_port)}", flush=True)
+    print(f"Serving {config}\n\n{_instructions(args.http_port, args.pg_port, _privacy(config))}", flush=True)
     print(f"Collaboration users:\n{demo_users_text()}\n", flush=True)
 
     from gateway.http.serve import run_server  # the HTTP stack is only needed from here on
@@ -237,7 +237,19 @@ def _relocated_config(config: Path, old_data_dir: Path, new_data_dir: Path) -> P
     return relocated
 
 
-def _instructions(http_port: int, pg_port: int) -> str:
+def _privacy(config: Path) -> str:
+    """How the served clean rooms protect results, from their policies."""
+    from gateway.config import load_config
+    from gateway.dp.policy import describe
+    from gateway.policy.loader import load_policy
+
+    rooms = [load_policy(path) for path in load_config(config).policies]
+    return "; ".join(f"{room.name}: differential privacy, {describe(room.privacy)} per analyst, repeats free"
+                     if room.privacy else f"{room.name}: k-thresholds only (k={room.min_group_size})"
+                     for room in rooms)
+
+
+def _instructions(http_port: int, pg_port: int, privacy: str) -> str:
     base = f"http://127.0.0.1:{http_port}"
     auth = "-H 'Authorization: Bearer analyst'"
     query = json.dumps({"sql": "SELECT region, COUNT(DISTINCT household_id) AS households, "
@@ -245,8 +257,10 @@ def _instructions(http_port: int, pg_port: int) -> str:
     template = json.dumps({"params": {"campaign": "spring_sale"}})
     return f"""Clean room: demo (a retailer's purchases x a publisher's impressions)
 Analyst:    user analyst, bearer token "analyst" (password "analyst" over the wire)
+Privacy:    {privacy} (docs/privacy.md)
 
   curl -s {auth} {base}/v1/tables
+  curl -s {auth} {base}/v1/budget
   curl -s {auth} -H 'Content-Type: application/json' \\
        -d '{query}' {base}/v1/query
   curl -s {auth} -H 'Content-Type: application/json' \\
