@@ -186,7 +186,8 @@ def test_demo_config_opens_and_describes(full, tmp_path):
 
 
 def test_demo_instructions_name_the_endpoints():
-    text = demo._instructions(8080, 5433)
-    for needle in ("Authorization: Bearer analyst", "/v1/tables", "/v1/query",
+    text = demo._instructions(8080, 5433, demo._privacy(REPO / "config" / "demo.yaml"))
+    assert "demo: differential privacy, laplace, epsilon 0.1 per query, budget 10.0 (never)" in text
+    for needle in ("Authorization: Bearer analyst", "/v1/tables", "/v1/query", "/v1/budget",
                    "/v1/templates/campaign_reach/run", 'psql "host=127.0.0.1 port=5433 dbname=demo user=analyst"'):
         assert needle in text
