@@ -4,7 +4,6 @@ the store (SQLite, or PostgreSQL) and survive restarts."""
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
@@ -148,25 +147,6 @@ def test_audit_records_carry_the_template_and_approval_hashes(engine):
 
 
 # -- PostgreSQL as the store -----------------------------------------------------
-
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
-
-
-@pytest.fixture
-def pg_schema():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(error).strip()[:200]}")
-    schema = f"collab_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_DSN} options='-csearch_path={schema}'"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
-
 
 def test_postgres_store_keeps_approvals(tmp_path, pg_schema):
     engine = build(tmp_path)

@@ -14,7 +14,6 @@ from gateway.collab import outputs
 from gateway.engine import QueryRequest
 from gateway.engine.audit_log import AuditLog
 from tests.collabkit import build, room_of
-from tests.test_collab_approvals import pg_schema  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -95,7 +94,7 @@ def test_retention_comes_from_the_config(tmp_path):
         engine.close()
 
 
-def test_outputs_in_postgres(engine, pg_schema, tmp_path):  # noqa: F811
+def test_outputs_in_postgres(engine, pg_schema, tmp_path):
     collab = Collaboration(Store(postgres_dsn=pg_schema), AuditLog(tmp_path / "a.jsonl"), output_retention_hours=1)
     room = room_of(engine)
     import pyarrow as pa

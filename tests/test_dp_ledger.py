@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import types
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from gateway.dp.ledger import Account, Budget, Ledger, Spend, budget_units, cost
 from gateway.errors import BudgetExhausted
 
 REPO = Path(__file__).resolve().parent.parent
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 ANN = Account("room", "ann")
 UTC = dt.timezone.utc
 
@@ -33,29 +31,12 @@ def at(*args) -> dt.datetime:
     return dt.datetime(*args, tzinfo=UTC)
 
 
-@pytest.fixture
-def pg_dsn():
-    """A DSN whose search_path is a fresh schema, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(error).strip()[:200]}")
-    schema = f"dp_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_DSN} options='-csearch_path={schema}'"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def where(request, tmp_path) -> dict:
     """Keyword arguments of Ledger.open for one backend."""
     if request.param == "sqlite":
         return {"sqlite_path": str(tmp_path / "ledger.sqlite")}
-    return {"postgres_dsn": request.getfixturevalue("pg_dsn")}
+    return {"postgres_dsn": request.getfixturevalue("pg_schema")}
 
 
 def charges(ledger: Ledger, account: Account = ANN) -> list[dict]:

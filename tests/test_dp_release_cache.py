@@ -8,33 +8,17 @@ import datetime as dt
 import decimal
 import threading
 import types
-import uuid
 
 import pyarrow as pa
 import pytest
 
 from gateway.dp.release_cache import CachedRelease, ReleaseCache
 
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def where(request, tmp_path) -> dict:
     if request.param == "sqlite":
-        yield {"sqlite_path": tmp_path / "ledger.sqlite"}
-        return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(error).strip()[:200]}")
-    schema = f"dp_cache_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield {"postgres_dsn": f"{PG_DSN} options='-csearch_path={schema}'"}
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+        return {"sqlite_path": tmp_path / "ledger.sqlite"}
+    return {"postgres_dsn": request.getfixturevalue("pg_schema")}
 
 
 def released(noise: float) -> pa.Table:

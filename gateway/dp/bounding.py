@@ -39,7 +39,7 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
             f'QUALIFY row_number() OVER (PARTITION BY "__unit" ORDER BY hash({hashed})) <= {privacy.max_groups_per_unit})'
         )
         source = '"__kept"'
-    totals = [f'COUNT(b."__unit") AS "__units"']
+    totals = ['COUNT(b."__unit") AS "__units"']
     totals += [_total(q.kind, q.column, privacy.max_rows_per_unit) for q in plan.quantities[1:]]
     if groups and plan.public_keys:
         ctes.append(f'"__keys" AS ({_key_grid(plan)})')

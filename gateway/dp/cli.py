@@ -54,10 +54,7 @@ def _load(args):
     from gateway.errors import PolicyInvalid
     from gateway.policy.loader import load_policy
 
-    try:
-        from gateway.dp.policy import budgets_for
-    except ImportError as error:
-        return _fail(f"this gateway cannot read privacy budgets from policies ({error})")
+    from gateway.dp.policy import budgets_for
     try:
         config = load_config(args.config or _default_config())
         rooms = {room.name: room for room in map(load_policy, config.policies)}
