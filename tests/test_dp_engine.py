@@ -246,3 +246,16 @@ def test_describe_gives_the_released_columns_not_the_bounded_ones(tmp_path):
     schema = engine.describe(request(sql))
     assert schema.names == ["r", "n", "a", "twice"]
     assert schema.names == engine.run(request(sql)).table.schema.names
+
+
+def test_the_release_cache_is_per_analyst(tmp_path):
+    """A free repeat of someone else's question would tell one party what another asked."""
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)}, k=5)
+    policy["analysts"]["bob"] = {"collaborator": "b", "rules": ["agg"]}
+    policy["privacy"] = {"epsilon_per_query": 1.0, "budget": {"epsilon": 10.0}}
+    engine = build_engine(tmp_path, policy, VISITS)
+    sql = "SELECT region, count(*) FROM visits GROUP BY region"
+    engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql))
+    by_bob = engine.run(QueryRequest(user="bob", cleanroom="room", sql=sql))
+    assert not by_bob.protection["reused"] and by_bob.protection["spent"]["epsilon"] == 1.0
+    assert engine.budget("bob", "room")["spent"]["epsilon"] == 1.0

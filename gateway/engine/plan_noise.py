@@ -43,10 +43,14 @@ def measurement_key(state: QueryState, plan: dp_plan.NoisePlan) -> str:
     """sha256 of what decides the noisy quantities: the clean room and its policy
     version, the privacy settings, the quantities and the rows they are computed
     from, with table aliases renamed by position. Output names, HAVING, ORDER BY
-    and LIMIT are post-processing and stay out, so they reuse the same answer."""
+    and LIMIT are post-processing and stay out, so they reuse the same answer.
+
+    The analyst is part of it: a free repeat of another party's question would
+    tell an analyst what the other party asked."""
     document = {
         "v": KEY_VERSION,
         "cleanroom": state.cleanroom.name,
+        "analyst": state.request.user,
         "policy_version": state.cleanroom.version,
         "privacy": dataclasses.asdict(plan.privacy),
         "min_group_size": plan.min_group_size,
