@@ -22,36 +22,47 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
     rows.set("with_", None)
     ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions] if with_ is not None else []
     privacy = plan.privacy
-    groups = [g.column for g in plan.groups]
-    per_unit = [_quote("__unit"), *map(_quote, groups)]
-    measures = []
-    for q in plan.quantities[1:]:
-        measures.append(_per_unit(q, privacy.max_rows_per_unit, key))
+    groups = [_quote(g.column) for g in plan.groups]
+    per_unit = [_quote("__unit"), *groups]
+    measures = [_per_unit(q, privacy.max_rows_per_unit, key) for q in plan.quantities[1:]]
     ctes.append(f'"__rows" AS ({rows.sql(dialect="duckdb")})')
-    ctes.append(
-        f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} FROM "__rows" GROUP BY {", ".join(per_unit)})'
-    )
     source = '"__per_unit"'
     if groups:
-        hashed = ", ".join([_quote("__unit"), *map(_quote, groups), _string(key)])
-        ctes.append(
-            '"__kept" AS (SELECT * FROM "__per_unit" '
-            f'QUALIFY row_number() OVER (PARTITION BY "__unit" ORDER BY hash({hashed})) <= {privacy.max_groups_per_unit})'
-        )
+        # Each unit keeps the max_groups_per_unit groups of lowest (keyed hash, group): the
+        # pair is unique per unit, so exactly that many, found without sorting every row.
+        rank = "{" + ", ".join([f"'h': hash({', '.join(per_unit)}, {_string(key)})"]
+                               + [f"'g{i}': {g}" for i, g in enumerate(groups)]) + "}"
+        measures.insert(0, f'{rank} AS "__rank"')
+        ctes.append(f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} '
+                    f'FROM "__rows" GROUP BY {", ".join(per_unit)})')
+        ctes.append('"__cutoff" AS (SELECT "__unit", '
+                    f'list_last(min("__rank", {privacy.max_groups_per_unit})) AS "__last" '
+                    'FROM "__per_unit" GROUP BY "__unit")')
+        ctes.append('"__kept" AS (SELECT p.* FROM "__per_unit" AS p JOIN "__cutoff" AS c ON p."__unit" = c."__unit" '
+                    'WHERE p."__rank" <= c."__last")')
         source = '"__kept"'
-    totals = ['COUNT(b."__unit") AS "__units"']
-    totals += [_total(q.kind, q.column, privacy.max_rows_per_unit) for q in plan.quantities[1:]]
-    if groups and plan.public_keys:
-        ctes.append(f'"__keys" AS ({_key_grid(plan)})')
-        on = " AND ".join(f'b.{_quote(g)} = k.{_quote(g)}' for g in groups)
-        keys = ", ".join(f"k.{_quote(g)}" for g in groups)
-        select = f'SELECT {keys}, {", ".join(totals)} FROM "__keys" AS k LEFT JOIN {source} AS b ON {on} GROUP BY {keys}'
-    elif groups:
-        keys = ", ".join(f"b.{_quote(g)}" for g in groups)
-        select = f'SELECT {keys}, {", ".join(totals)} FROM {source} AS b GROUP BY {keys}'
     else:
-        select = f'SELECT {", ".join(totals)} FROM {source} AS b'
-    return f"WITH {', '.join(ctes)} {select}"
+        ctes.append(f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} FROM "__rows" GROUP BY "__unit")')
+    totals = ['COUNT(*) AS "__units"']
+    totals += [_total(q.kind, q.column, privacy.max_rows_per_unit) for q in plan.quantities[1:]]
+    keys = ", ".join(groups)
+    grouped = f"SELECT {keys + ', ' if groups else ''}{', '.join(totals)} FROM {source} AS b"
+    if not groups:
+        return f"WITH {', '.join(ctes)} {grouped}"
+    if not plan.public_keys:
+        return f"WITH {', '.join(ctes)} {grouped} GROUP BY {keys}"
+    # Aggregate first, then put the totals on the grid of public keys: empty keys get zeros.
+    ctes.append(f'"__totals" AS ({grouped} GROUP BY {keys})')
+    ctes.append(f'"__keys" AS ({_key_grid(plan)})')
+    on = " AND ".join(f"t.{g} = k.{g}" for g in groups)
+    columns = [f"k.{g}" for g in groups] + [_on_grid(q) for q in plan.quantities]
+    return f'WITH {", ".join(ctes)} SELECT {", ".join(columns)} FROM "__keys" AS k LEFT JOIN "__totals" AS t ON {on}'
+
+
+def _on_grid(quantity: Quantity) -> str:
+    column = _quote(quantity.column)
+    empty = "[]::DOUBLE[]" if quantity.kind is Kind.QUANTILE else "0"
+    return f"COALESCE(t.{column}, {empty}) AS {column}"
 
 
 def _per_unit(quantity: Quantity, max_rows: int, key: str) -> str:
