@@ -67,7 +67,7 @@ def test_a_unit_with_1000_rows_moves_each_quantity_by_at_most_its_bound(tmp_path
     assert {k: before["east"][k] for k in ("units", "rows", "sum")} == {"units": 0, "rows": 0, "sum": 0}
     moved = {region: {k: after[region][k] - before[region][k] for k in ("units", "rows", "sum")} for region in REGIONS}
     # it appears in at most MAX_GROUPS groups, with at most MAX_ROWS rows of at most 50 each
-    assert sum(1 for m in moved.values() if m["units"]) <= MAX_GROUPS
+    assert sum(1 for m in moved.values() if m["units"]) == MAX_GROUPS  # in all four, kept in exactly two
     assert all(0 <= m["units"] <= 1 for m in moved.values())
     assert all(0 <= m["rows"] <= MAX_ROWS for m in moved.values())
     assert all(0 <= m["sum"] <= MAX_ROWS * 50 for m in moved.values())
@@ -170,7 +170,10 @@ def test_repeats_return_the_same_answer_for_free_and_real_changes_pay(tmp_path):
                     "SELECT v.region, count(*) FROM visits AS v GROUP BY v.region ORDER BY 1",
                     "SELECT region, count(*) AS n FROM visits GROUP BY region HAVING count(*) > 0 ORDER BY region"):
         again = engine.run(request(variant))
-        assert again.table.column(1).to_pylist()[:2] == first.table.column("n").to_pylist()[:2]
+        answered = dict(zip(again.table.column(0).to_pylist(), again.table.column(1).to_pylist()))
+        assert answered.items() <= dict(zip(first.table.column("region").to_pylist(),
+                                            first.table.column("n").to_pylist())).items()
+        assert len(answered) >= 2  # north and south at least, whatever the noise
         assert again.protection["reused"] and again.protection["spent"] == {"epsilon": 0.0, "delta": 0.0}
     assert spent(engine) == (1.0, 1)
     engine.run(request("SELECT region, count(*) AS n FROM visits WHERE day = 'd0' GROUP BY region"))

@@ -28,18 +28,18 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
     ctes.append(f'"__rows" AS ({rows.sql(dialect="duckdb")})')
     source = '"__per_unit"'
     if groups:
-        # Each unit keeps the max_groups_per_unit groups of lowest (keyed hash, group): the
-        # pair is unique per unit, so exactly that many, found without sorting every row.
-        rank = "{" + ", ".join([f"'h': hash({', '.join(per_unit)}, {_string(key)})"]
-                               + [f"'g{i}': {g}" for i, g in enumerate(groups)]) + "}"
-        measures.insert(0, f'{rank} AS "__rank"')
+        # Each unit keeps its max_groups_per_unit groups of lowest keyed hash, found with a
+        # top-k aggregate instead of sorting every row. A tie at the k-th hash (two groups
+        # of one unit with equal 64-bit hashes) drops the tied groups: fewer, never more.
+        limit = privacy.max_groups_per_unit
+        measures.insert(0, f'hash({", ".join(per_unit)}, {_string(key)}) AS "__h"')
         ctes.append(f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} '
                     f'FROM "__rows" GROUP BY {", ".join(per_unit)})')
-        ctes.append('"__cutoff" AS (SELECT "__unit", '
-                    f'list_last(min("__rank", {privacy.max_groups_per_unit})) AS "__last" '
+        ctes.append(f'"__cutoff" AS (SELECT "__unit", min("__h", {limit + 1}) AS "__low" '
                     'FROM "__per_unit" GROUP BY "__unit")')
         ctes.append('"__kept" AS (SELECT p.* FROM "__per_unit" AS p JOIN "__cutoff" AS c ON p."__unit" = c."__unit" '
-                    'WHERE p."__rank" <= c."__last")')
+                    f'WHERE len(c."__low") <= {limit} OR p."__h" < c."__low"[{limit}] '
+                    f'OR (p."__h" = c."__low"[{limit}] AND c."__low"[{limit + 1}] <> c."__low"[{limit}]))')
         source = '"__kept"'
     else:
         ctes.append(f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} FROM "__rows" GROUP BY "__unit")')
