@@ -6,9 +6,13 @@
 1. A 1,000,000-row result fetched by psql (`psql -A -t -c 'SELECT * FROM numbers' > /dev/null`):
    from the gateway (a public table of a demo-like clean room built in a temporary folder)
    and from PostgreSQL (the same rows in a table there). Median wall time of --runs runs each.
-2. `pgbench -S`-style throughput: `SELECT 1` with pgbench -M prepared (--mode), 4 clients,
-   --seconds s, the gateway running --workers processes (default: one per core).
-   --tps-only skips part 1.
+2. `pgbench -S`-style throughput: `SELECT 1` with pgbench -M prepared (--mode), --clients
+   clients (default 4; a comma-separated list such as 4,16 measures each), --seconds s, the
+   gateway running --workers processes (default: one per core). Median of --tps-runs runs
+   (default 3), the gateway and PostgreSQL alternating so both see the same machine load;
+   the load average is printed with each result. --tps-only skips part 1. The gateway's
+   state (audit log, store) lives in a temporary folder under --tmp (default: the system's),
+   so the audit log's fsync costs what that file system charges.
 
 3. With --buenavista PYTHON (an interpreter of a separate venv holding buenavista,
    pyarrow and python-dateutil: never a dependency of this project), the same
@@ -113,8 +117,9 @@ def timed_psql(dsn: str, sql: str, env: dict, runs: int) -> float:
 MODE = "prepared"  # pgbench -M: --mode simple|extended|prepared
 
 
-def pgbench_tps(params: dict, env: dict, seconds: int, script: Path) -> float:
-    args = ["pgbench", "-n", "-M", MODE, "-c", "4", "-j", "2", "-T", str(seconds), "-f", str(script),
+def pgbench_tps(params: dict, env: dict, seconds: int, script: Path, clients: int = 4) -> float:
+    args = ["pgbench", "-n", "-M", MODE, "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+            "-f", str(script),
             "-h", params["host"], "-p", str(params["port"]), "-U", params["user"], params["dbname"]]
     out = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
@@ -153,6 +158,9 @@ def main() -> None:
     parser.add_argument("--buenavista", metavar="PYTHON", help="interpreter of a venv with buenavista installed")
     parser.add_argument("--mode", choices=("simple", "extended", "prepared"), default="prepared", help="pgbench -M")
     parser.add_argument("--tps-only", action="store_true", help="skip the large-result part")
+    parser.add_argument("--clients", default="4", help="pgbench -c; a comma-separated list measures each")
+    parser.add_argument("--tps-runs", type=int, default=3, help="pgbench runs per side (median)")
+    parser.add_argument("--tmp", help="folder for the gateway's temporary state (audit log, store)")
     args = parser.parse_args()
     global MODE
     MODE = args.mode
@@ -162,7 +170,7 @@ def main() -> None:
     subprocess.run(["psql", "-X", "-q", args.pg, "-c", "DROP TABLE IF EXISTS numbers",
                     "-c", f"CREATE TABLE numbers AS {postgres_rows(args.rows)}", "-c", "ANALYZE numbers"],
                    check=True, env=os.environ)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(tmp)
         port = free_port()
         gateway = start_gateway(build_gateway(folder, args.rows), port, folder / "server.log", args.workers)
@@ -179,10 +187,20 @@ def main() -> None:
                       f"ratio {gateway_s / postgres_s:.2f}x (median of {args.runs})")
             script = folder / "select1.sql"
             script.write_text("SELECT 1;\n")
-            gateway_tps = statistics.median(pgbench_tps(gw, env, args.seconds, script) for _ in range(3))
-            postgres_tps = statistics.median(pgbench_tps(pg, os.environ, args.seconds, script) for _ in range(3))
-            print(f"SELECT 1 (pgbench -M {MODE}, 4 clients, {args.workers} gateway workers): gateway {gateway_tps:,.0f} tps, "
-                  f"PostgreSQL {postgres_tps:,.0f} tps, ratio {gateway_tps / postgres_tps:.3f} (median of 3)")
+            for clients in (int(c) for c in args.clients.split(",")):
+                gateway_runs, postgres_runs = [], []
+                load = os.getloadavg()
+                for _ in range(args.tps_runs):  # alternating, so both sides see the same load
+                    gateway_runs.append(pgbench_tps(gw, env, args.seconds, script, clients))
+                    postgres_runs.append(pgbench_tps(pg, os.environ, args.seconds, script, clients))
+                load = [max(a, b) for a, b in zip(load, os.getloadavg())]
+                gateway_tps, postgres_tps = statistics.median(gateway_runs), statistics.median(postgres_runs)
+                print(f"SELECT 1 (pgbench -M {MODE}, {clients} clients, {args.workers} gateway workers): "
+                      f"gateway {gateway_tps:,.0f} tps, PostgreSQL {postgres_tps:,.0f} tps, "
+                      f"ratio {gateway_tps / postgres_tps:.3f} (median of {args.tps_runs}; gateway runs "
+                      f"{', '.join(f'{t:,.0f}' for t in gateway_runs)}; PostgreSQL runs "
+                      f"{', '.join(f'{t:,.0f}' for t in postgres_runs)}; load average up to "
+                      f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f})", flush=True)
             if args.buenavista:
                 bv_tps = buenavista_tps(args.buenavista, args.seconds, script)
                 print(f"SELECT 1, same pgbench: buenavista {bv_tps:,.0f} tps, gateway / buenavista "

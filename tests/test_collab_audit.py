@@ -162,3 +162,120 @@ def test_outputs_over_http(tmp_path):
         assert response.json["rows"] == [["north", 15], ["south", 25]]
     finally:
         engine.close()
+
+
+# -- concurrent appends: group commit, several processes, fork ------------------------------
+
+
+def _append_many(path: str, tag: str, count: int, log=None) -> None:
+    from gateway.engine.audit_log import AuditLog
+
+    log = log or AuditLog(path)
+    for number in range(count):
+        log.append({"writer": tag, "n": number})
+
+
+def _append_from_threads(log, tag: str, threads: int, count: int) -> None:
+    import threading
+
+    workers = [threading.Thread(target=_append_many, args=(None, f"{tag}-{i}", count, log)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def _forked_writer(path: str, tag: str, threads: int, count: int) -> None:
+    from gateway.engine.audit_log import AuditLog
+
+    _append_from_threads(AuditLog(path), tag, threads, count)
+
+
+def _inheriting_writer(log, tag: str, threads: int, count: int) -> None:
+    _append_from_threads(log, tag, threads, count)  # the parent's AuditLog, copied by fork
+
+
+def _assert_complete(path, expected: dict[str, int]) -> list[dict]:
+    from gateway.engine.audit_log import AuditLog, verify
+
+    assert verify(path) == []
+    records = AuditLog(path).records()
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    seen: dict[str, list[int]] = {}
+    for record in records:
+        seen.setdefault(record["writer"], []).append(record["n"])
+    assert {tag: sorted(numbers) for tag, numbers in seen.items()} == {tag: list(range(n)) for tag, n in expected.items()}
+    return records
+
+
+def test_appends_from_threads_and_processes_keep_one_verifiable_chain(tmp_path):
+    import multiprocessing
+
+    from gateway.engine.audit_log import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.append({"writer": "first", "n": 0})  # the parent holds the log open before forking
+    fork = multiprocessing.get_context("fork")
+    children = [fork.Process(target=_forked_writer, args=(str(path), f"p{i}", 4, 25)) for i in range(2)]
+    children.append(fork.Process(target=_inheriting_writer, args=(log, "inherited", 4, 25)))
+    for child in children:
+        child.start()
+    _append_from_threads(log, "parent", 8, 25)
+    for child in children:
+        child.join(120)
+        assert child.exitcode == 0
+    expected = {"first": 1, **{f"{tag}-{i}": 25 for tag in ("p0", "p1", "inherited") for i in range(4)},
+                **{f"parent-{i}": 25 for i in range(8)}}
+    records = _assert_complete(path, expected)
+    assert len(records) == 1 + 3 * 4 * 25 + 8 * 25
+    # The anchor names the head, the newest durable record, and nothing past it.
+    anchor = log.anchor.load(records[0]["hash"])
+    assert (anchor["seq"], anchor["hash"]) == (records[-1]["seq"], records[-1]["hash"])
+    # Every writer named the log alike (by its first record), whoever appended last.
+    assert [row["log_id"] for row in log.anchor.store.query("SELECT log_id FROM audit_anchors")] == [records[0]["hash"]]
+
+
+def test_an_append_returns_its_record_as_stored_and_anchored(tmp_path):
+    import datetime as dt
+
+    from gateway.engine.audit_log import AuditLog, record_hash
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    first = log.append({"at": dt.date(2026, 1, 2), "params": ("a", 1), "hash": "forged"})
+    second = log.append({"x": 1})
+    assert log.records() == [first, second]
+    assert first["at"] == "2026-01-02" and first["params"] == ["a", 1]
+    assert first["hash"] == record_hash(first) and second["prev"] == first["hash"]
+    assert log.anchor.load(first["hash"])["seq"] == 2
+
+
+def test_a_log_moved_away_is_followed_by_a_new_one_at_its_path(tmp_path):
+    from gateway.engine.audit_log import GENESIS, AuditLog, verify
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.append({"n": 1})
+    path.rename(tmp_path / "audit.1.jsonl")  # rotated while the gateway holds it open
+    record = log.append({"n": 2})
+    assert (record["seq"], record["prev"]) == (1, GENESIS)
+    assert verify(path) == [] and verify(tmp_path / "audit.1.jsonl") == []
+    assert len(log.records()) == 1
+
+
+def test_a_failed_write_fails_its_statements_and_the_next_append_rereads_the_head(tmp_path, monkeypatch):
+    from gateway.engine import audit_log
+    from gateway.engine.audit_log import AuditLog, verify
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append({"n": 1})
+
+    def failing(fd):
+        raise OSError("disk gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(audit_log.os, "fsync", failing)
+        with pytest.raises(OSError):
+            log.append({"n": 2})
+    record = log.append({"n": 3})
+    assert record["seq"] == 3 and verify(log.path) == []  # the unsynced record is still in the file

@@ -76,3 +76,48 @@ def test_many_queries_arm_and_disarm_the_watchdog(engine):
     for _ in range(200):
         run(engine, "SELECT count(*) FROM lookup")
     assert run(engine, "SELECT 1 AS one").table.to_pylist() == [{"one": 1}]
+
+
+# -- the watchdog itself -------------------------------------------------------------------
+
+
+def test_watchdog_fires_late_alarms_only_and_survives_a_failing_callback():
+    from gateway.engine.watchdog import Watchdog
+
+    watchdog, fired = Watchdog(), []
+
+    def fail():
+        fired.append("fail")
+        raise RuntimeError("a cursor already closed")
+
+    watchdog.arm(0.1, fail)
+    kept = watchdog.arm(0.2, lambda: fired.append("kept"))
+    dropped = watchdog.arm(0.2, lambda: fired.append("dropped"))
+    watchdog.disarm(dropped)
+    deadline = time.monotonic() + 5
+    while len(fired) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fired == ["fail", "kept"]
+    watchdog.disarm(kept)  # after it fired: harmless
+    assert not any(watchdog._lanes.values())
+
+
+def test_watchdog_arm_and_disarm_do_not_wake_its_thread():
+    from gateway.engine.watchdog import Watchdog
+
+    watchdog = Watchdog()
+    long_running = watchdog.arm(60, lambda: None)  # the thread now sleeps towards a later look
+    time.sleep(0.1)
+    wakes = []
+    notify = watchdog._wake.notify
+    watchdog._wake.notify = lambda *args: (wakes.append(1), notify(*args))
+    for _ in range(10_000):
+        watchdog.disarm(watchdog.arm(60, lambda: None))
+    assert wakes == []
+    assert list(watchdog._lanes[60]) == [long_running.key]  # disarmed alarms are gone, not kept until due
+    fired = []
+    watchdog.arm(0.05, lambda: fired.append(1))  # a shorter timeout does wake it
+    deadline = time.monotonic() + 5
+    while not fired and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fired == [1] and wakes == [1]
