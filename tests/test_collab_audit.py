@@ -35,7 +35,7 @@ def verify(engine, capsys):
 
 def test_an_intact_log_verifies(engine, capsys):
     code, out = verify(engine, capsys)
-    assert code == 0 and "ok (6 records, chain intact)" in out
+    assert code == 0 and "ok (6 records, chain intact, end matches its anchor)" in out
 
 
 def test_an_edited_record_is_detected(engine, capsys):
@@ -68,6 +68,35 @@ def test_a_deleted_record_is_detected(engine, capsys):
     engine.context.audit.path.write_text("".join(text))
     code, out = verify(engine, capsys)
     assert code == 1 and "line 3: chain broken" in out
+
+
+def test_removing_the_last_records_is_detected_by_the_anchor(engine, capsys):
+    text = lines(engine)
+    engine.context.audit.path.write_text("".join(text[:-2]))  # an intact, shorter chain
+    code, out = verify(engine, capsys)
+    assert code == 1 and f"ends at record {len(text) - 2}" in out and "records at its end were removed" in out
+
+
+def test_emptying_or_deleting_the_log_is_detected_by_the_anchor(engine, capsys):
+    engine.context.audit.path.write_text("")
+    code, out = verify(engine, capsys)
+    assert code == 1 and "the log is empty or missing" in out
+    engine.context.audit.path.unlink()
+    code, out = verify(engine, capsys)
+    assert code == 1 and "the log is empty or missing" in out
+
+
+def test_replacing_the_last_record_is_detected_by_the_anchor(engine, capsys):
+    from gateway.engine.audit_log import record_hash
+
+    text = lines(engine)
+    last = json.loads(text[-1])
+    last["user"] = "someone_else"
+    last.pop("hash")
+    last["hash"] = record_hash(last)  # a consistent chain, but not the anchored head
+    engine.context.audit.path.write_text("".join(text[:-1]) + json.dumps(last) + "\n")
+    code, out = verify(engine, capsys)
+    assert code == 1 and f"record {len(text)} is not the one" in out
 
 
 def test_reordered_records_are_detected(engine, capsys):
