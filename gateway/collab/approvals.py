@@ -70,6 +70,10 @@ class Approval:
     approval_sha256: str
     carried_from: dict | None = None  # rules: the approval of a looser version this one continues
 
+    def as_json(self) -> dict:
+        return {"collaborator": self.collaborator, "approver": self.approver, "approved_at": self.approved_at,
+                "approval_sha256": self.approval_sha256}
+
     @property
     def subject(self) -> str:
         """"template NAME" or "rule NAME"."""
@@ -97,11 +101,7 @@ class TemplateStatus:
             "cleanroom": self.cleanroom, "template": self.template, "template_sha256": self.template_sha256,
             "owners": list(self.owners), "approved": self.approved, "missing": list(self.missing),
             "proposed_by": self.proposed_by,
-            "approvals": [
-                {"collaborator": a.collaborator, "approver": a.approver, "approved_at": a.approved_at,
-                 "approval_sha256": a.approval_sha256}
-                for a in self.approvals
-            ],
+            "approvals": [a.as_json() for a in self.approvals],
         }
 
 
@@ -124,11 +124,7 @@ class RuleStatus:
             "cleanroom": self.cleanroom, "rule": self.rule, "rule_sha256": self.rule_sha256,
             "owners": list(self.owners), "approved": self.approved, "missing": list(self.missing),
             "proposed_by": self.proposed_by,
-            "approvals": [
-                {"collaborator": a.collaborator, "approver": a.approver, "approved_at": a.approved_at,
-                 "approval_sha256": a.approval_sha256, "carried_from": a.carried_from}
-                for a in self.approvals
-            ],
+            "approvals": [{**a.as_json(), "carried_from": a.carried_from} for a in self.approvals],
         }
 
 

@@ -83,19 +83,30 @@ def rule_command(args) -> int:
     return _approval_command(args, "rule")
 
 
-def _approval_command(args, kind: str) -> int:
-    from gateway.auth import user_for_token
-    from gateway.collab.approvals import Collaboration
+def load_rooms(config_path: Path | None):
+    """(config, {name: CleanRoom}) for a command's --config, or exit code 1 after
+    printing every policy problem."""
     from gateway.config import load_config
-    from gateway.errors import GatewayError, PolicyInvalid
+    from gateway.errors import PolicyInvalid
     from gateway.policy.loader import load_policy
 
     try:
-        config = load_config(args.config or _default_config())
-        rooms = {room.name: room for room in map(load_policy, config.policies)}
+        config = load_config(config_path or _default_config())
+        return config, {room.name: room for room in map(load_policy, config.policies)}
     except PolicyInvalid as error:
         print("\n".join(error.problems), file=sys.stderr)
         return 1
+
+
+def _approval_command(args, kind: str) -> int:
+    from gateway.auth import user_for_token
+    from gateway.collab.approvals import Collaboration
+    from gateway.errors import GatewayError
+
+    loaded = load_rooms(args.config)
+    if loaded == 1:
+        return 1
+    config, rooms = loaded
     if args.cleanroom is None and len(rooms) != 1:
         return _fail(f"name the clean room with --cleanroom ({', '.join(sorted(rooms))})")
     room = rooms.get(args.cleanroom or next(iter(rooms)))

@@ -49,18 +49,13 @@ def _fail(message: str) -> int:
 
 def _load(args):
     """(config, {room name: CleanRoom}, budgets_for), or an exit code."""
-    from gateway.collab.cli import _default_config
-    from gateway.config import load_config
-    from gateway.errors import PolicyInvalid
-    from gateway.policy.loader import load_policy
-
+    from gateway.collab.cli import load_rooms
     from gateway.dp.policy import budgets_for
-    try:
-        config = load_config(args.config or _default_config())
-        rooms = {room.name: room for room in map(load_policy, config.policies)}
-    except PolicyInvalid as error:
-        print("\n".join(error.problems), file=sys.stderr)
+
+    loaded = load_rooms(args.config)
+    if loaded == 1:
         return 1
+    config, rooms = loaded
     if args.cleanroom is not None and args.cleanroom not in rooms:
         return _fail(f"no clean room {args.cleanroom!r} in {config.path} (there are: {', '.join(sorted(rooms))})")
     return config, rooms, budgets_for
