@@ -13,7 +13,7 @@ def test_the_demo_policy_tests_pass(demo_config_path, capsys):
     code = cli(["policy", "test", str(REPO / "policies" / "demo.yaml"), "--config", str(demo_config_path)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "FAIL" not in out and "9 of 9 passed" in out
+    assert "FAIL" not in out and "11 of 11 passed" in out
 
 
 def test_a_failing_case_is_reported_and_exits_1(demo_config_path, tmp_path, capsys):
@@ -32,13 +32,19 @@ def test_a_failing_case_is_reported_and_exits_1(demo_config_path, tmp_path, caps
         "    user: analyst\n"
         "    sql: SELECT region, amount FROM purchases\n"
         "    expect: {refused: query.not_aggregated}\n"
+        "  - name: epsilon is 0.1\n"
+        "    user: analyst\n"
+        "    sql: SELECT region, COUNT(*) FROM purchases GROUP BY region\n"
+        "    expect: {released: {epsilon: 0.5}}\n"
     )
     code = cli(["policy", "test", str(tmp_path), "--config", str(demo_config_path)])
     out = capsys.readouterr().out
     assert code == 1
     assert "FAIL" in out and "raw rows are allowed (wrongly expected): expected allowed; got: refused by query.not_aggregated" in out
-    assert "k is 10: expected min_group_size 25; got: allowed (rule:cross_party_aggregates, k=10)" in out
-    assert "ok   " in out and "1 of 3 passed, 2 failed" in out
+    assert ("k is 10: expected min_group_size 25; got: allowed (authorised_by=rule:cross_party_aggregates, "
+            "min_group_size=10, epsilon=0.1") in out
+    assert "epsilon is 0.1: expected epsilon 0.5; got: allowed (" in out
+    assert "ok   " in out and "1 of 4 passed, 3 failed" in out
 
 
 def test_policy_tests_leave_no_trace_in_the_state_folder(demo_config_path, capsys):

@@ -109,15 +109,32 @@ def _run_case(engine, room, tests_path: Path, index: int, case: dict) -> CaseRes
     try:
         state = engine.compile(request)
         outcome, rule = "allowed", state.authorisation.authorised_by if state.authorisation else "catalog"
-        k = state.authorisation.min_group_size if state.authorisation else None
+        guarantees = _guarantees(state)
     except GatewayError as error:
-        outcome, rule, k = "refused", error.rule, None
+        outcome, rule, guarantees = "refused", error.rule, {}
         message = error.message
-    happened = f"allowed ({rule}, k={k})" if outcome == "allowed" else f"refused by {rule}: {message}"
+    shown = ", ".join(f"{key}={value}" for key, value in guarantees.items())
+    happened = f"allowed ({shown})" if outcome == "allowed" else f"refused by {rule}: {message}"
     wanted = _expectation(expect)
-    problem = _mismatch(wanted, outcome, rule, k)
+    problem = _mismatch(wanted, outcome, rule, guarantees)
     detail = happened if problem is None else f"{problem}; got: {happened}"
     return CaseResult(str(tests_path), name, problem is None, detail)
+
+
+# What `released:` may promise, and where the compiled statement says it.
+RELEASED_KEYS = ("authorised_by", "min_group_size", "epsilon", "delta", "keys", "max_rows_per_unit",
+                 "max_groups_per_unit")
+
+
+def _guarantees(state) -> dict:
+    authorisation, plan = state.authorisation, state.noise_plan
+    found = {"authorised_by": authorisation.authorised_by if authorisation else "catalog",
+             "min_group_size": authorisation.min_group_size if authorisation else None}
+    if plan is not None:  # differential privacy: the cost and bounds come from the text and policy alone
+        found.update(epsilon=plan.epsilon, delta=plan.delta,
+                     keys="public" if plan.public_keys else "selected privately",
+                     max_rows_per_unit=plan.privacy.max_rows_per_unit, max_groups_per_unit=plan.groups_per_unit)
+    return found
 
 
 def _expectation(expect) -> dict:
@@ -127,24 +144,25 @@ def _expectation(expect) -> dict:
         return {"outcome": "refused", "rule": expect["refused"]}
     if isinstance(expect, dict) and "released" in expect:
         released = expect["released"] or {}
-        return {"outcome": "allowed", **({"k": released["min_group_size"]} if "min_group_size" in released else {}),
-                **({"by": released["authorised_by"]} if "authorised_by" in released else {})}
+        if not isinstance(released, dict) or set(released) - set(RELEASED_KEYS):
+            return {"outcome": "invalid", "raw": expect}
+        return {"outcome": "allowed", "released": released}
     if isinstance(expect, dict) and "allowed" in expect:
         return {"outcome": "allowed"}
     return {"outcome": "invalid", "raw": expect}
 
 
-def _mismatch(wanted: dict, outcome: str, rule, k) -> str | None:
+def _mismatch(wanted: dict, outcome: str, rule, guarantees: dict) -> str | None:
     if wanted["outcome"] == "invalid":
-        return f"expect must be allowed, {{refused: RULE}} or {{released: {{min_group_size: K}}}} (not {wanted['raw']!r})"
+        return (f"expect must be allowed, {{refused: RULE}} or {{released: {{KEY: VALUE}}}} with keys "
+                f"{', '.join(RELEASED_KEYS)} (not {wanted['raw']!r})")
     if wanted["outcome"] != outcome:
         return f"expected {wanted['outcome']}" + (f" by {wanted['rule']}" if "rule" in wanted else "")
     if outcome == "refused" and wanted["rule"] != rule:
         return f"expected refusal by {wanted['rule']}"
-    if "k" in wanted and wanted["k"] != k:
-        return f"expected min_group_size {wanted['k']}"
-    if "by" in wanted and wanted["by"] != rule:
-        return f"expected authorised by {wanted['by']}"
+    for key, value in wanted.get("released", {}).items():
+        if guarantees.get(key) != value:
+            return f"expected {key} {value}"
     return None
 
 
