@@ -18,6 +18,7 @@ from gateway.errors import GatewayError
 from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
 from gateway.pgwire.declared import field_oids
+from gateway.pgwire.ids import request_id
 from gateway.pgwire.parameters import dummy_value, infer_parameter_types, sample_value
 from gateway.pgwire.privacy import BUDGET_SCHEMA, PLAN_SCHEMA, explain_target, is_budget
 from gateway.pgwire.portal import ABORTED, Failed, Portal, Statement
@@ -149,7 +150,7 @@ class ExtendedQuery:
                     if name is not None:
                         dummies[i] = sample_value(declared[name], statement.param_types[i])
             request = QueryRequest(user=self.user, cleanroom=self.database, sql=statement.sql, params=dummies,
-                                   front_end="pgwire")
+                                   front_end="pgwire", request_id=request_id())
             schema = await self.io.run(self.engine.describe, request)
             declared = await self.declared_types(statement.sql, dummies, schema)
             fields = []

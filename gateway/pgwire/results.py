@@ -12,11 +12,12 @@ import asyncio
 
 import pyarrow as pa
 
-from gateway.engine.types import QueryRequest, Release, new_request_id
+from gateway.engine.types import QueryRequest, Release
 from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
 from gateway.pgwire.declared import declared_oids, field_oids, needs_lookup
 from gateway.pgwire.commands import SESSION_KINDS
+from gateway.pgwire.ids import request_id
 from gateway.pgwire.portal import Failed, Portal
 from gateway.pgwire.privacy import budget_table, explain_target, is_budget, plan_table
 from gateway.pgwire.settings import canonical, show_name
@@ -52,7 +53,8 @@ class Results:
 
     async def run_engine(self, sql: str, params: list) -> Release:
         """A statement through the engine, cancellable by a CancelRequest meanwhile."""
-        request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire")
+        request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire",
+                               request_id=request_id())
         self.running = request.request_id
         try:
             return await self.io.run(self.engine.run, request)
@@ -72,7 +74,8 @@ class Results:
         key = ("declared", self.user, self.database, self._policy_version(), sql, tuple(type(p).__name__ for p in params))
         cached = self.server.describe_cache.get(key)
         if cached is None:
-            request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire")
+            request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire",
+                                   request_id=request_id())
             cached = await self.io.run(declared_oids, self.engine, request)
             if len(self.server.describe_cache) > MAX_CACHED_DESCRIPTIONS:
                 self.server.describe_cache.clear()
@@ -102,7 +105,7 @@ class Results:
             if budget is None:
                 raise Failed("0A000", "this gateway does not report privacy budgets")
             table = budget_table(await self.io.run(budget, self.user, self.database))
-            self._set_release(portal, Release(new_request_id(), table, "session", None))
+            self._set_release(portal, Release(request_id(), table, "session", None))
             return
         if name.lower() == "all":
             rows = sorted(self.params.items())
@@ -112,7 +115,7 @@ class Results:
             if canonical(name) not in self.params:
                 raise Failed("42704", f'unrecognized configuration parameter "{name}"')
             table = pa.table({name.lower(): [self.params[canonical(name)]]})
-        self._set_release(portal, Release(new_request_id(), table, "session", None))
+        self._set_release(portal, Release(request_id(), table, "session", None))
 
     async def run_explain(self, portal: Portal) -> None:
         """EXPLAIN <select>: Engine.explain's account of the statement (cost, protection), nothing run."""
@@ -121,7 +124,7 @@ class Results:
             raise Failed("0A000", "this gateway does not explain statements")
         target, form = explain_target(portal.statement.sql)
         request = QueryRequest(user=self.user, cleanroom=self.database, sql=target, params=list(portal.params),
-                               front_end="pgwire")
+                               front_end="pgwire", request_id=request_id())
         table = plan_table(await self.io.run(explain, request), form)
         self._set_release(portal, Release(request.request_id, table, "session", None))
 
