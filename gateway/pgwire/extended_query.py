@@ -78,15 +78,20 @@ class ExtendedQuery:
             if statement is None:
                 raise Failed("26000", f'prepared statement "{message.name}" does not exist')
             oids, fields = await self.describe_statement(statement)
-            self.send(m.parameter_description(oids))
-            self.send(m.row_description(fields) if fields else m.NO_DATA)
+            encoded = statement.described
+            if encoded is None or encoded[0] is not oids or encoded[1] is not fields:
+                # statement descriptions come from describe_cache, which is keyed by the policy version:
+                # the encoded messages are reused only while the very same description is
+                encoded = (oids, fields, m.parameter_description(oids) + (m.row_description(fields) if fields else m.NO_DATA))
+                statement.described = encoded
+            self.send(encoded[2])
             return
         portal = self.portals.get(message.name)
         if portal is None:
             raise Failed("34000", f'portal "{message.name}" does not exist')
         fields = await self.portal_fields(portal)
         portal.described = True
-        self.send(m.row_description(fields) if fields else m.NO_DATA)
+        self.send(portal.encoded.row_description if fields else m.NO_DATA)
 
     async def execute(self, message: m.Execute) -> None:
         portal = self.portals.get(message.portal)

@@ -27,6 +27,7 @@ class Portal:
     result_formats: tuple[int, ...]
     release: Release | None = None
     fields: list[m.Field] | None = None
+    encoded: object = None  # gateway.pgwire.results.EncodedFields of `fields` once known
     batches: list[pa.RecordBatch] | None = None
     sent: int = 0  # rows sent so far (suspension)
     described: bool = False

@@ -9,6 +9,7 @@ the socket buffer, and a slow client slows only its own session.
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -48,7 +49,7 @@ class Results:
             else:
                 await self.run_query(portal)
         if describe and portal.fields is not None:
-            self.send(m.row_description(portal.fields))
+            self.send(portal.encoded.row_description)
         await self.stream(portal, max_rows)
 
     async def run_engine(self, sql: str, params: list) -> Release:
@@ -64,8 +65,20 @@ class Results:
     async def run_query(self, portal: Portal) -> None:
         params = list(portal.params)
         release = await self.run_engine(portal.statement.sql, params)
-        declared = await self.declared_types(portal.statement.sql, params, release.table.schema, release.authorised_by)
-        self._set_release(portal, release, declared)
+        schema = release.table.schema
+        # The fields (and their RowDescription) follow from the schema the engine just returned, the
+        # result formats and the declared uuid/json types of this text: encoded once per policy version.
+        key = ("fields", self.user, self.database, self._policy_version(), portal.statement.sql,
+               tuple(type(p).__name__ for p in params), release.authorised_by in ("catalog", "session"),
+               portal.result_formats, schema)
+        encoded = self.server.describe_cache.get(key)
+        if encoded is None:
+            declared = await self.declared_types(portal.statement.sql, params, schema, release.authorised_by)
+            encoded = _encode_fields(schema, portal.result_formats, declared)
+            if len(self.server.describe_cache) > MAX_CACHED_DESCRIPTIONS:
+                self.server.describe_cache.clear()
+            self.server.describe_cache[key] = encoded
+        self._set_release(portal, release, encoded=encoded)
 
     async def declared_types(self, sql: str, params: list, schema: pa.Schema, authorised_by: str = "") -> dict | None:
         """uuid/json/jsonb columns that Arrow carries as strings (gateway.pgwire.declared), once per text."""
@@ -82,18 +95,12 @@ class Results:
             self.server.describe_cache[key] = cached
         return cached
 
-    def _set_release(self, portal: Portal, release: Release, declared: dict | None = None) -> None:
+    def _set_release(self, portal: Portal, release: Release, declared: dict | None = None,
+                     encoded: "EncodedFields | None" = None) -> None:
         table = release.table
-        formats = portal.result_formats
-        fields = []
-        oids = field_oids(table.schema, declared)
-        for i, f in enumerate(table.schema):
-            oid = oids[i]
-            fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
-            if fmt == 1 and oid not in t.BINARY_OIDS:
-                fmt = 0
-            fields.append(m.Field(f.name, oid, t.TYPE_SIZES.get(oid, -1), t.type_modifier(f.type), fmt))
-        portal.release, portal.fields = release, fields
+        if encoded is None:
+            encoded = _encode_fields(table.schema, portal.result_formats, declared)
+        portal.release, portal.fields, portal.encoded = release, encoded.fields, encoded
         for notice in release.notices:  # how the result was protected, before its rows
             self.send(m.notice_response(notice))
         portal.batches = table.to_batches(max_chunksize=ROWS_PER_CHUNK)
@@ -129,8 +136,7 @@ class Results:
         self._set_release(portal, Release(request.request_id, table, "session", None))
 
     async def stream(self, portal: Portal, max_rows: int) -> None:
-        oids = [f.type_oid for f in portal.fields]
-        formats = [f.format for f in portal.fields]
+        oids, formats = portal.encoded.oids, portal.encoded.formats
         budget = max_rows if max_rows > 0 else None
         sent_now = 0
         pending: list[tuple[int, asyncio.Future | bytes]] = []  # encodings under way, in order
@@ -179,3 +185,24 @@ class Results:
             self.send(m.PORTAL_SUSPENDED)
             return
         self.send(m.command_complete(f"SELECT {portal.sent}"))
+
+
+class EncodedFields(NamedTuple):
+    """A result's fields and what is derived from them: the RowDescription message, OIDs and formats."""
+
+    fields: list[m.Field]
+    row_description: bytes
+    oids: list[int]
+    formats: list[int]
+
+
+def _encode_fields(schema: pa.Schema, formats: tuple[int, ...], declared: dict | None) -> EncodedFields:
+    fields = []
+    oids = field_oids(schema, declared)
+    for i, f in enumerate(schema):
+        oid = oids[i]
+        fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
+        if fmt == 1 and oid not in t.BINARY_OIDS:
+            fmt = 0
+        fields.append(m.Field(f.name, oid, t.TYPE_SIZES.get(oid, -1), t.type_modifier(f.type), fmt))
+    return EncodedFields(fields, m.row_description(fields), [f.type_oid for f in fields], [f.format for f in fields])
