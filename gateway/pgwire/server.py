@@ -50,6 +50,9 @@ class StreamTransport:
         self.writer.write(data)
 
     async def drain(self) -> None:
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return  # everything went straight into the socket: nothing to wait for
         await self.writer.drain()
 
     async def run(self, function, *args):

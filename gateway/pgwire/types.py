@@ -493,9 +493,28 @@ def _encode_small(batch: pa.RecordBatch, oids: list[int], formats: list[int]) ->
         else:
             kind = column.type
             columns.append([None if v is None else _small_text(v, kind) for v in values])
-    from gateway.pgwire.messages import data_row
+    # DataRow messages built inline: one join per row, lengths packed without a per-cell call
+    count = _ROW_HEADER_COUNT.pack(len(columns))
+    out = []
+    for row in zip(*columns):
+        parts = [count]
+        size = 6
+        for value in row:
+            if value is None:
+                parts.append(_NULL_CELL)
+                size += 4
+            else:
+                parts.append(_CELL_LENGTH.pack(len(value)))
+                parts.append(value)
+                size += 4 + len(value)
+        out.append(b"D" + _CELL_LENGTH.pack(size))
+        out.append(b"".join(parts))
+    return b"".join(out)
 
-    return b"".join(data_row(list(row)) for row in zip(*columns))
+
+_ROW_HEADER_COUNT = struct.Struct("!h")
+_CELL_LENGTH = struct.Struct("!i")
+_NULL_CELL = b"\xff\xff\xff\xff"
 
 
 def encode_copy_text(batch: pa.RecordBatch) -> bytes:
