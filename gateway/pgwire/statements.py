@@ -4,6 +4,7 @@ simple Query, what kind each statement is, the $n it uses. No policy here: every
 
 from __future__ import annotations
 
+import functools
 import re
 
 import sqlglot
@@ -19,7 +20,19 @@ def strip_comments(sql: str) -> str:
     return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.DOTALL).strip()
 
 
+CACHED_TEXT = 4096  # statement texts up to this long keep their classification and split (BI tools repeat them)
+
+
 def classify(sql: str) -> str:
+    return _classify_cached(sql) if len(sql) <= CACHED_TEXT else _classify(sql)
+
+
+@functools.lru_cache(maxsize=2048)
+def _classify_cached(sql: str) -> str:
+    return _classify(sql)
+
+
+def _classify(sql: str) -> str:
     words = re.findall(r"[A-Za-z_]+", strip_comments(sql)[:200])
     if not words:
         return "empty"
@@ -56,6 +69,15 @@ def noop_tag(sql: str) -> str:
 
 def split_statements(sql: str) -> list[str]:
     """The statements of a simple Query, split on top-level semicolons."""
+    return list(_split_cached(sql)) if len(sql) <= CACHED_TEXT else _split(sql)
+
+
+@functools.lru_cache(maxsize=2048)
+def _split_cached(sql: str) -> tuple[str, ...]:
+    return tuple(_split(sql))
+
+
+def _split(sql: str) -> list[str]:
     if ";" not in sql:
         return [sql] if strip_comments(sql) else []
     try:
@@ -72,5 +94,14 @@ def split_statements(sql: str) -> list[str]:
 
 
 def parameter_count(sql: str) -> int:
+    return _parameter_count_cached(sql) if len(sql) <= CACHED_TEXT else _parameter_count(sql)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parameter_count_cached(sql: str) -> int:
+    return _parameter_count(sql)
+
+
+def _parameter_count(sql: str) -> int:
     numbers = [int(n) for n in _PARAM_RE.findall(re.sub(r"'(?:[^']|'')*'", "''", sql))]
     return max(numbers, default=0)
