@@ -27,6 +27,7 @@ from gateway.pgwire.session import ServerState, Session
 log = logging.getLogger("gateway.pgwire")
 
 READ_LIMIT = 64 * 1024
+_LENGTH = struct.Struct("!i")
 
 
 class StreamTransport:
@@ -34,17 +35,37 @@ class StreamTransport:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pool, tls: bool):
         self.reader, self.writer, self.pool, self.tls = reader, writer, pool, tls
+        self.buffer = bytearray()  # bytes read but not yet taken as messages (a pipelined batch, say)
+        self.pos = 0
 
     async def read_message(self) -> tuple[bytes, bytes]:
-        header = await self.reader.readexactly(5)
-        kind = header[:1]
-        (length,) = struct.unpack_from("!i", header, 1)
-        if length < 4:
-            raise m.ProtocolViolation("invalid message length")
-        if length - 4 > m.MAX_MESSAGE_BYTES:
-            raise MessageTooLarge(length)
-        body = await self.reader.readexactly(length - 4) if length > 4 else b""
-        return kind, body
+        """The next typed message. Whatever the socket has is read in one go, and the messages
+        a client pipelined (Bind, Describe, Execute, Sync) are cut from it without more awaits."""
+        buffer = self.buffer
+        while True:
+            pos = self.pos
+            available = len(buffer) - pos
+            if available >= 5:
+                (length,) = _LENGTH.unpack_from(buffer, pos + 1)
+                if length < 4:
+                    raise m.ProtocolViolation("invalid message length")
+                if length - 4 > m.MAX_MESSAGE_BYTES:
+                    raise MessageTooLarge(length)
+                if available > length:
+                    kind = bytes(buffer[pos : pos + 1])
+                    body = bytes(buffer[pos + 5 : pos + 1 + length])
+                    self.pos = pos + 1 + length
+                    if self.pos == len(buffer):
+                        buffer.clear()
+                        self.pos = 0
+                    return kind, body
+            if pos:
+                del buffer[:pos]
+                self.pos = 0
+            data = await self.reader.read(READ_LIMIT)
+            if not data:
+                raise asyncio.IncompleteReadError(bytes(buffer), None)
+            buffer += data
 
     def write(self, data: bytes) -> None:
         self.writer.write(data)
