@@ -132,11 +132,11 @@ def test_unbounded_values_are_refused_and_every_release_is_finite(tmp_path):
 
 
 def test_median_is_noised_within_the_bounds(tmp_path):
-    engine = make_engine(tmp_path)
+    engine = make_engine(tmp_path, epsilon=4.0)  # 1 per group for the median: 1,000 draws stayed within ±8
     release = engine.run(request("SELECT region, median(spend) AS m FROM visits GROUP BY region"))
     values = dict(zip(release.table.column("region").to_pylist(), release.table.column("m").to_pylist()))
     assert all(0 <= v <= 50 for v in values.values())
-    assert abs(values["north"] - 30) < 15  # true median about 30; noisy, but not arbitrary
+    assert abs(values["north"] - 30) < 10  # true median about 30; noisy, but not arbitrary
     assert release.protection["columns"]["m"]["noise"][0]["mechanism"] == "quantile_score_permute_and_flip"
 
 

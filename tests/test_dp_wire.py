@@ -52,10 +52,12 @@ def test_prepared_statements_describe_the_released_columns(dp_pg):
         conn = await asyncpg.connect(host="127.0.0.1", port=dp_pg.port, user="analyst", password=PASSWORD,
                                      database="demo", ssl=False)
         try:
-            rows = await conn.fetch("SELECT region, count(*) AS n, avg(amount) AS basket FROM purchases "
-                                    "WHERE category = $1 GROUP BY region ORDER BY region", "dairy")
-            assert [list(r.keys()) for r in rows][0] == ["region", "n", "basket"]
-            assert len(rows) == 8 and all(r["basket"] is None or 0 <= r["basket"] <= 500 for r in rows)
+            statement = await conn.prepare("SELECT region, count(*) AS n, avg(amount) AS basket FROM purchases "
+                                           "WHERE category = $1 GROUP BY region ORDER BY region")
+            assert [a.name for a in statement.get_attributes()] == ["region", "n", "basket"]
+            rows = await statement.fetch("dairy")
+            # every declared region is a candidate; one whose noisy count falls below k is left out
+            assert 1 <= len(rows) <= 8 and all(r["basket"] is None or 0 <= r["basket"] <= 500 for r in rows)
         finally:
             await conn.close()
 
