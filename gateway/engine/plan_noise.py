@@ -10,17 +10,13 @@ mean the same measurement, so the release cache hands back the same noise.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 
 from sqlglot import expressions as exp
 
 from gateway.dp import plan as dp_plan
 from gateway.dp.policy import query_privacy
+from gateway.dp.release_cache import ReleaseCache
 from gateway.engine.state import QueryState
-
-KEY_VERSION = 1  # bump when what the key covers changes
-
 
 def plan_noise(state: QueryState) -> QueryState:
     room, authorisation = state.cleanroom, state.authorisation
@@ -40,27 +36,24 @@ def _authority(state: QueryState):
 
 
 def measurement_key(state: QueryState, plan: dp_plan.NoisePlan) -> str:
-    """sha256 of what decides the noisy quantities: the clean room and its policy
-    version, the privacy settings, the quantities and the rows they are computed
-    from, with table aliases renamed by position. Output names, HAVING, ORDER BY
-    and LIMIT are post-processing and stay out, so they reuse the same answer.
+    """The release cache's key (ReleaseCache.key) for what decides the noisy
+    quantities: the clean room and its policy version, the rows they are computed
+    from with table aliases renamed by position, the privacy settings and the
+    quantities. Output names, HAVING, ORDER BY and LIMIT are post-processing and
+    stay out, so they reuse the same answer.
 
     The analyst is part of it: a free repeat of another party's question would
     tell an analyst what the other party asked."""
-    document = {
-        "v": KEY_VERSION,
-        "cleanroom": state.cleanroom.name,
+    settings = {
         "analyst": state.request.user,
-        "policy_version": state.cleanroom.version,
         "privacy": dataclasses.asdict(plan.privacy),
         "min_group_size": plan.min_group_size,
         "groups": [dataclasses.asdict(g) for g in plan.groups],
         "quantities": [dataclasses.asdict(q) for q in plan.quantities],
         "outputs": [dataclasses.asdict(o) for o in plan.outputs],
-        "rows": _without_aliases(plan.rows).sql(dialect="duckdb"),
     }
-    text = json.dumps(document, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    rows = _without_aliases(plan.rows).sql(dialect="duckdb")
+    return ReleaseCache.key(state.cleanroom.name, state.cleanroom.version, rows, settings)
 
 
 def _without_aliases(tree: exp.Expression) -> exp.Expression:
