@@ -39,22 +39,15 @@ class NoisyRelease:
 
 def measure(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> Measurement:
     """Steps 1 to 3: the only place private numbers meet noise."""
-    privacy = plan.privacy
     columns = {name: bounded.column(name).to_pylist() for name in bounded.column_names}
     units = columns["__units"]
-    units_q = plan.quantities[0]
+    counter, units_info, selection = _unit_counting(plan)
     if plan.public_keys:
-        measurement = mechanisms.integer_noise(int(units_q.sensitivity(plan.groups_per_unit, 1)), units_q.epsilon)
-        noisy_units = dict(enumerate(measurement.apply(units)))
-        selection = {"keys": "public" if plan.groups else "none (one group)", "candidates": len(units)}
-        units_info = _noise_info(measurement)
+        noisy_units = dict(enumerate(counter.apply(units)))
+        selection["candidates"] = len(units)
     else:
-        selector = mechanisms.partition_selection(privacy.max_groups_per_unit, 1, units_q.epsilon, privacy.delta)
-        released = selector.apply({str(i): count for i, count in enumerate(units)})
+        released = counter.apply({str(i): count for i, count in enumerate(units)})
         noisy_units = {int(i): count for i, count in released.items()}
-        selection = {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta}
-        units_info = {"mechanism": selector.mechanism, "epsilon": selector.epsilon, "scale": selector.scale,
-                      "ci95": selector.ci95(), "threshold": selector.threshold}
     kept = [i for i in sorted(noisy_units) if noisy_units[i] >= plan.min_group_size]
     selection["min_group_size"] = plan.min_group_size
     # Counted among released noisy counts only (post-processing); with private selection,
@@ -63,7 +56,7 @@ def measure(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> Measuremen
     selection["released"] = len(kept)
 
     noisy = {"__units": [noisy_units[i] for i in kept]}
-    info = {"__units": {"sensitivity": units_q.sensitivity(plan.groups_per_unit, 1), **units_info}}
+    info = {"__units": units_info}
     for quantity in plan.quantities[1:]:
         values = [columns[quantity.column][i] for i in kept]
         noisy[quantity.column], info[quantity.column] = _noised(quantity, values, plan)
@@ -72,25 +65,45 @@ def measure(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> Measuremen
     for key in plan.groups:
         arrays.append(bounded.column(key.column).take(pa.array(kept, pa.int64())))
         names.append(key.column)
-    described = []
     for output in plan.outputs:
         arrays.append(pa.array(_released(output, noisy), type=pa.int64() if _is_count(output) else pa.float64()))
         names.append(output.column)
-        described.append({"output": output.column, "aggregate": output.aggregate,
-                          "noise": [info[q] for q in output.quantities]})
     if not arrays:  # SELECT 1 FROM t GROUP BY ...: only the number of rows is released
         arrays, names = [pa.array([None] * len(kept), pa.null())], ["__none"]
-    protection = {
+    protection = {**_summary(plan, selection, _aggregates(plan, info)), "privacy_unit": privacy_unit}
+    return Measurement(pa.Table.from_arrays(arrays, names=names), protection)
+
+
+def _unit_counting(plan: NoisePlan):
+    """How every group's unit count is noised (and, without public keys, how groups are
+    selected): the measurement, what the analyst is told of it, the group selection."""
+    privacy, units_q = plan.privacy, plan.quantities[0]
+    sensitivity = units_q.sensitivity(plan.groups_per_unit, 1)
+    if plan.public_keys:
+        counter = mechanisms.integer_noise(int(sensitivity), units_q.epsilon)
+        selection = {"keys": "public" if plan.groups else "none (one group)"}
+        return counter, {"sensitivity": sensitivity, **_noise_info(counter)}, selection
+    selector = mechanisms.partition_selection(privacy.max_groups_per_unit, 1, units_q.epsilon, privacy.delta)
+    info = {"sensitivity": sensitivity, **_noise_info(selector), "threshold": selector.threshold}
+    return selector, info, {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta}
+
+
+def _aggregates(plan: NoisePlan, info: dict) -> list[dict]:
+    return [{"output": o.column, "aggregate": o.aggregate, "noise": [info[q] for q in o.quantities]}
+            for o in plan.outputs]
+
+
+def _summary(plan: NoisePlan, groups: dict, aggregates: list[dict]) -> dict:
+    privacy = plan.privacy
+    return {
         "mechanism": privacy.mechanism.value,
         "epsilon": plan.epsilon,
         "delta": plan.delta,
-        "privacy_unit": privacy_unit,
         "contribution_bounds": {"max_rows_per_unit": privacy.max_rows_per_unit,
                                 "max_groups_per_unit": plan.groups_per_unit},
-        "groups": selection,
-        "aggregates": described,
+        "groups": groups,
+        "aggregates": aggregates,
     }
-    return Measurement(pa.Table.from_arrays(arrays, names=names), protection)
 
 
 def publish(plan: NoisePlan, measurement: Measurement) -> NoisyRelease:
@@ -148,33 +161,15 @@ def _mechanism(quantity: Quantity, plan: NoisePlan):
 
 def describe(plan: NoisePlan) -> dict:
     """How a query would be protected and what it costs, before it runs (EXPLAIN)."""
-    privacy = plan.privacy
-    units_q = plan.quantities[0]
+    _, units_info, groups = _unit_counting(plan)
     if plan.public_keys:
-        units = _noise_info(mechanisms.integer_noise(int(units_q.sensitivity(plan.groups_per_unit, 1)),
-                                                     units_q.epsilon))
-        groups = {"keys": "public" if plan.groups else "none (one group)",
-                  "candidates": _combinations(plan)}
-    else:
-        selector = mechanisms.partition_selection(privacy.max_groups_per_unit, 1, units_q.epsilon, privacy.delta)
-        units = {"mechanism": selector.mechanism, "epsilon": selector.epsilon, "scale": selector.scale,
-                 "ci95": selector.ci95(), "threshold": selector.threshold}
-        groups = {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta}
-    info = {"__units": {"sensitivity": units_q.sensitivity(plan.groups_per_unit, 1), **units}}
+        groups["candidates"] = _combinations(plan)
+    info = {"__units": units_info}
     for quantity in plan.quantities[1:]:
         info[quantity.column] = _mechanism(quantity, plan)[1]
-    aggregates = [{"output": o.column, "aggregate": o.aggregate, "noise": [info[q] for q in o.quantities]}
-                  for o in plan.outputs]
-    return {
-        "mechanism": privacy.mechanism.value,
-        "epsilon": plan.epsilon,
-        "delta": plan.delta,
-        "contribution_bounds": {"max_rows_per_unit": privacy.max_rows_per_unit,
-                                "max_groups_per_unit": plan.groups_per_unit},
-        "groups": {**groups, "min_group_size": plan.min_group_size, "applied_to": "noisy unit count"},
-        "aggregates": aggregates,
-        "columns": _columns(plan, aggregates),  # released column name -> its noise
-    }
+    aggregates = _aggregates(plan, info)
+    groups.update(min_group_size=plan.min_group_size, applied_to="noisy unit count")
+    return {**_summary(plan, groups, aggregates), "columns": _columns(plan, aggregates)}
 
 
 def _combinations(plan: NoisePlan) -> int:
