@@ -117,8 +117,9 @@ class NoisePlan:
 def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy: QueryPrivacy,
          min_group_size: int, template: Template | None) -> NoisePlan:
     check_stable(tree, room)
-    units = [column for column, _ in unit_columns(tree, room, tables_read)]
-    unit = _unit(tree, room, tables_read)
+    found = unit_columns(tree, room, tables_read)
+    units = [column for column, _ in found]
+    unit = _unit(found)
     group_exprs = list(tree.args["group"].expressions) if tree.args.get("group") else []
     groups = tuple(GroupKey(f"__g{i}", _public_values(tree, g, room)) for i, g in enumerate(group_exprs))
     if groups and all(g.values is not None for g in groups):
@@ -145,10 +146,9 @@ def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy
                      _key_filter(tree, group_exprs, groups))
 
 
-def _unit(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str]) -> exp.Expression:
+def _unit(units: list[tuple[exp.Column, bool]]) -> exp.Expression:
     """The unit of each joined row: a non-optional side's unit column, else the
     first unit any side carries (the stability check made them all equal)."""
-    units = unit_columns(tree, room, tables_read)
     required = [column for column, nullable in units if not nullable]
     if required:
         return required[0]
