@@ -43,6 +43,10 @@ class PolicyWatcher:
         self._next_look = time.monotonic() + interval
         self._lock = threading.Lock()
 
+    def due(self) -> bool:
+        """Whether the next poll would look at the files."""
+        return time.monotonic() >= self._next_look
+
     def poll(self) -> bool:
         """Cheap enough for every request: a clock read, and a stat per file once per interval.
         Concurrent callers do not wait: one looks, the others go on with the policies in place."""

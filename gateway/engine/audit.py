@@ -1,5 +1,10 @@
 """Pass 7, audit: every statement leaves a record, released, refused or failed,
-before its answer leaves the gateway."""
+before its answer leaves the gateway.
+
+A released statement's record is queued here; `state.audited` completes once it
+is durable, and the engine hands out nothing before (Engine.run waits for it,
+Engine.submit gives it to a front end that waits without a thread). Refusals and
+failures wait here: they are rare, and their error must not outrun the record."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ def audit(state: QueryState) -> QueryState:
     if state.template is not None and state.template.output is not None:  # the table is the output's receipt
         rows, output = released.table.column("rows")[0].as_py(), released.table.column("output_id")[0].as_py()
     protection = released.protection
-    _append(
+    audited = state.context.audit.submit(_record(
         state,
         decision="released",
         rule=released.authorised_by,
@@ -28,8 +33,8 @@ def audit(state: QueryState) -> QueryState:
         reused_release=protection["reused"] if protection else None,
         min_group_size=released.min_group_size,
         output_id=output,
-    )
-    return state
+    ))
+    return state.evolve(audited=audited)
 
 
 def _spent(state: QueryState) -> dict | None:
@@ -42,32 +47,29 @@ def audit_failure(state: QueryState, error: Exception) -> None:
     if isinstance(error, GatewayError):
         decision = "refused" if error.http_status in (400, 403, 404, 429) else "failed"
         # A query charged and then failed keeps its charge: the record says so.
-        _append(state, decision=decision, rule=error.rule, sqlstate=error.sqlstate, message=error.message,
-                privacy_budget_spent=_spent(state))
+        outcome = dict(decision=decision, rule=error.rule, sqlstate=error.sqlstate, message=error.message)
     else:
-        _append(state, decision="failed", rule="internal", message=type(error).__name__,
-                privacy_budget_spent=_spent(state))
+        outcome = dict(decision="failed", rule="internal", message=type(error).__name__)
+    state.context.audit.append(_record(state, privacy_budget_spent=_spent(state), **outcome))
 
 
-def _append(state: QueryState, **outcome) -> None:
+def _record(state: QueryState, **outcome) -> dict:
     request = state.request
     canonical = state.canonical_sql
-    state.context.audit.append(
-        {
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "request_id": request.request_id,
-            "user": request.user,
-            "collaborator": state.analyst.collaborator if state.analyst else None,
-            "cleanroom": request.cleanroom,
-            "policy_version": state.cleanroom.version if state.cleanroom else None,
-            "front_end": request.front_end,
-            "sql": request.sql,
-            "template": request.template,
-            "params": request.params if isinstance(request.params, dict) else list(request.params),
-            "canonical_sha256": hashlib.sha256(canonical.encode()).hexdigest() if canonical else None,
-            "canonical_sql": canonical,
-            "template_sha256": state.authorisation.template_sha256 if state.authorisation else None,
-            "approvals": list(state.authorisation.approvals) if state.authorisation else [],
-            **outcome,
-        }
-    )
+    return {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "request_id": request.request_id,
+        "user": request.user,
+        "collaborator": state.analyst.collaborator if state.analyst else None,
+        "cleanroom": request.cleanroom,
+        "policy_version": state.cleanroom.version if state.cleanroom else None,
+        "front_end": request.front_end,
+        "sql": request.sql,
+        "template": request.template,
+        "params": request.params if isinstance(request.params, dict) else list(request.params),
+        "canonical_sha256": hashlib.sha256(canonical.encode()).hexdigest() if canonical else None,
+        "canonical_sql": canonical,
+        "template_sha256": state.authorisation.template_sha256 if state.authorisation else None,
+        "approvals": list(state.authorisation.approvals) if state.authorisation else [],
+        **outcome,
+    }

@@ -15,13 +15,16 @@ anchor per batch, written while the next batch is fsync'd (see AuditLog).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import fcntl
 import hashlib
 import json
 import os
+import queue
 import socket
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 GENESIS = "0" * 64
@@ -37,28 +40,21 @@ def location(path: Path) -> str:
     return f"{socket.gethostname()}:{os.path.realpath(path)}"
 
 
-class _Pending:
-    __slots__ = ("record", "state", "error")
-
-    QUEUED, DURABLE, DONE = range(3)
-
-    def __init__(self, record: dict):
-        self.record, self.state, self.error = record, _Pending.QUEUED, None
-
-
 class AuditLog:
-    """Appends from the threads of a process go through two stages, each run by one of
-    the appending threads at a time (a leader) for everyone waiting at that stage:
+    """Appends go through two stages, each run by a thread of its own per process:
 
-    1. write: the queued records are chained, written and fsync'd under the file's
+    1. the writer chains, writes and fsyncs everything queued, under the file's
        flock, in one write and one fsync; records queued meanwhile form the next batch;
-    2. anchor: the newest head made durable is upserted into the store; heads made
+    2. the anchorer upserts the newest head made durable into the store; heads made
        durable meanwhile are covered by the next upsert (one in flight at a time).
 
     A batch's anchor is written while the next batch is written and fsync'd, so the
-    store's round trip does not hold up the log. An append returns once its record
-    is durable and an anchor at or past it is stored; the anchor only ever names a
-    head already fsync'd.
+    store's round trip does not hold up the log. An append's future completes once
+    its record is durable and an anchor at or past it is stored; the anchor only
+    ever names a head already fsync'd. Each waiter is woken once, by its own future:
+    a condition shared by all would wake every waiting thread for every batch.
+
+    An event loop serving many sessions commits on its own thread instead (commit_on).
     """
 
     def __init__(self, path: Path, store=None):
@@ -74,76 +70,118 @@ class AuditLog:
     def _fork_reset(self) -> None:
         # A descriptor inherited through fork shares the parent's open file description, so
         # its flock would not exclude the parent: this process opens its own. The inherited
-        # one is left open, not closed: its number may have been reused since.
+        # one is left open, not closed: its number may have been reused since. Threads do
+        # not survive a fork: this process starts its own on its first append.
         self._pid = os.getpid()
-        self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
-        self._writing = False
         self._fd = None
         # (dev, inode, size, seq, hash, log id) just after this process's last append: while
         # the file still has that size nobody else appended, so its last line need not be read.
         self._head: tuple | None = None
-        self._durable: tuple | None = None  # (log id, seq, hash) of this process's newest fsync'd batch
-        self._unanchored: list[_Pending] = []  # durable, waiting for an anchor at or past them
-        self._anchoring = False
+        self._to_write: queue.SimpleQueue = queue.SimpleQueue()  # (record, future)
+        self._to_anchor: queue.SimpleQueue = queue.SimpleQueue()  # (head, futures) of durable batches
+        self._threads_lock = threading.Lock()
+        self._started = False
+        self._loop = self._loop_thread = None  # see commit_on
+        self._on_loop: list[tuple[dict, Future]] = []  # queued for the loop's next commit
+
+    def commit_on(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """From now on, this process's records are committed by the thread running
+        `loop`, between its callbacks: one write, fsync and anchor for all the records
+        the loop's sessions queued in a turn. Call it from that thread, and with None
+        before the loop stops. A busy loop holds the GIL, so a writer thread would wait
+        for it after every fsync, for milliseconds; and nothing is handed between threads."""
+        if loop is None:
+            self._loop = self._loop_thread = None
+            self._commit_queued()  # what the loop had not committed yet
+        else:
+            self._loop, self._loop_thread = loop, threading.get_ident()
 
     def append(self, record: dict) -> dict:
         """Returns once the record, chained and hashed, is on disk and anchored."""
-        if self._pid != os.getpid():  # a fork copied another process's locks, queue and fd
+        future = self.submit(record)
+        if self._loop_thread == threading.get_ident():
+            self._commit_queued()  # the loop's thread cannot wait for itself
+        return future.result()
+
+    def submit(self, record: dict) -> Future:
+        """Queues the record; the future gives it, chained and hashed, once it is on
+        disk and anchored, or raises why not (the whole batch shares its fate)."""
+        if self._pid != os.getpid():  # a fork copied another process's queues and fd
             self._fork_reset()
         record = json.loads(json.dumps(record, default=str))  # what is hashed is what is stored
         record.pop("hash", None)
-        pending = _Pending(record)
-        with self._cond:
-            self._queue.append(pending)
-            while pending.state != _Pending.DONE:
-                if pending.state == _Pending.QUEUED and not self._writing:
-                    self._lead_write()
-                elif pending.state == _Pending.DURABLE and not self._anchoring:
-                    self._lead_anchor()
+        future: Future = Future()
+        loop = self._loop
+        if loop is not None:
+            with self._threads_lock:
+                self._on_loop.append((record, future))
+                first = len(self._on_loop) == 1
+            if first:  # the rest of this turn's records join this commit
+                if self._loop_thread == threading.get_ident():
+                    loop.call_soon(self._commit_queued)
                 else:
-                    self._cond.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.record
+                    loop.call_soon_threadsafe(self._commit_queued)
+            return future
+        if not self._started:
+            self._start_threads()
+        self._to_write.put((record, future))
+        return future
 
-    def _lead_write(self) -> None:
-        """With the condition held: write and fsync everything queued."""
-        batch, self._queue, self._writing = self._queue, [], True
-        self._cond.release()
+    def _commit_queued(self) -> None:
+        """On the loop's thread: write, fsync and anchor what is queued for it."""
+        with self._threads_lock:
+            batch, self._on_loop = self._on_loop, []
+        if not batch:
+            return
         try:
-            head, error = self._commit([p.record for p in batch]), None
-        except BaseException as failure:  # every record of the batch shares its fate
-            head, error = None, failure
-        finally:
-            self._cond.acquire()
-            self._writing = False
-        for member in batch:
-            if error is None:
-                member.state = _Pending.DURABLE
-            else:
-                member.state, member.error = _Pending.DONE, error
-        if error is None:
-            self._durable = head
-            self._unanchored.extend(batch)
-        self._cond.notify_all()
-
-    def _lead_anchor(self) -> None:
-        """With the condition held: anchor the newest durable head, for all durable so far."""
-        covered, self._unanchored, self._anchoring = self._unanchored, [], True
-        head = self._durable
-        self._cond.release()
-        try:
-            self.anchor.save(*head)
+            self.anchor.save(*self._commit([record for record, _ in batch]))
             error = None
-        except BaseException as failure:  # durable, but not anchored: the statements fail
+        except BaseException as failure:  # every record of the batch shares its fate
             error = failure
-        finally:
-            self._cond.acquire()
-            self._anchoring = False
-        for member in covered:
-            member.state, member.error = _Pending.DONE, error
-        self._cond.notify_all()
+        for record, future in batch:
+            if error is None:
+                future.set_result(record)
+            else:
+                future.set_exception(error)
+
+    def _start_threads(self) -> None:
+        with self._threads_lock:
+            if not self._started:
+                threading.Thread(target=self._write_forever, name="audit-writer", daemon=True).start()
+                threading.Thread(target=self._anchor_forever, name="audit-anchor", daemon=True).start()
+                self._started = True
+
+    def _write_forever(self) -> None:
+        to_write = self._to_write
+        while True:
+            batch = [to_write.get()]
+            while not to_write.empty():
+                batch.append(to_write.get_nowait())
+            try:
+                head = self._commit([record for record, _ in batch])
+            except BaseException as failure:  # every record of the batch shares its fate
+                for _, future in batch:
+                    future.set_exception(failure)
+                continue
+            self._to_anchor.put((head, batch))
+
+    def _anchor_forever(self) -> None:
+        to_anchor = self._to_anchor
+        while True:
+            durable = [to_anchor.get()]
+            while not to_anchor.empty():
+                durable.append(to_anchor.get_nowait())
+            try:
+                self.anchor.save(*durable[-1][0])  # the newest head covers the older ones
+                error = None
+            except BaseException as failure:  # durable, but not anchored: the statements fail
+                error = failure
+            for _, batch in durable:
+                for record, future in batch:
+                    if error is None:
+                        future.set_result(record)
+                    else:
+                        future.set_exception(error)
 
     def _open(self) -> os.stat_result:
         """This process's descriptor of the log, locked, and of the file now at its path

@@ -29,6 +29,7 @@ class EngineContext:
     running: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # request id -> cursor
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: AnalysisCache = field(default_factory=AnalysisCache)  # see recall.py
+    constant_results: AnalysisCache = field(default_factory=lambda: AnalysisCache(256))  # see execute.py
     watchdog: Watchdog = field(default_factory=Watchdog)  # query timeouts
     _privacy: object = field(default=None, repr=False)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pyarrow as pa
 
 from gateway import sources
 from gateway.config_model import GatewayConfig
-from gateway.engine import pipeline
+from gateway.engine import pipeline, recall
 from gateway.engine.audit_log import AuditLog
 from gateway.engine.bind import visible_tables
 from gateway.engine.context import EngineContext
@@ -141,7 +142,28 @@ class Engine:
         return QueryState(request=request, cleanroom=room, analyst=room.analysts[request.user], context=self.context)
 
     def run(self, request: QueryRequest) -> Release:
-        return pipeline.run(self._start(request)).release
+        release, audited = self.submit(request)
+        audited.result()  # the audit record is durable before the answer leaves
+        return release
+
+    def submit(self, request: QueryRequest) -> tuple[Release, Future]:
+        """Run the statement; the release must not leave before the future completes
+        (its audit record is then durable) and not at all if it raises. For front
+        ends that wait without holding a thread; others call run."""
+        state = pipeline.run(self._start(request))
+        return state.release, state.audited
+
+    def runs_in_memory(self, request: QueryRequest) -> bool:
+        """Whether submit would return without I/O (recall.in_memory), so that a front
+        end may call it on its event loop. Never while a policy check is due: a
+        reload reads files and describes sources."""
+        if self._watcher is not None and self._watcher.due():
+            return False
+        room = self.context.cleanrooms.get(request.cleanroom)
+        if room is None or request.user not in room.analysts:
+            return False
+        state = QueryState(request=request, cleanroom=room, analyst=room.analysts[request.user], context=self.context)
+        return recall.in_memory(state)
 
     def compile(self, request: QueryRequest) -> QueryState:
         """Every pass up to the generated SQL, nothing executed (benchmarks, EXPLAIN)."""

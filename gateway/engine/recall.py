@@ -26,7 +26,7 @@ RULE = "rule:"
 # (the differential-privacy plan among them, where the state has one: a repeat
 # must be noised and charged like the first run).
 ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "authorisation", "noise_plan",
-                   "measurement_key", "generated_sql", "counts_suppressed")
+                   "measurement_key", "generated_sql", "counts_suppressed", "constant")
 
 
 class AnalysisCache:
@@ -81,6 +81,19 @@ def recall(state: QueryState) -> QueryState:
         if approvals != authorisation.approvals:  # another owner's approval, or one carried forward
             found = {**found, "authorisation": dataclasses.replace(authorisation, approvals=approvals)}
     return state.evolve(**found)
+
+
+def in_memory(state: QueryState) -> bool:
+    """Whether the statement would run from memory alone: a repeat of a constant
+    statement (rewrite.is_constant) whose result execute keeps, needing neither
+    the store (approvals), the ledger nor DuckDB. Only its audit record waits on I/O."""
+    key = cache_key(state)
+    found = state.context.analyses.get(key) if key is not None else None
+    if found is None or not found["constant"] or found["noise_plan"] is not None:
+        return False
+    if found["authorisation"] is None or found["authorisation"].authorised_by.startswith(RULE):
+        return False
+    return state.context.constant_results.get(found["generated_sql"]) is not None
 
 
 def remember(state: QueryState) -> QueryState:

@@ -40,7 +40,22 @@ def rewrite(state: QueryState) -> QueryState:
         units = unit_columns(tree, room, state.tables_read)
         counted = _require_min_group_size(tree, units, state.authorisation.min_group_size)
         return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), counts_suppressed=counted)
-    return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"))
+    return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), constant=is_constant(tree))
+
+
+# What a statement may contain and still have a result fixed by its text: no
+# relation, no function (none can be volatile, like random() or now()), only
+# literals, casts and operators. `SELECT 1`, a driver's or BI tool's liveness
+# probe, is one.
+_CONSTANT_NODES = (exp.Select, exp.Alias, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren,
+                   exp.Neg, exp.Not, exp.Cast, exp.DataType, exp.DataTypeParam, exp.Add, exp.Sub, exp.Mul, exp.Div,
+                   exp.IntDiv, exp.Mod, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.And, exp.Or, exp.Is,
+                   exp.DPipe)
+
+
+def is_constant(tree: exp.Expression) -> bool:
+    """Whether the statement's result depends on its text alone (execute then runs it once)."""
+    return all(type(node) in _CONSTANT_NODES for node in tree.walk())
 
 
 def _for_engine(tree: exp.Expression, room: CleanRoom) -> exp.Expression:

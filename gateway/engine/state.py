@@ -5,7 +5,8 @@ Fields fill in pass by pass; a pass reads only what earlier passes wrote.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -54,11 +55,24 @@ class QueryState:
     measurement_key: str | None = None  # plan_noise: identity of the noisy measurement (release cache key)
     generated_sql: str | None = None  # rewrite: the only SQL DuckDB ever receives
     counts_suppressed: bool = False  # rewrite: the result ends with the k test's bookkeeping columns
+    constant: bool = False  # rewrite: reads no data and calls no function, so its result follows from its text
     charged: tuple[float, float] | None = None  # charge: (epsilon, delta) debited; (0, 0) when reused
     measurement: "Measurement | None" = None  # charge (reused) or release (fresh): the noisy quantities
     result: pa.Table | None = None  # execute
     release: Release | None = None  # release
     rows_suppressed: int | None = None  # release: groups below k (None: not counted)
+    audited: "Future | None" = None  # audit: completes once the statement's record is durable
 
     def evolve(self, **changes) -> "QueryState":
-        return replace(self, **changes)
+        """A copy with changes. Every pass calls this, so it copies the fields as they
+        are (dataclasses.replace would rerun __init__, frozen field by field)."""
+        unknown = changes.keys() - _FIELDS
+        if unknown:
+            raise TypeError(f"QueryState has no field {', '.join(sorted(unknown))}")
+        evolved = object.__new__(QueryState)
+        evolved.__dict__.update(self.__dict__)
+        evolved.__dict__.update(changes)
+        return evolved
+
+
+_FIELDS = frozenset(f.name for f in fields(QueryState))

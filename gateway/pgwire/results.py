@@ -58,7 +58,12 @@ class Results:
                                request_id=request_id())
         self.running = request.request_id
         try:
-            return await self.io.run(self.engine.run, request)
+            if self.engine.runs_in_memory(request):  # e.g. a pool's `SELECT 1`: no thread needed
+                release, audited = self.engine.submit(request)
+            else:
+                release, audited = await self.io.run(self.engine.submit, request)
+            await self.io.wait(audited)  # the audit record is durable before any row leaves
+            return release
         finally:
             self.running = None
 

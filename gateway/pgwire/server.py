@@ -79,6 +79,10 @@ class StreamTransport:
     async def run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
+    async def wait(self, future: concurrent.futures.Future):
+        """A future completed by another thread (an audit record made durable), without holding one."""
+        return await asyncio.wrap_future(future)
+
 
 class MessageTooLarge(Exception):
     pass
@@ -98,6 +102,9 @@ class PgServer:
         self.cancel_server = None
 
     async def start(self, host: str, port: int, sock=None, reuse_port: bool = False):
+        audit = getattr(getattr(self.state.engine, "context", None), "audit", None)
+        if audit is not None:  # gateway.engine.audit_log.AuditLog.commit_on says why
+            audit.commit_on(asyncio.get_running_loop())
         if sock is not None:
             self.server = await asyncio.start_server(self.handle, sock=sock, limit=READ_LIMIT)
         else:
@@ -190,6 +197,9 @@ class PgServer:
         raise m.ProtocolViolation("too many negotiation requests")
 
     def close(self) -> None:
+        audit = getattr(getattr(self.state.engine, "context", None), "audit", None)
+        if audit is not None:
+            audit.commit_on(None)
         if self.server is not None:
             self.server.close()
         if self.cancel_server is not None:
