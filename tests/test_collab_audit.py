@@ -308,3 +308,72 @@ def test_a_failed_write_fails_its_statements_and_the_next_append_rereads_the_hea
             log.append({"n": 2})
     record = log.append({"n": 3})
     assert record["seq"] == 3 and verify(log.path) == []  # the unsynced record is still in the file
+
+
+# -- an event loop as the committer (the wire front end) ------------------------------------
+
+
+def test_an_event_loop_commits_a_turns_records_with_one_fsync(tmp_path, monkeypatch):
+    import asyncio
+    import threading
+
+    from gateway.engine import audit_log
+    from gateway.engine.audit_log import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append({"n": "created"})  # (creating the log also fsyncs its folder)
+    fsyncs, fsync = [], audit_log.os.fsync
+    monkeypatch.setattr(audit_log.os, "fsync", lambda fd: fsyncs.append(fd) or fsync(fd))
+
+    async def main() -> None:
+        log.commit_on(asyncio.get_running_loop())
+        futures = [log.submit({"n": n}) for n in range(20)]  # twenty sessions' statements in one turn
+        assert not any(f.done() for f in futures)  # nothing is durable before the loop's turn ends
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [f.result()["seq"] for f in futures] == list(range(2, 22))
+        assert len(fsyncs) == 1
+        # A record queued by another thread (a statement that ran in the pool) is committed by the loop.
+        other = []
+        worker = threading.Thread(target=lambda: other.append(log.submit({"n": "pool"})))
+        worker.start()
+        worker.join()
+        assert (await asyncio.wrap_future(other[0]))["seq"] == 22
+        # append on the loop's own thread (a failure being audited) cannot wait for the loop: it commits.
+        assert log.append({"n": "failure"})["seq"] == 23
+        late = log.submit({"n": "late"})
+        log.commit_on(None)  # the loop is stopping: what it queued is committed now
+        assert late.done() and late.result()["seq"] == 24
+
+    asyncio.run(main())
+    assert log.append({"n": "threads again"})["seq"] == 25
+    assert audit_log.verify(log.path) == []
+    assert log.anchor.load(log.records()[0]["hash"])["seq"] == 25
+
+
+def test_a_failed_commit_on_the_loop_fails_its_statements_only(tmp_path, monkeypatch):
+    import asyncio
+
+    from gateway.engine import audit_log
+    from gateway.engine.audit_log import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append({"n": 0})
+
+    async def main() -> None:
+        log.commit_on(asyncio.get_running_loop())
+        with monkeypatch.context() as patch:
+            patch.setattr(audit_log.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk gone")))
+            failed = log.submit({"n": 1})
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        with pytest.raises(OSError):
+            failed.result()
+        kept = log.submit({"n": 2})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert kept.result()["seq"] == 3  # the head is reread; the unsynced record is still in the file
+        log.commit_on(None)
+
+    asyncio.run(main())
+    assert audit_log.verify(log.path) == []

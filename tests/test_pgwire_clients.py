@@ -870,3 +870,34 @@ def test_show_budget_and_explain_with_psycopg(pg):
 def test_psql_show_budget_and_explain(pg):
     out = psql(pg, "SHOW cleanroom.budget", "EXPLAIN SELECT region, COUNT(*) FROM purchases GROUP BY region").stdout
     assert "epsilon_remaining" in out and "(1 row)" in out and "QUERY PLAN" in out
+
+
+# -- repeated constant statements (connection pools' liveness probes) ------------------------
+
+
+def test_repeated_select_1_from_many_sessions_is_answered_and_audited_each_time(pg, tmp_path):
+    import concurrent.futures
+    import json
+
+    import psycopg
+
+    from gateway.engine.audit_log import verify
+
+    log = Path(yaml.safe_load(Path(pg.process.args[4]).read_text())["state_dir"]) / "audit.jsonl"
+    before = len(log.read_text().splitlines())
+
+    def probe(binary: bool) -> list:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            return [conn.execute("SELECT 1", prepare=True, binary=binary).fetchone()[0] for _ in range(40)]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(probe, [True, False, True, False]))
+    assert answers == [[1] * 40] * 4
+    records = [json.loads(line) for line in log.read_text().splitlines()[before:]]
+    probes = [r for r in records if r["sql"] == "SELECT 1"]
+    assert len(probes) == 160 and {(r["decision"], r["front_end"]) for r in probes} == {("released", "pgwire")}
+    assert verify(log) == []
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:  # and a refusal after them is still a refusal
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(REFUSED)
+        assert conn.execute("SELECT 1").fetchone() == (1,)

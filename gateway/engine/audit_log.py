@@ -80,6 +80,7 @@ class AuditLog:
         self._to_write: queue.SimpleQueue = queue.SimpleQueue()  # (record, future)
         self._to_anchor: queue.SimpleQueue = queue.SimpleQueue()  # (head, futures) of durable batches
         self._threads_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
         self._started = False
         self._loop = self._loop_thread = None  # see commit_on
         self._on_loop: list[tuple[dict, Future]] = []  # queued for the loop's next commit
@@ -207,41 +208,53 @@ class AuditLog:
             self._fd = None
 
     def _commit(self, records: list[dict]) -> tuple[str, int, str]:
-        """Chain, write and fsync records; the (log id, seq, hash) they leave at the head."""
-        stat = self._open()
-        fd = self._fd
-        try:
-            head, self._head = self._head, None  # unknown until this write is done
-            if head is None or head[:3] != (stat.st_dev, stat.st_ino, stat.st_size):
-                head = (stat.st_dev, stat.st_ino, stat.st_size, *_read_head(fd, stat.st_size))
-            seq, prev, log_id = head[3:]
-            lines = []
-            for record in records:
-                seq += 1
-                record["seq"], record["prev"] = seq, prev
-                # The record's hash is over its canonical form (record_hash), which is also its
-                # line, with the hash appended as the last member.
-                body = json.dumps(record, sort_keys=True, separators=(",", ":"))
-                record["hash"] = prev = hashlib.sha256(body.encode()).hexdigest()
-                log_id = log_id or prev  # a log is named by its first record's hash
-                lines.append(f'{body[:-1]},"hash":"{prev}"}}\n')
-            data = "".join(lines).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-            self._head = (stat.st_dev, stat.st_ino, stat.st_size + len(data), seq, prev, log_id)
-        except BaseException:
-            os.close(self._fd)  # its state is unknown (a partial write?): the next batch reopens and rereads
-            self._fd = None
-            raise
-        finally:
-            if self._fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        """Chain, write and fsync records; the (log id, seq, hash) they leave at the head.
+
+        Only the chaining and the write hold the file's flock: the fsync comes after, so
+        another process appends while this one waits for the disk (its own fsync then
+        covers these records too, as an fsync flushes the whole file)."""
+        with self._commit_lock:  # one committer per process, whichever thread it is on
+            stat = self._open()
+            fd = self._fd
+            try:
+                head, self._head = self._head, None  # unknown until this write is done
+                if head is None or head[:3] != (stat.st_dev, stat.st_ino, stat.st_size):
+                    head = (stat.st_dev, stat.st_ino, stat.st_size, *_read_head(fd, stat.st_size))
+                seq, prev, log_id = head[3:]
+                lines = []
+                for record in records:
+                    seq += 1
+                    record["seq"], record["prev"] = seq, prev
+                    # The record's hash is over its canonical form (record_hash), which is also its
+                    # line, with the hash appended as the last member.
+                    body = json.dumps(record, sort_keys=True, separators=(",", ":"))
+                    record["hash"] = prev = hashlib.sha256(body.encode()).hexdigest()
+                    log_id = log_id or prev  # a log is named by its first record's hash
+                    lines.append(f'{body[:-1]},"hash":"{prev}"}}\n')
+                data = "".join(lines).encode()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                self._head = (stat.st_dev, stat.st_ino, stat.st_size + len(data), seq, prev, log_id)
+            except BaseException:
+                self._close()  # its state is unknown (a partial write?): the next batch reopens and rereads
+                raise
+            finally:
+                if self._fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            try:
+                os.fsync(fd)
+            except BaseException:
+                self._close()  # the kernel may have dropped the pages: nothing about the file is known
+                raise
         # The anchor is stored after the fsync, so it never names a record the disk may lose,
         # and outside the lock, since an older batch's anchor never overwrites a newer one
         # (see Anchor.save).
         return log_id, seq, prev
+
+    def _close(self) -> None:
+        os.close(self._fd)
+        self._fd, self._head = None, None
 
     def records(self) -> list[dict]:
         if not self.path.exists():

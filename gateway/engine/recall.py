@@ -56,11 +56,18 @@ def cache_key(state: QueryState) -> tuple | None:
     request = state.request
     if request.template is not None or not isinstance(request.sql, str):
         return None
-    try:  # repr keeps 1, "1" and date(…) apart; json keeps lists and dicts comparable
-        params = json.dumps(request.params, sort_keys=True, default=repr)
-    except (TypeError, ValueError):
-        return None
+    params = request.params
+    if isinstance(params, (list, tuple)) and all(type(p) in _SCALARS for p in params):
+        params = tuple((type(p), p) for p in params)  # the type keeps 1, 1.0, True and "1" apart
+    else:
+        try:  # repr keeps 1, "1" and date(…) apart; json keeps lists and dicts comparable
+            params = json.dumps(params, sort_keys=True, default=repr)
+        except (TypeError, ValueError):
+            return None
     return (state.cleanroom.name, state.cleanroom.version, request.user, request.sql, params)
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def recall(state: QueryState) -> QueryState:

@@ -40,7 +40,8 @@ def rewrite(state: QueryState) -> QueryState:
         units = unit_columns(tree, room, state.tables_read)
         counted = _require_min_group_size(tree, units, state.authorisation.min_group_size)
         return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), counts_suppressed=counted)
-    return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), constant=is_constant(tree))
+    constant = is_constant(tree)  # before _for_engine rewrites casts
+    return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), constant=constant)
 
 
 # What a statement may contain and still have a result fixed by its text: no

@@ -18,6 +18,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,8 +81,32 @@ class StreamTransport:
         return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
 
     async def wait(self, future: concurrent.futures.Future):
-        """A future completed by another thread (an audit record made durable), without holding one."""
-        return await asyncio.wrap_future(future)
+        """A future completed elsewhere (an audit record made durable), without holding a
+        thread. Completed on the loop's own thread (AuditLog.commit_on), it wakes the
+        session directly; asyncio.wrap_future would go through the loop's self-pipe."""
+        if future.done():
+            return future.result()
+        loop = asyncio.get_running_loop()
+        waiter, loop_thread = loop.create_future(), threading.get_ident()
+
+        def done(completed: concurrent.futures.Future) -> None:
+            if threading.get_ident() == loop_thread:
+                _settle(waiter, completed)
+            else:
+                loop.call_soon_threadsafe(_settle, waiter, completed)
+
+        future.add_done_callback(done)
+        return await waiter
+
+
+def _settle(waiter: asyncio.Future, completed: concurrent.futures.Future) -> None:
+    if waiter.done():  # the session went away meanwhile
+        return
+    error = completed.exception()
+    if error is None:
+        waiter.set_result(completed.result())
+    else:
+        waiter.set_exception(error)
 
 
 class MessageTooLarge(Exception):
