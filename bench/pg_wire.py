@@ -125,27 +125,22 @@ def pgbench_tps(params: dict, env: dict, seconds: int, script: Path, clients: in
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
 
 
-def buenavista_tps(python: str, seconds: int, script: Path) -> float:
+def start_buenavista(python: str) -> tuple[subprocess.Popen, dict]:
     """buenavista's DuckDB example server on an in-memory database, as its README starts it."""
     port = free_port()
     server = subprocess.Popen([python, "-m", "buenavista.examples.duckdb_postgres"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env={**os.environ, "BUENAVISTA_HOST": "127.0.0.1",
                                                               "BUENAVISTA_PORT": str(port)})
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("buenavista did not start") from None
-                time.sleep(0.2)
-        params = {"host": "127.0.0.1", "port": port, "user": "bench", "dbname": "bench"}
-        return statistics.median(pgbench_tps(params, os.environ, seconds, script) for _ in range(3))
-    finally:
-        server.terminate()
-        server.wait(15)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, {"host": "127.0.0.1", "port": port, "user": "bench", "dbname": "bench"}
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("buenavista did not start") from None
+            time.sleep(0.2)
 
 
 def main() -> None:
@@ -187,24 +182,29 @@ def main() -> None:
                       f"ratio {gateway_s / postgres_s:.2f}x (median of {args.runs})")
             script = folder / "select1.sql"
             script.write_text("SELECT 1;\n")
-            for clients in (int(c) for c in args.clients.split(",")):
-                gateway_runs, postgres_runs = [], []
-                load = os.getloadavg()
-                for _ in range(args.tps_runs):  # alternating, so both sides see the same load
-                    gateway_runs.append(pgbench_tps(gw, env, args.seconds, script, clients))
-                    postgres_runs.append(pgbench_tps(pg, os.environ, args.seconds, script, clients))
-                load = [max(a, b) for a, b in zip(load, os.getloadavg())]
-                gateway_tps, postgres_tps = statistics.median(gateway_runs), statistics.median(postgres_runs)
-                print(f"SELECT 1 (pgbench -M {MODE}, {clients} clients, {args.workers} gateway workers): "
-                      f"gateway {gateway_tps:,.0f} tps, PostgreSQL {postgres_tps:,.0f} tps, "
-                      f"ratio {gateway_tps / postgres_tps:.3f} (median of {args.tps_runs}; gateway runs "
-                      f"{', '.join(f'{t:,.0f}' for t in gateway_runs)}; PostgreSQL runs "
-                      f"{', '.join(f'{t:,.0f}' for t in postgres_runs)}; load average up to "
-                      f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f})", flush=True)
-            if args.buenavista:
-                bv_tps = buenavista_tps(args.buenavista, args.seconds, script)
-                print(f"SELECT 1, same pgbench: buenavista {bv_tps:,.0f} tps, gateway / buenavista "
-                      f"{gateway_tps / bv_tps:.2f}x (median of 3)")
+            buenavista, bv = start_buenavista(args.buenavista) if args.buenavista else (None, None)
+            try:
+                for clients in (int(c) for c in args.clients.split(",")):
+                    sides = {"gateway": (gw, env), "PostgreSQL": (pg, os.environ)}
+                    if bv is not None:
+                        sides["buenavista"] = (bv, os.environ)
+                    runs: dict[str, list[float]] = {side: [] for side in sides}
+                    load = os.getloadavg()
+                    for _ in range(args.tps_runs):  # in turns, so every side sees the same load
+                        for side, (params, side_env) in sides.items():
+                            runs[side].append(pgbench_tps(params, side_env, args.seconds, script, clients))
+                    load = [max(a, b) for a, b in zip(load, os.getloadavg())]
+                    tps = {side: statistics.median(r) for side, r in runs.items()}
+                    print(f"SELECT 1 (pgbench -M {MODE}, {clients} clients, {args.workers} gateway workers), "
+                          f"median of {args.tps_runs}; load average up to {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+                    for side, side_runs in runs.items():
+                        ratio = "" if side == "gateway" else f"; gateway / {side} {tps['gateway'] / tps[side]:.3f}"
+                        print(f"  {side:<11} {tps[side]:>9,.0f} tps (runs {', '.join(f'{t:,.0f}' for t in side_runs)})"
+                              f"{ratio}", flush=True)
+            finally:
+                if buenavista is not None:
+                    buenavista.terminate()
+                    buenavista.wait(15)
         finally:
             gateway.terminate()
             gateway.wait(15)

@@ -265,6 +265,65 @@ def test_asyncpg(pg):
     asyncio.run(main())
 
 
+# -- pg8000 (pure Python; infers parameter types itself) -------------------------------------
+
+
+def test_pg8000(pg):
+    pg8000 = pytest.importorskip("pg8000.native")
+
+    conn = pg8000.Connection("analyst", host="127.0.0.1", port=pg.port, password=PASSWORD, database="demo")
+    try:
+        tables = conn.run("SELECT table_name FROM information_schema.tables WHERE table_schema = :s ORDER BY 1",
+                          s="public")
+        assert [r[0] for r in tables] == DEMO_TABLES
+        columns = conn.run("SELECT column_name FROM information_schema.columns WHERE table_name = :t "
+                           "ORDER BY ordinal_position", t="purchases")
+        assert [r[0] for r in columns] == PURCHASE_COLUMNS
+        [(region, n)] = conn.run(AGGREGATE.format(":r"), r="north")
+        assert region == "north" and n >= 10
+        [(total,)] = conn.run("SELECT SUM(amount) FROM purchases WHERE purchased_on >= :d", d=dt.date(2026, 6, 1))
+        assert isinstance(total, Decimal)
+        with pytest.raises(pg8000.DatabaseError) as refused:
+            conn.run(REFUSED)
+        assert refused.value.args[0]["C"] == "42501"
+        assert conn.run("SELECT 1") == [[1]]  # the connection is usable after the refusal
+    finally:
+        conn.close()
+
+
+# -- node-postgres --------------------------------------------------------------------------------
+
+NODE_CHECK = REPO / "tests" / "node"
+
+
+@pytest.fixture(scope="module")
+def node_postgres():
+    """tests/node with its node_modules, installed by `npm ci` from the committed lock file."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm missing (apt install nodejs npm)")
+    if not (NODE_CHECK / "node_modules" / "pg").is_dir():
+        installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_CHECK, capture_output=True,
+                                   text=True, timeout=300)
+        if installed.returncode != 0:
+            pytest.skip(f"npm ci could not install node-postgres (no registry?): {installed.stderr[-500:]}")
+    return NODE_CHECK
+
+
+def test_node_postgres(pg, node_postgres):
+    import json
+
+    result = subprocess.run(["node", "wire_check.js"], cwd=node_postgres, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PGPORT": str(pg.port), "PGPASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["tables"] == DEMO_TABLES and out["columns"] == PURCHASE_COLUMNS
+    [row] = out["aggregate"]
+    assert row["region"] == "north" and int(row["n"]) >= 10  # int8 arrives as a string, as from PostgreSQL
+    assert out["fields"] == [["region", 25], ["n", 20]]
+    assert out["refused"]["code"] == "42501" and out["refused"]["hint"]
+    assert out["after"] == [{"one": 1}]
+
+
 # -- SQLAlchemy ---------------------------------------------------------------------------------
 
 

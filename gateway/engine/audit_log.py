@@ -20,6 +20,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import math
 import os
 import queue
 import socket
@@ -109,7 +110,9 @@ class AuditLog:
         disk and anchored, or raises why not (the whole batch shares its fate)."""
         if self._pid != os.getpid():  # a fork copied another process's queues and fd
             self._fork_reset()
-        record = json.loads(json.dumps(record, default=str))  # what is hashed is what is stored
+        # What is hashed is what is stored: a record holding anything JSON would change
+        # (a tuple, a date, an int key) is normalised by a round trip first.
+        record = dict(record) if _json_native(record) else json.loads(json.dumps(record, default=str))
         record.pop("hash", None)
         future: Future = Future()
         loop = self._loop
@@ -261,6 +264,20 @@ class AuditLog:
             return []
         with open(self.path, "rb") as f:
             return [json.loads(line) for line in f if line.strip()]
+
+
+def _json_native(value) -> bool:
+    """Whether JSON gives the value back as it is (then it needs no round trip)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_json_native(item) for item in value)
+    if kind is dict:
+        return all(type(key) is str and _json_native(item) for key, item in value.items())
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -87,7 +87,7 @@ def recall(state: QueryState) -> QueryState:
             return state  # analyse afresh: another rule may allow it, else authorise refuses as usual
         if approvals != authorisation.approvals:  # another owner's approval, or one carried forward
             found = {**found, "authorisation": dataclasses.replace(authorisation, approvals=approvals)}
-    return state.evolve(**found)
+    return state.evolve(**found, recalled=True)
 
 
 def in_memory(state: QueryState) -> bool:
@@ -104,6 +104,8 @@ def in_memory(state: QueryState) -> bool:
 
 
 def remember(state: QueryState) -> QueryState:
+    if state.recalled:
+        return state
     key = cache_key(state)
     if key is not None and state.generated_sql is not None and state.release is None:
         state.context.analyses.put(key, {name: getattr(state, name) for name in ANALYSIS_FIELDS})

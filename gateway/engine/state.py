@@ -45,6 +45,7 @@ class QueryState:
     analyst: Analyst
     context: "EngineContext" = field(repr=False, compare=False)
 
+    recalled: bool = False  # recall: the analysis below came from the cache
     template: Template | None = None  # set by parse for template runs
     tree: exp.Expression | None = None  # parse: the statement with parameters bound as literals
     canonical_sql: str | None = None  # bind: normalised text, the statement's identity
