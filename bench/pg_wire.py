@@ -121,8 +121,10 @@ def pgbench_tps(params: dict, env: dict, seconds: int, script: Path, clients: in
     args = ["pgbench", "-n", "-M", MODE, "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
             "-f", str(script),
             "-h", params["host"], "-p", str(params["port"]), "-U", params["user"], params["dbname"]]
-    out = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
-    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench failed ({' '.join(args)}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
 
 
 def start_buenavista(python: str) -> tuple[subprocess.Popen, dict]:
@@ -205,6 +207,9 @@ def main() -> None:
                 if buenavista is not None:
                     buenavista.terminate()
                     buenavista.wait(15)
+        except Exception:
+            print(f"gateway log (last 3,000 characters):\n{(folder / 'server.log').read_text()[-3000:]}", file=sys.stderr)
+            raise
         finally:
             gateway.terminate()
             gateway.wait(15)

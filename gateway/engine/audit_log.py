@@ -6,11 +6,13 @@ records leaves a shorter chain that is still intact, so the head (sequence
 number and hash) is also kept in the gateway's store (the anchor): a log that
 ends before its anchored head no longer verifies.
 
-Appends are durable before they return. Processes (gunicorn or wire workers)
-share the file under an exclusive flock, each through a descriptor of its own
-kept open; the threads of one process share each write and fsync (group commit),
-since one fsync costs more than everything else a small statement does, and one
-anchor per batch, written while the next batch is fsync'd (see AuditLog).
+Appends are durable before their future completes (`append` waits for it).
+Processes (gunicorn or wire workers) share the file, each through a descriptor
+of its own kept open, under an exclusive flock while they chain and write; the
+fsync comes after the lock. Within a process, records queued together share one
+write, one fsync (group commit: one fsync costs more than everything else a
+small statement does) and one anchor, committed by writer threads or by the
+wire server's event loop (see AuditLog).
 """
 
 from __future__ import annotations
@@ -100,8 +102,11 @@ class AuditLog:
 
     def append(self, record: dict) -> dict:
         """Returns once the record, chained and hashed, is on disk and anchored."""
-        future = self.submit(record)
-        if self._loop_thread == threading.get_ident():
+        return self.wait(self.submit(record))
+
+    def wait(self, future: Future) -> dict:
+        """A submitted record's future, waited for from any thread."""
+        if self._loop_thread == threading.get_ident() and not future.done():
             self._commit_queued()  # the loop's thread cannot wait for itself
         return future.result()
 
@@ -142,11 +147,7 @@ class AuditLog:
             error = None
         except BaseException as failure:  # every record of the batch shares its fate
             error = failure
-        for record, future in batch:
-            if error is None:
-                future.set_result(record)
-            else:
-                future.set_exception(error)
+        _settle(batch, error)
 
     def _start_threads(self) -> None:
         with self._threads_lock:
@@ -156,36 +157,25 @@ class AuditLog:
                 self._started = True
 
     def _write_forever(self) -> None:
-        to_write = self._to_write
         while True:
-            batch = [to_write.get()]
-            while not to_write.empty():
-                batch.append(to_write.get_nowait())
+            batch = _everything_queued(self._to_write)
             try:
                 head = self._commit([record for record, _ in batch])
             except BaseException as failure:  # every record of the batch shares its fate
-                for _, future in batch:
-                    future.set_exception(failure)
+                _settle(batch, failure)
                 continue
             self._to_anchor.put((head, batch))
 
     def _anchor_forever(self) -> None:
-        to_anchor = self._to_anchor
         while True:
-            durable = [to_anchor.get()]
-            while not to_anchor.empty():
-                durable.append(to_anchor.get_nowait())
+            durable = _everything_queued(self._to_anchor)
             try:
                 self.anchor.save(*durable[-1][0])  # the newest head covers the older ones
                 error = None
             except BaseException as failure:  # durable, but not anchored: the statements fail
                 error = failure
             for _, batch in durable:
-                for record, future in batch:
-                    if error is None:
-                        future.set_result(record)
-                    else:
-                        future.set_exception(error)
+                _settle(batch, error)
 
     def _open(self) -> os.stat_result:
         """This process's descriptor of the log, locked, and of the file now at its path
@@ -264,6 +254,22 @@ class AuditLog:
             return []
         with open(self.path, "rb") as f:
             return [json.loads(line) for line in f if line.strip()]
+
+
+def _everything_queued(waiting: queue.SimpleQueue) -> list:
+    """Waits for one item, then takes whatever else is queued: the next batch."""
+    batch = [waiting.get()]
+    while not waiting.empty():
+        batch.append(waiting.get_nowait())
+    return batch
+
+
+def _settle(batch: list[tuple[dict, Future]], error: BaseException | None) -> None:
+    for record, future in batch:
+        if error is None:
+            future.set_result(record)
+        else:
+            future.set_exception(error)
 
 
 def _json_native(value) -> bool:

@@ -143,7 +143,7 @@ class Engine:
 
     def run(self, request: QueryRequest) -> Release:
         release, audited = self.submit(request)
-        audited.result()  # the audit record is durable before the answer leaves
+        self.context.audit.wait(audited)  # the audit record is durable before the answer leaves
         return release
 
     def submit(self, request: QueryRequest) -> tuple[Release, Future]:

@@ -39,9 +39,11 @@ def rewrite(state: QueryState) -> QueryState:
             _clamp_measures(tree, {u.alias: u.table for u in state.uses})
         units = unit_columns(tree, room, state.tables_read)
         counted = _require_min_group_size(tree, units, state.authorisation.min_group_size)
-        return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), counts_suppressed=counted)
+        generated = _for_engine(tree, room).sql(dialect="duckdb", copy=False)  # the tree is this pass's copy
+        return state.evolve(generated_sql=generated, counts_suppressed=counted)
     constant = is_constant(tree)  # before _for_engine rewrites casts
-    return state.evolve(generated_sql=_for_engine(tree, room).sql(dialect="duckdb"), constant=constant)
+    generated = _for_engine(tree, room).sql(dialect="duckdb", copy=False)
+    return state.evolve(generated_sql=generated, constant=constant)
 
 
 # What a statement may contain and still have a result fixed by its text: no

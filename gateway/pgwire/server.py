@@ -1,8 +1,11 @@
 """The Postgres wire front end's transport: asyncio streams, TLS, limits.
 
 One event loop serves every connection; engine calls (and encoding of large
-batches) run in a thread pool so the loop never blocks. Idle connections cost
-a coroutine and two buffers. `cleanroom pg --config FILE` runs it.
+batches) run in a thread pool, except a statement the engine can answer from
+memory (Engine.runs_in_memory), which runs on the loop. The loop also commits
+the audit records its sessions queue, one fsync per turn (AuditLog.commit_on);
+that fsync is the only time the loop waits. Idle connections cost a coroutine
+and two buffers. `cleanroom pg --config FILE` runs it.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
     async def run(self, function, *args): ...  # in the engine's thread pool
+    async def wait(self, future): ...  # a concurrent.futures.Future, without holding a thread
 
 
 @dataclass
