@@ -44,8 +44,19 @@ def test_functions_and_casts_psql_and_drivers_use(engine):
 
 
 def test_templates_appear_as_functions(engine):
-    names = run(engine, "SELECT proname FROM pg_catalog.pg_proc").table.column(0).to_pylist()
+    names = run(engine, "SELECT p.proname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
+                        "ON n.oid = p.pronamespace WHERE n.nspname = 'public'").table.column(0).to_pylist()
     assert names == ["campaign_reach"]
+
+
+def test_types_name_their_io_functions_which_join_by_oid(engine):
+    rows = run(engine, "SELECT t.typname, t.typreceive, p.proname FROM pg_catalog.pg_type t "
+                       "LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.typreceive "
+                       "WHERE t.typname IN ('int4', '_int4', 'text') ORDER BY 1").table.to_pylist()
+    assert [(r["typname"], r["typreceive"], r["proname"]) for r in rows] == [
+        ("_int4", "array_recv", "array_recv"), ("int4", "int4recv", "int4recv"), ("text", "textrecv", "textrecv")]
+    arrays = run(engine, "SELECT count(*) FROM pg_catalog.pg_type WHERE typinput = 'array_in'::regproc").table
+    assert arrays.column(0)[0].as_py() == 5
 
 
 def test_catalog_mixed_with_clean_room_tables_is_refused(engine):
@@ -75,7 +86,8 @@ def test_uuid_json_jsonb_types_and_template_argument_types(engine):
                        "ORDER BY oid").table.to_pylist()
     assert [(r["oid"], r["typname"], r["typarray"]) for r in rows] == [(114, "json", 199), (2950, "uuid", 2951),
                                                                        (3802, "jsonb", 3807)]
-    (proc,) = run(engine, "SELECT proname, proargtypes, proargnames FROM pg_catalog.pg_proc").table.to_pylist()
+    (proc,) = run(engine, "SELECT proname, proargtypes, proargnames FROM pg_catalog.pg_proc "
+                          "WHERE proname = 'campaign_reach'").table.to_pylist()
     assert proc["proargtypes"] == "25" and proc["proargnames"] == ["campaign"]  # an enum of text values
 
 
@@ -93,3 +105,18 @@ def test_a_template_called_from_sql_is_the_template_run(engine):
     assert wrapped.value.rule == "template.call_shape"
     with pytest.raises(BadParameter):
         run(engine, "SELECT * FROM campaign_reach('spring_sale', 'again')")
+
+
+def test_unquoted_aliases_fold_to_lower_case_as_in_postgresql(engine):
+    # Power BI's PostgreSQL connector browses with upper-case, unquoted names like these.
+    tables = run(engine, "select TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE from INFORMATION_SCHEMA.tables "
+                         "where TABLE_SCHEMA not in ('information_schema', 'pg_catalog') order by TABLE_SCHEMA, TABLE_NAME")
+    assert tables.table.schema.names == ["table_schema", "table_name", "table_type"]
+    assert tables.table.column("table_name").to_pylist() == ["impressions", "purchases", "regions"]
+    columns = run(engine, "select COLUMN_NAME, ORDINAL_POSITION, case when (data_type like '%unsigned%') "
+                          "then DATA_TYPE || ' unsigned' else DATA_TYPE end as DATA_TYPE from INFORMATION_SCHEMA.columns "
+                          "where TABLE_SCHEMA = 'public' and TABLE_NAME = 'purchases' order by ORDINAL_POSITION")
+    assert columns.table.schema.names == ["column_name", "ordinal_position", "data_type"]
+    assert columns.table.column("column_name").to_pylist()[:2] == ["household_id", "region"]
+    quoted = run(engine, 'SELECT typname AS "TypeName" FROM pg_catalog.pg_type LIMIT 1')
+    assert quoted.table.schema.names == ["TypeName"]

@@ -960,3 +960,115 @@ def test_repeated_select_1_from_many_sessions_is_answered_and_audited_each_time(
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(REFUSED)
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# -- Npgsql (Power BI, .NET tools): its type-loading batch on every new connection ----------------
+
+# Npgsql (src/Npgsql/PostgresDatabaseInfo.cs) sends this as ONE simple Query right after login,
+# before anything else, and refuses the connection unless every part comes back. Written out here
+# with the same joins, filters and ordering: arrays are told apart by their receive function and
+# carry their element's oid; ranges, multiranges and domains too.
+NPGSQL_TYPES_BATCH = """SELECT version();
+SELECT ns.nspname, t.oid, t.typname, t.typtype, t.typnotnull, t.elemtypoid
+FROM (
+    SELECT typ.oid, typ.typnamespace, typ.typname, typ.typtype, typ.typrelid, typ.typnotnull, typ.relkind,
+        elemtyp.oid AS elemtypoid, elemtyp.typname AS elemtypname, elemcls.relkind AS elemrelkind,
+        CASE WHEN elemproc.proname='array_recv' THEN 'a' ELSE elemtyp.typtype END AS elemtyptype
+    FROM (
+        SELECT typ.oid, typnamespace, typname, typrelid, typnotnull, relkind, typelem AS elemoid,
+            CASE WHEN proc.proname='array_recv' THEN 'a' ELSE typ.typtype END AS typtype,
+            CASE
+                WHEN proc.proname='array_recv' THEN typ.typelem
+                WHEN typ.typtype='r' THEN rngsubtype
+                WHEN typ.typtype='m' THEN (SELECT rngtypid FROM pg_range WHERE rngmultitypid = typ.oid)
+                WHEN typ.typtype='d' THEN typ.typbasetype
+            END AS elemtypoid
+        FROM pg_type AS typ
+        LEFT JOIN pg_class AS cls ON (cls.oid = typ.typrelid)
+        LEFT JOIN pg_proc AS proc ON proc.oid = typ.typreceive
+        LEFT JOIN pg_range ON (pg_range.rngtypid = typ.oid)
+    ) AS typ
+    LEFT JOIN pg_type AS elemtyp ON elemtyp.oid = elemtypoid
+    LEFT JOIN pg_class AS elemcls ON (elemcls.oid = elemtyp.typrelid)
+    LEFT JOIN pg_proc AS elemproc ON elemproc.oid = elemtyp.typreceive
+) AS t
+JOIN pg_namespace AS ns ON (ns.oid = typnamespace)
+WHERE
+    typtype IN ('b', 'r', 'm', 'e', 'd') OR
+    (typtype = 'c' AND relkind='c') OR
+    (typtype = 'p' AND typname IN ('record', 'void')) OR
+    (typtype = 'a' AND (
+        elemtyptype IN ('b', 'r', 'm', 'e', 'd') OR
+        (elemtyptype = 'p' AND elemtypname IN ('record', 'void')) OR
+        (elemtyptype = 'c' AND elemrelkind='c')
+    ))
+ORDER BY CASE
+       WHEN typtype IN ('b', 'e', 'p') THEN 0
+       WHEN typtype = 'r' THEN 1
+       WHEN typtype = 'm' THEN 2
+       WHEN typtype = 'c' THEN 3
+       WHEN typtype = 'd' AND elemtyptype <> 'a' THEN 4
+       WHEN typtype = 'a' THEN 5
+       WHEN typtype = 'd' AND elemtyptype = 'a' THEN 6
+END;
+-- Load field definitions for (free-standing) composite types
+SELECT typ.oid, att.attname, att.atttypid
+FROM pg_type AS typ
+JOIN pg_namespace AS ns ON (ns.oid = typ.typnamespace)
+JOIN pg_class AS cls ON (cls.oid = typ.typrelid)
+JOIN pg_attribute AS att ON (att.attrelid = typ.typrelid)
+WHERE
+  (typ.typtype = 'c' AND cls.relkind='c') AND
+  attnum > 0 AND
+  NOT attisdropped
+ORDER BY typ.oid, att.attnum;
+-- Load enum fields
+SELECT pg_type.oid, enumlabel
+FROM pg_enum
+JOIN pg_type ON pg_type.oid=enumtypid
+ORDER BY oid, enumsortorder;
+"""
+
+
+def _text_row(body: bytes) -> list[str | None]:
+    (count,), at, values = struct.unpack_from("!h", body), 2, []
+    for _ in range(count):
+        (length,) = struct.unpack_from("!i", body, at)
+        at += 4
+        values.append(None if length == -1 else body[at : at + length].decode())
+        at += max(length, 0)
+    return values
+
+
+def test_npgsql_type_loading_batch(pg):
+    raw = RawClient(pg.port)
+    try:
+        raw.login()
+        raw.send(b"Q", NPGSQL_TYPES_BATCH.encode() + b"\0")
+        messages = raw.until(b"Z")
+    finally:
+        raw.close()
+    assert [kind for kind, _ in messages if kind == b"E"] == [], [body for kind, body in messages if kind == b"E"]
+    results, rows = [], []
+    for kind, body in messages:
+        if kind == b"D":
+            rows.append(_text_row(body))
+        elif kind == b"C":
+            results.append(rows)
+            rows = []
+    assert len(results) == 4  # version, types, composite fields, enum labels
+    [[version]] = results[0]
+    assert version.startswith("PostgreSQL ")
+    # Read the types as Npgsql does: every oid an unsigned integer, an array's element loaded before it.
+    loaded: dict[int, tuple[str, str]] = {}
+    for namespace, oid, name, kind, not_null, element in results[1]:
+        assert namespace and int(oid) > 0 and kind in "bpredcam" and not_null in ("t", "f"), (oid, name)
+        if kind == "a":
+            assert element is not None and int(element) in loaded, (name, element)
+        loaded[int(oid)] = (name, kind)
+    for oid, name in ((16, "bool"), (20, "int8"), (23, "int4"), (25, "text"), (1700, "numeric"), (1082, "date"),
+                      (1114, "timestamp"), (1184, "timestamptz"), (2950, "uuid"), (114, "json"), (3802, "jsonb")):
+        assert loaded.get(oid) == (name, "b"), (oid, loaded.get(oid))
+    assert loaded.get(1007) == ("_int4", "a") and loaded.get(1009) == ("_text", "a")
+    assert results[2] == [] and results[3] == []  # no free-standing composites, no enums
+    _query_works(pg)

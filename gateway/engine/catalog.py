@@ -18,6 +18,7 @@ import threading
 
 import duckdb
 from sqlglot import expressions as exp
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from gateway.engine.bind import visible_tables
 from gateway.engine.state import QueryState
@@ -29,6 +30,9 @@ VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (cleanroom gateway) on x86_64-pc-li
 
 PG_CATALOG, PUBLIC, INFORMATION_SCHEMA = 11, 2200, 13183
 FIRST_TABLE_OID, FIRST_ROLE_OID, FIRST_PROC_OID, FIRST_DB_OID = 16384, 16000, 17000, 15000
+IO_PROC_OID = 8000  # the types' input/output/receive/send functions follow it
+# regproc columns hold the function's name here (pg_proc.proname); PostgreSQL compares them as oids.
+REGPROC_COLUMNS = frozenset({"typinput", "typoutput", "typreceive", "typsend"})
 
 # PostgreSQL type OIDs, names and attributes (typname, typlen, typcategory, format_type text).
 TYPES = {
@@ -213,6 +217,7 @@ def _cast_target(to: exp.Expression) -> str:
 
 
 def translate(tree: exp.Expression, state: QueryState) -> exp.Expression:
+    tree = normalize_identifiers(tree, dialect="postgres")  # `AS DATA_TYPE` names a column data_type
     ctes = _cte_names(tree)
     _name_projections(tree)
     user, database = state.request.user, state.cleanroom.name
@@ -295,6 +300,12 @@ def translate(tree: exp.Expression, state: QueryState) -> exp.Expression:
             return node
         if isinstance(node, exp.Collate):
             return node.this
+        if isinstance(node, exp.EQ):  # proc.oid = typ.typreceive: the function is named by the regproc column
+            for oid, function in ((node.this, node.expression), (node.expression, node.this)):
+                if isinstance(oid, exp.Column) and oid.name.lower() == "oid" and isinstance(function, exp.Column) \
+                        and function.name.lower() in REGPROC_COLUMNS:
+                    oid.set("this", exp.to_identifier("proname"))
+            return node
         if isinstance(node, (exp.Cast, exp.TryCast)):
             target = _cast_target(node.to)
             inner = node.this
@@ -488,9 +499,10 @@ def _build(state: QueryState) -> duckdb.DuckDBPyConnection:
     con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typinput VARCHAR DEFAULT ''")
     con.execute("UPDATE pgc.pg_type SET typinput = CASE WHEN typcategory = 'A' THEN 'array_in' "
                 "WHEN typtype = 'c' THEN 'record_in' ELSE typname || 'in' END")
-    con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typoutput VARCHAR DEFAULT ''")
-    con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typreceive VARCHAR DEFAULT ''")
-    con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typsend VARCHAR DEFAULT ''")
+    for column, suffix in (("typoutput", "out"), ("typreceive", "recv"), ("typsend", "send")):
+        con.execute(f"ALTER TABLE pgc.pg_type ADD COLUMN {column} VARCHAR DEFAULT ''")
+        con.execute(f"UPDATE pgc.pg_type SET {column} = CASE WHEN typcategory = 'A' THEN 'array_{suffix}' "
+                    f"WHEN typtype = 'c' THEN 'record_{suffix}' ELSE typname || '{suffix}' END")
     con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typdefaultbin VARCHAR DEFAULT NULL")
     con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typacl VARCHAR[] DEFAULT NULL")
     _rows(con, "pgc._format", "oid BIGINT, name VARCHAR", [(o, v[3]) for o, v in TYPES.items()])
@@ -517,6 +529,10 @@ def _build(state: QueryState) -> duckdb.DuckDBPyConnection:
           "proleakproof BOOLEAN, proisstrict BOOLEAN, proretset BOOLEAN, provolatile VARCHAR, proparallel VARCHAR, "
           "pronargs SMALLINT, pronargdefaults SMALLINT, prorettype BIGINT, proargtypes VARCHAR, "
           "proargnames VARCHAR[], prosrc VARCHAR, proacl VARCHAR[]", procs)
+    # The types' I/O functions (int4recv, array_recv, ...): Npgsql tells arrays apart by their receive function.
+    con.execute(f"""INSERT INTO pgc.pg_proc SELECT {IO_PROC_OID} + row_number() OVER (ORDER BY name), name, {PG_CATALOG},
+        10, 12, 1.0, 0.0, 0, 0, 'f', false, false, true, false, 'i', 's', 1, 0, 0, '', NULL, name, NULL
+        FROM (SELECT DISTINCT unnest([typinput, typoutput, typreceive, typsend]) AS name FROM pgc.pg_type)""")
     con.execute("ALTER TABLE pgc.pg_proc ADD COLUMN proallargtypes BIGINT[] DEFAULT NULL")
     con.execute("ALTER TABLE pgc.pg_proc ADD COLUMN proargmodes VARCHAR[] DEFAULT NULL")
     con.execute("ALTER TABLE pgc.pg_proc ADD COLUMN proisagg BOOLEAN DEFAULT false")
