@@ -53,7 +53,7 @@ def bind(state: QueryState) -> QueryState:
         raise SyntaxProblem(message, rule="bind.invalid") from None
     return state.evolve(
         tree=tree,
-        uses=_outer_uses(tree, state.cleanroom),
+        uses=outer_uses(tree, state.cleanroom),
         tables_read=frozenset(tables_read),
         canonical_sql=tree.sql(dialect="duckdb"),
     )
@@ -85,6 +85,9 @@ def _resolve_tables(tree: exp.Expression, reachable: dict[str, Table]) -> set[st
             raise UnknownTable(f'relation "{name}" does not exist', rule="bind.unknown_table")
         node.set("db", None)
         read.add(name)
+    for column in tree.find_all(exp.Column):  # Metabase writes "public"."purchases"."region"
+        if column.args.get("db") is not None and column.db.lower() in ANALYST_SCHEMAS and not column.catalog:
+            column.set("db", None)
     return read
 
 
@@ -147,7 +150,7 @@ def optional_aliases(select: exp.Select) -> set[str]:
     return optional
 
 
-def _outer_uses(tree: exp.Expression, cleanroom: CleanRoom) -> tuple[TableUse, ...]:
+def outer_uses(tree: exp.Expression, cleanroom: CleanRoom) -> tuple[TableUse, ...]:
     """Policy tables in the outermost FROM, and whether an outer join may leave them out."""
     if not isinstance(tree, exp.Select) or tree.args.get("from_") is None:
         return ()

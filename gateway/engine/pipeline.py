@@ -6,8 +6,8 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import (audit, authorise, bind, catalog, charge, deliver, execute, parse, plan_noise, recall,
-                            release, rewrite)
+from gateway.engine import (audit, authorise, bind, catalog, charge, deliver, execute, flatten, parse, plan_noise,
+                            recall, release, rewrite)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -15,6 +15,7 @@ COMPILE = (
     parse.parse,
     catalog.catalog,  # catalog-only statements are answered here, from the policy
     bind.bind,
+    flatten.flatten,  # the derived tables BI tools wrap around a query, merged into it
     authorise.authorise,
     plan_noise.plan_noise,  # differential privacy: what is released and what it costs
     rewrite.rewrite,
