@@ -1072,3 +1072,60 @@ def test_npgsql_type_loading_batch(pg):
     assert loaded.get(1007) == ("_int4", "a") and loaded.get(1009) == ("_text", "a")
     assert results[2] == [] and results[3] == []  # no free-standing composites, no enums
     _query_works(pg)
+
+
+# -- SQL cursors: psqlODBC's UseDeclareFetch (Tableau), psycopg's named cursors, psql ----------------
+
+BY_REGION = "SELECT region, COUNT(*) AS n FROM purchases WHERE category = {} GROUP BY region ORDER BY region"
+
+
+@pytest.mark.skipif(not _odbc_driver(), reason="psqlodbc missing (apt install odbc-postgresql unixodbc)")
+def test_psqlodbc_reads_through_cursors_with_use_declare_fetch(pg):
+    import pyodbc
+
+    base = f"DRIVER={{PostgreSQL Unicode}};SERVER=127.0.0.1;PORT={pg.port};DATABASE=demo;UID=analyst;PWD={PASSWORD};"
+    plain = pyodbc.connect(base, timeout=10)
+    expected = plain.cursor().execute(BY_REGION.format("?"), "baby").fetchall()
+    plain.close()
+    # Fetch=3: `declare "SQL_CUR…" cursor with hold for …`, then `fetch 3 in "SQL_CUR…"` until the 8 regions are read.
+    conn = pyodbc.connect(base + "UseDeclareFetch=1;Fetch=3", timeout=10)
+    try:
+        cursor = conn.cursor()
+        assert len(expected) == 8 and cursor.execute(BY_REGION.format("?"), "baby").fetchall() == expected
+        with pytest.raises(pyodbc.Error) as refused:
+            cursor.execute(REFUSED).fetchall()
+        assert refused.value.args[0] == "42501"
+        assert cursor.execute("SELECT 1").fetchall()[0][0] == 1
+    finally:
+        conn.close()
+
+
+def test_psycopg_named_cursor(pg):
+    import psycopg
+
+    with psycopg.connect(pg.dsn()) as conn:
+        expected = conn.execute(BY_REGION.format("%s"), ["baby"]).fetchall()
+        with conn.cursor(name="chunks") as cursor:  # DECLARE, Describe of the cursor's portal, FETCH FORWARD, CLOSE
+            cursor.execute(BY_REGION.format("%s"), ["baby"])
+            assert [d.name for d in cursor.description] == ["region", "n"]
+            assert cursor.fetchmany(3) + cursor.fetchall() == expected
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with conn.cursor(name="refused") as cursor:
+                cursor.execute(REFUSED)
+        conn.rollback()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@needs_psql
+def test_psql_declare_fetch_move_close(pg):
+    declare = "DECLARE c CURSOR FOR " + BY_REGION.format("'baby'")
+    out = psql(pg, "BEGIN", declare, "FETCH 3 FROM c", "MOVE 2 IN c", "FETCH ALL IN c", "FETCH NEXT FROM c",
+               "CLOSE c", "COMMIT").stdout
+    assert "DECLARE CURSOR" in out and "MOVE 2" in out and "CLOSE CURSOR" in out
+    assert out.count("(3 rows)") == 2 and "(0 rows)" in out  # 3, skip 2, the last 3, then nothing
+    for sql, sqlstate in ((["BEGIN", declare, "COMMIT", "FETCH 1 FROM c"], "34000"),  # WITHOUT HOLD ends at COMMIT
+                          ([declare, "FETCH BACKWARD 1 FROM c"], "0A000"),
+                          (["DECLARE d CURSOR WITH HOLD FOR SELECT * FROM purchases"], "42501"),
+                          (["DECLARE e SCROLL CURSOR FOR SELECT 1"], "0A000")):
+        failed = psql(pg, *sql, check=False)
+        assert f"ERROR:  {sqlstate}" in failed.stderr, (sql, failed.stderr)

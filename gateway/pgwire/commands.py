@@ -23,6 +23,7 @@ class SessionCommands:
         elif kind in ("commit", "rollback"):
             tag = "ROLLBACK" if kind == "rollback" or self.status == "E" else "COMMIT"
             self.status = "I"
+            self.end_transaction()
             self.send(m.command_complete(tag))
         elif kind == "set":
             self.apply_set(statement.sql)

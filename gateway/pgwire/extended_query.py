@@ -87,6 +87,8 @@ class ExtendedQuery:
             self.send(encoded[2])
             return
         portal = self.portals.get(message.name)
+        if portal is None and message.name in self.cursors:  # a DECLAREd cursor is a portal too (psycopg asks)
+            portal = self.cursors[message.name].portal
         if portal is None:
             raise Failed("34000", f'portal "{message.name}" does not exist')
         fields = await self.portal_fields(portal)
@@ -141,6 +143,9 @@ class ExtendedQuery:
         if statement.kind == "explain":
             explain_target(statement.sql)  # ANALYZE and unknown formats fail here already
             return list(statement.param_types), _fields(PLAN_SCHEMA)
+        if statement.kind == "fetch":
+            fetched = self.fetched(statement.sql)
+            return [], fetched.fields if fetched is not None else None
         if statement.kind != "query":
             return list(statement.param_types), None
         key = ("describe", self.user, self.database, self._policy_version(), statement.sql, tuple(statement.param_types))
@@ -169,6 +174,12 @@ class ExtendedQuery:
 
     async def portal_fields(self, portal: Portal) -> list[m.Field] | None:
         kind = portal.statement.kind
+        if kind == "fetch":
+            fetched = self.fetched(portal.statement.sql)
+            if fetched is None:
+                return None
+            portal.encoded = fetched.encoded
+            return fetched.fields
         if kind == "show":
             await self.run_show(portal)
         elif kind == "explain" and portal.release is None:

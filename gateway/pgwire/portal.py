@@ -16,6 +16,7 @@ class Statement:
     name: str
     sql: str
     kind: str  # query | explain | empty | begin | commit | rollback | set | show | noop | deallocate | copy
+    #   | declare | fetch | close (gateway.pgwire.cursors)
     param_types: list[int]
     described: tuple | None = None  # (parameter oids, fields or None), once known
 

@@ -18,6 +18,7 @@ from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
 from gateway.pgwire.declared import declared_oids, field_oids, needs_lookup
 from gateway.pgwire.commands import SESSION_KINDS
+from gateway.pgwire.cursors import CURSOR_KINDS
 from gateway.pgwire.ids import request_id
 from gateway.pgwire.portal import Failed, Portal
 from gateway.pgwire.privacy import budget_table, explain_target, is_budget, plan_table
@@ -40,6 +41,9 @@ class Results:
             return
         if kind == "copy":
             await self.run_copy(portal)
+            return
+        if kind in CURSOR_KINDS:
+            await self.run_cursor_command(portal, describe)
             return
         if portal.release is None:
             if kind == "show":
@@ -141,6 +145,15 @@ class Results:
         self._set_release(portal, Release(request.request_id, table, "session", None))
 
     async def stream(self, portal: Portal, max_rows: int) -> None:
+        """The portal's rows, up to max_rows (0: all), then PortalSuspended or CommandComplete."""
+        await self.send_rows(portal, max_rows)
+        if portal.batches:
+            self.send(m.PORTAL_SUSPENDED)
+            return
+        self.send(m.command_complete(f"SELECT {portal.sent}"))
+
+    async def send_rows(self, portal: Portal, max_rows: int) -> int:
+        """DataRows for up to max_rows (0: all) of the portal's rows not sent yet; how many."""
         oids, formats = portal.encoded.oids, portal.encoded.formats
         budget = max_rows if max_rows > 0 else None
         sent_now = 0
@@ -186,10 +199,7 @@ class Results:
             for _, work in pending:
                 if isinstance(work, asyncio.Future):
                     work.cancel()
-        if portal.batches:
-            self.send(m.PORTAL_SUSPENDED)
-            return
-        self.send(m.command_complete(f"SELECT {portal.sent}"))
+        return sent_now
 
 
 class EncodedFields(NamedTuple):

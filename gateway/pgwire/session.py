@@ -7,7 +7,7 @@ session state in PostgreSQL too (gateway.pgwire.commands).
 
 Its phases live in their own modules, mixed in here: startup and
 authentication, the simple and extended query protocols, running and
-streaming results, COPY TO STDOUT. The codec is gateway.pgwire.messages and
+streaming results, COPY TO STDOUT, SQL cursors. The codec is gateway.pgwire.messages and
 gateway.pgwire.types; the transport (sockets, TLS) is gateway.pgwire.server.
 """
 
@@ -25,6 +25,7 @@ from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
 from gateway.pgwire.commands import SessionCommands
 from gateway.pgwire.copy_out import CopyOut
+from gateway.pgwire.cursors import Cursor, Cursors
 from gateway.pgwire.extended_query import ExtendedQuery
 from gateway.pgwire.portal import Failed, Portal, Statement
 from gateway.pgwire.results import Results
@@ -68,7 +69,7 @@ class ServerState:
             session.cancel()
 
 
-class Session(StartupPhase, SimpleQuery, ExtendedQuery, Results, SessionCommands, CopyOut):
+class Session(StartupPhase, SimpleQuery, ExtendedQuery, Results, SessionCommands, CopyOut, Cursors):
     def __init__(self, server: ServerState, transport: Transport, peer: str = "?"):
         self.server, self.engine, self.io, self.peer = server, server.engine, transport, peer
         self.user = self.database = ""
@@ -76,6 +77,7 @@ class Session(StartupPhase, SimpleQuery, ExtendedQuery, Results, SessionCommands
         self.status = "I"  # I idle, T in transaction, E failed transaction
         self.statements: dict[str, Statement] = {}
         self.portals: dict[str, Portal] = {}
+        self.cursors: dict[str, Cursor] = {}  # DECLAREd by name (gateway.pgwire.cursors)
         self.out: list[bytes] = []
         self.pid = self.secret = 0
         self.running: str | None = None  # request id of the statement in the engine

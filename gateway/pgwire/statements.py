@@ -56,6 +56,12 @@ def _classify(sql: str) -> str:
         return "deallocate"
     if first == "COPY" and COPY_RE.match(strip_comments(sql)):
         return "copy"
+    if first == "DECLARE":
+        return "declare"
+    if first in ("FETCH", "MOVE"):
+        return "fetch"
+    if first == "CLOSE":
+        return "close"
     return "query"
 
 
