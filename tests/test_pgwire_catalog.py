@@ -120,3 +120,75 @@ def test_unquoted_aliases_fold_to_lower_case_as_in_postgresql(engine):
     assert columns.table.column("column_name").to_pylist()[:2] == ["household_id", "region"]
     quoted = run(engine, 'SELECT typname AS "TypeName" FROM pg_catalog.pg_type LIMIT 1')
     assert quoted.table.schema.names == ["TypeName"]
+
+
+# What DBeaver's PostgreSQL plugin asks while connecting and browsing (the shapes of its queries).
+DBEAVER = [
+    ("SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n LEFT OUTER JOIN pg_catalog.pg_description d "
+     "ON d.objoid=n.oid AND d.objsubid=0 AND d.classoid='pg_namespace'::regclass ORDER BY nspname", (), 3),
+    ("SELECT a.oid,a.* FROM pg_catalog.pg_roles a ORDER BY a.rolname", (), 1),
+    ("SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datallowconn AND NOT datistemplate OR db.datname = $1 "
+     "ORDER BY db.datname", ("demo",), 1),
+    ("SELECT c.oid,c.*,d.description,pg_catalog.pg_get_expr(c.relpartbound, c.oid) as partition_expr, "
+     "pg_catalog.pg_get_partkeydef(c.oid) as partition_key FROM pg_catalog.pg_class c LEFT OUTER JOIN "
+     "pg_catalog.pg_description d ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_class'::regclass "
+     "WHERE c.relnamespace=$1 AND c.relkind not in ('i','I','c')", (2200,), 3),
+    ("SELECT c.relname,a.*,pg_catalog.pg_get_expr(ad.adbin, ad.adrelid, true) as def_value,dsc.description "
+     "FROM pg_catalog.pg_attribute a INNER JOIN pg_catalog.pg_class c ON (a.attrelid=c.oid) "
+     "LEFT OUTER JOIN pg_catalog.pg_attrdef ad ON (a.attrelid=ad.adrelid AND a.attnum = ad.adnum) "
+     "LEFT OUTER JOIN pg_catalog.pg_description dsc ON (c.oid=dsc.objoid AND a.attnum = dsc.objsubid) "
+     "WHERE NOT a.attisdropped AND c.relkind not in ('i','I','c') AND c.relnamespace=$1 ORDER BY a.attnum", (2200,), 12),
+    ("SELECT t.oid,t.*,c.relkind,format_type(nullif(t.typbasetype, 0), t.typtypmod) as base_type_name, d.description "
+     "FROM pg_catalog.pg_type t LEFT OUTER JOIN pg_catalog.pg_type et ON et.oid=t.typelem "
+     "LEFT OUTER JOIN pg_catalog.pg_class c ON c.oid=t.typrelid LEFT OUTER JOIN pg_catalog.pg_description d "
+     "ON t.oid=d.objoid WHERE t.typname IS NOT NULL AND (c.relkind IS NULL OR c.relkind = 'c') "
+     "AND (et.typcategory IS NULL OR et.typcategory <> 'C')", (), 20),
+    ("select string_agg(word, ',') from pg_catalog.pg_get_keywords() where word <> ALL ('{a,abs,absolute}'::text[])",
+     (), 1),
+    ("SELECT p.oid,p.*,d.description FROM pg_catalog.pg_proc p LEFT OUTER JOIN pg_catalog.pg_description d "
+     "ON d.objoid=p.oid WHERE p.pronamespace=$1 ORDER BY p.proname", (2200,), 1),
+    ("SELECT name, setting FROM pg_show_all_settings() WHERE name = 'server_version'", (), 1),
+]
+
+
+@pytest.mark.parametrize("sql, params, at_least", DBEAVER)
+def test_dbeaver_browsing_queries(engine, sql, params, at_least):
+    assert run(engine, sql, list(params)).table.num_rows >= at_least
+
+
+def test_postgresql_array_literals_in_catalog_queries(engine):
+    row = run(engine, "SELECT '{a,\"b,c\"}'::text[] AS t, 3 = ANY('{1,2,3}'::int[]) AS found "
+                      "FROM pg_catalog.pg_class LIMIT 1").table.to_pylist()[0]
+    assert row == {"t": ["a", "b,c"], "found": True}
+
+
+def test_metabase_describe_fields(engine):
+    # The shape of Metabase's field sync for PostgreSQL: format() with %s and %I, a name cast to
+    # regclass then oid, a regex filter, a LEFT JOIN on a subquery of key constraints.
+    sql = """SELECT "c"."column_name" AS "name",
+          CASE WHEN "c"."udt_schema" IN ('public', 'pg_catalog') THEN FORMAT('%s', "c"."udt_name")
+               ELSE FORMAT('"%s"."%s"', "c"."udt_schema", "c"."udt_name") END AS "database-type",
+          "c"."ordinal_position" - 1 AS "database-position", "c"."table_name" AS "table-name",
+          "pk"."column_name" IS NOT NULL AS "pk?",
+          COL_DESCRIPTION(CAST(CAST(FORMAT('%I.%I', CAST("c"."table_schema" AS TEXT), CAST("c"."table_name" AS TEXT))
+                                    AS REGCLASS) AS OID), "c"."ordinal_position") AS "field-comment"
+        FROM "information_schema"."columns" AS "c"
+        LEFT JOIN (SELECT "tc"."table_schema", "tc"."table_name", "kc"."column_name"
+                   FROM "information_schema"."table_constraints" AS "tc"
+                   INNER JOIN "information_schema"."key_column_usage" AS "kc"
+                     ON ("tc"."constraint_name" = "kc"."constraint_name") AND ("tc"."table_name" = "kc"."table_name")
+                   WHERE "tc"."constraint_type" = 'PRIMARY KEY') AS "pk"
+          ON ("c"."table_name" = "pk"."table_name") AND ("c"."column_name" = "pk"."column_name")
+        WHERE c.table_schema !~ '^information_schema|catalog_history|pg_' AND ("c"."table_schema" = 'public')
+          AND "c"."table_name" = 'purchases'
+        ORDER BY "table-name" ASC, "database-position" ASC"""
+    rows = run(engine, sql).table.to_pylist()
+    assert [(r["name"], r["database-type"], r["database-position"]) for r in rows][:2] == [
+        ("household_id", "text", 0), ("region", "text", 1)]
+    assert rows[0]["field-comment"] == "Hashed household id."  # the policy's description, found through the cast
+
+
+def test_format_follows_postgresql(engine):
+    row = run(engine, "SELECT format('%s-%L-%%-%I', NULL, 'it''s', 'Mixed Case') AS f FROM pg_catalog.pg_class "
+                      "LIMIT 1").table.to_pylist()[0]
+    assert row["f"] == "-'it''s'-%-\"Mixed Case\""

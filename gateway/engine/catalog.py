@@ -185,7 +185,7 @@ FUNCTIONS = {
     "pg_my_temp_schema", "pg_collation_is_visible", "pg_conversion_is_visible", "pg_opclass_is_visible",
     "pg_get_function_sqlbody", "pg_stat_get_numscans", "to_regclass", "to_regtype", "pg_get_keywords",
     "pg_jit_available", "pg_current_logfile", "row_security_active", "pg_get_indexdef", "pg_index_column_has_property",
-    "pg_catalog_version", "set_config", "pg_get_expr",
+    "pg_catalog_version", "set_config", "pg_get_expr", "pg_show_all_settings",
 }
 
 RENAMED = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_json": "to_json"}
@@ -300,6 +300,8 @@ def translate(tree: exp.Expression, state: QueryState) -> exp.Expression:
             return node
         if isinstance(node, exp.Collate):
             return node.this
+        if isinstance(node, exp.Format) and isinstance(node.this, exp.Literal) and node.this.is_string:
+            return _format(node.this.name, node.expressions) or node
         if isinstance(node, exp.EQ):  # proc.oid = typ.typreceive: the function is named by the regproc column
             for oid, function in ((node.this, node.expression), (node.expression, node.this)):
                 if isinstance(oid, exp.Column) and oid.name.lower() == "oid" and isinstance(function, exp.Column) \
@@ -310,8 +312,8 @@ def translate(tree: exp.Expression, state: QueryState) -> exp.Expression:
             target = _cast_target(node.to)
             inner = node.this
             if target in ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole"):
-                if isinstance(inner, exp.Literal) and inner.is_string:
-                    return exp.Anonymous(this=f"pgw_to_{target}", expressions=[inner])
+                if (isinstance(inner, exp.Literal) and inner.is_string) or isinstance(inner, TEXT_NODES):
+                    return exp.Anonymous(this=f"pgw_to_{target}", expressions=[inner])  # a name, to look up
                 return exp.Anonymous(this=f"pgw_{target}_name", expressions=[inner])
             if target in ("oid", "xid", "cid", "tid", "regoper", "int2vector", "oidvector", "xid8"):
                 node.set("to", exp.DataType.build("BIGINT" if target not in ("int2vector", "oidvector") else "VARCHAR"))
@@ -321,6 +323,10 @@ def translate(tree: exp.Expression, state: QueryState) -> exp.Expression:
                 return node
             if target in ("text[]", "_text", "name[]"):
                 node.set("to", exp.DataType.build("VARCHAR[]"))
+                return node
+            if target == "array" and isinstance(inner, exp.Literal) and inner.is_string and inner.name.startswith("{"):
+                elements = exp.Array(expressions=[exp.Literal.string(v) for v in _array_text(inner.name)])
+                node.set("this", elements)  # '{a,b}'::text[] (DBeaver): the list [a, b], cast to the array type
                 return node
             to = node.to
             if isinstance(to, exp.DataType) and isinstance(to.args.get("kind"), exp.Dot):
@@ -337,6 +343,65 @@ def translate(tree: exp.Expression, state: QueryState) -> exp.Expression:
             break
         before = after
     return tree
+
+
+# Expressions that give text: cast to regclass, they name a relation (Metabase: FORMAT('%I.%I', ...)::regclass).
+TEXT_NODES = (exp.Format, exp.Concat, exp.DPipe)
+
+
+def _format(template: str, arguments: list[exp.Expression]) -> exp.Expression | None:
+    """PostgreSQL's format() with a literal template, as a concatenation: %s is the value
+    (NULL gives ''), %I an identifier quoted where needed, %L a literal, %% a percent sign.
+    None for what it does not handle (positions, widths): DuckDB then reports the query."""
+    parts, literal, pending, position = [], [], iter(arguments), 0
+    while position < len(template):
+        char = template[position]
+        position += 1
+        if char != "%":
+            literal.append(char)
+            continue
+        spec = template[position : position + 1]
+        position += 1
+        if spec == "%":
+            literal.append("%")
+            continue
+        argument = next(pending, None)
+        if spec not in ("s", "I", "L") or argument is None:
+            return None
+        if literal:
+            parts.append(exp.Literal.string("".join(literal)))
+            literal = []
+        text = exp.Cast(this=argument.copy(), to=exp.DataType.build("VARCHAR"))
+        if spec == "s":
+            text = exp.Coalesce(this=text, expressions=[exp.Literal.string("")])
+        else:
+            text = exp.Anonymous(this="pgw_quote_ident" if spec == "I" else "pgw_quote_literal", expressions=[text])
+        parts.append(text)
+    if literal:
+        parts.append(exp.Literal.string("".join(literal)))
+    return exp.Concat(expressions=parts or [exp.Literal.string("")])
+
+
+def _array_text(text: str) -> list[str]:
+    """The elements of a PostgreSQL array literal such as '{a,"b c",d}' (DuckDB's lists
+    are written [a, b]); quoted elements may hold commas and backslash escapes."""
+    elements, current, quoted, escaped, inside = [], [], False, False, text.strip()[1:-1]
+    for char in inside:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            elements.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    if inside.strip():
+        elements.append("".join(current).strip())
+    return elements
 
 
 def _name_projections(tree: exp.Expression) -> None:
@@ -726,6 +791,11 @@ _MACROS = [
     "CREATE MACRO pgw_format_type(t, m) AS (SELECT name FROM pgc._format WHERE oid = t) || "
     "CASE WHEN t = 1700 AND m > 4 THEN '(' || CAST((m - 4) // 65536 AS VARCHAR) || ',' || CAST((m - 4) % 65536 AS VARCHAR) || ')' ELSE '' END",
     "CREATE MACRO pgw_pg_get_expr(a, b, c := NULL) AS CAST(NULL AS VARCHAR)",
+    # DBeaver reads the keywords for highlighting; DuckDB's grammar derives from PostgreSQL's.
+    "CREATE MACRO pgw_pg_get_keywords() AS TABLE SELECT keyword_name AS word, CASE keyword_category "
+    "WHEN 'reserved' THEN 'R' WHEN 'type_function' THEN 'T' WHEN 'column_name' THEN 'C' ELSE 'U' END AS catcode, "
+    "true AS barelabel, keyword_category AS catdesc, 'can be bare label' AS baredesc FROM duckdb_keywords()",
+    "CREATE MACRO pgw_pg_show_all_settings() AS TABLE SELECT * FROM pgc.pg_settings",
     "CREATE MACRO pgw_obj_description(x, c := NULL) AS (SELECT max(description) FROM pgc.pg_description d "
     "WHERE d.objoid = x AND d.objsubid = 0)",
     "CREATE MACRO pgw_shobj_description(x, c) AS (SELECT max(description) FROM pgc.pg_description d "
@@ -781,6 +851,8 @@ _MACROS = [
     "CREATE MACRO pgw_inet_client_addr() AS '127.0.0.1'",
     "CREATE MACRO pgw_inet_server_port() AS 5432",
     "CREATE MACRO pgw_pg_catalog_version() AS 202307071",
+    "CREATE MACRO pgw_quote_literal(x) AS CASE WHEN x IS NULL THEN 'NULL' "
+    "ELSE chr(39) || replace(x, chr(39), chr(39) || chr(39)) || chr(39) END",
     "CREATE MACRO pgw__strip(x) AS regexp_replace(regexp_replace(x, '^.*\\.', ''), '\"', '', 'g')",
     "CREATE MACRO pgw_to_regclass(x) AS (SELECT max(oid) FROM pgc._regclass WHERE name = pgw__strip(x))",
     "CREATE MACRO pgw_to_regtype(x) AS (SELECT max(oid) FROM pgc.pg_type WHERE typname = pgw__strip(x) "
