@@ -6,7 +6,7 @@
 1. A 1,000,000-row result fetched by psql (`psql -A -t -c 'SELECT * FROM numbers' > /dev/null`):
    from the gateway (a public table of a demo-like clean room built in a temporary folder)
    and from PostgreSQL (the same rows in a table there). Median wall time of --runs runs each.
-2. `pgbench -S`-style throughput: `SELECT 1` with pgbench -M prepared (--mode), --clients
+2. `pgbench -S`-style throughput: `SELECT 1` (or --statement) with pgbench -M prepared (--mode), --clients
    clients (default 4; a comma-separated list such as 4,16 measures each), --seconds s, the
    gateway running --workers processes (default: one per core). Median of --tps-runs runs
    (default 3), the gateway and PostgreSQL alternating so both see the same machine load;
@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--tps-only", action="store_true", help="skip the large-result part")
     parser.add_argument("--clients", default="4", help="pgbench -c; a comma-separated list measures each")
     parser.add_argument("--tps-runs", type=int, default=3, help="pgbench runs per side (median)")
+    parser.add_argument("--statement", default="SELECT 1",
+                        help="what pgbench runs; the table `numbers` exists on both sides, e.g. "
+                             "\"SELECT label, count(*) FROM numbers WHERE id < 1000 GROUP BY label\"")
     parser.add_argument("--tmp", help="folder for the gateway's temporary state (audit log, store)")
     args = parser.parse_args()
     global MODE
@@ -182,9 +185,12 @@ def main() -> None:
                 postgres_s = timed_psql(args.pg, sql, os.environ, args.runs)
                 print(f"{args.rows:,} rows to psql: gateway {gateway_s:.2f} s, PostgreSQL {postgres_s:.2f} s, "
                       f"ratio {gateway_s / postgres_s:.2f}x (median of {args.runs})")
-            script = folder / "select1.sql"
-            script.write_text("SELECT 1;\n")
-            buenavista, bv = start_buenavista(args.buenavista) if args.buenavista else (None, None)
+            script = folder / "statement.sql"
+            script.write_text(args.statement.rstrip().rstrip(";") + ";\n")
+            with_buenavista = args.buenavista and args.statement.strip().rstrip(";").upper() == "SELECT 1"
+            if args.buenavista and not with_buenavista:
+                print("buenavista skipped: its example server has no `numbers` table, only SELECT 1 runs on both")
+            buenavista, bv = start_buenavista(args.buenavista) if with_buenavista else (None, None)
             try:
                 for clients in (int(c) for c in args.clients.split(",")):
                     sides = {"gateway": (gw, env), "PostgreSQL": (pg, os.environ)}
@@ -197,7 +203,7 @@ def main() -> None:
                             runs[side].append(pgbench_tps(params, side_env, args.seconds, script, clients))
                     load = [max(a, b) for a, b in zip(load, os.getloadavg())]
                     tps = {side: statistics.median(r) for side, r in runs.items()}
-                    print(f"SELECT 1 (pgbench -M {MODE}, {clients} clients, {args.workers} gateway workers), "
+                    print(f"{args.statement} (pgbench -M {MODE}, {clients} clients, {args.workers} gateway workers), "
                           f"median of {args.tps_runs}; load average up to {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
                     for side, side_runs in runs.items():
                         ratio = "" if side == "gateway" else f"; gateway / {side} {tps['gateway'] / tps[side]:.3f}"

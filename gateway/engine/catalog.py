@@ -561,10 +561,7 @@ def _build(state: QueryState) -> duckdb.DuckDBPyConnection:
           "typndims INTEGER, typcollation BIGINT, typdefault VARCHAR, typalign VARCHAR, typstorage VARCHAR",
           type_rows)
     con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typnotnull BOOLEAN DEFAULT false")
-    con.execute("ALTER TABLE pgc.pg_type ADD COLUMN typinput VARCHAR DEFAULT ''")
-    con.execute("UPDATE pgc.pg_type SET typinput = CASE WHEN typcategory = 'A' THEN 'array_in' "
-                "WHEN typtype = 'c' THEN 'record_in' ELSE typname || 'in' END")
-    for column, suffix in (("typoutput", "out"), ("typreceive", "recv"), ("typsend", "send")):
+    for column, suffix in (("typinput", "in"), ("typoutput", "out"), ("typreceive", "recv"), ("typsend", "send")):
         con.execute(f"ALTER TABLE pgc.pg_type ADD COLUMN {column} VARCHAR DEFAULT ''")
         con.execute(f"UPDATE pgc.pg_type SET {column} = CASE WHEN typcategory = 'A' THEN 'array_{suffix}' "
                     f"WHEN typtype = 'c' THEN 'record_{suffix}' ELSE typname || '{suffix}' END")
