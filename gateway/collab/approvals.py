@@ -21,6 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from gateway.collab.canonical import (
     RULE_PREFIX,
@@ -83,12 +84,15 @@ class Approval:
 
 
 @dataclass(frozen=True)
-class TemplateStatus:
+class ApprovalStatus:
+    """Where the current version of a template or rule stands: who must approve it, who has."""
+
+    KIND: ClassVar[str]
     cleanroom: str
-    template: str
-    template_sha256: str  # the current canonical hash: only approvals of it count
+    name: str
+    sha256: str  # the current canonical hash: only approvals of it count
     owners: tuple[str, ...]  # collaborators who must approve
-    approvals: tuple[Approval, ...]  # of the current hash
+    approvals: tuple[Approval, ...]  # of the current hash (rules: carried forward ones included)
     missing: tuple[str, ...]  # owners who have not approved the current hash
     proposed_by: str | None = None
 
@@ -98,34 +102,41 @@ class TemplateStatus:
 
     def as_json(self) -> dict:
         return {
-            "cleanroom": self.cleanroom, "template": self.template, "template_sha256": self.template_sha256,
+            "cleanroom": self.cleanroom, self.KIND: self.name, f"{self.KIND}_sha256": self.sha256,
             "owners": list(self.owners), "approved": self.approved, "missing": list(self.missing),
             "proposed_by": self.proposed_by,
-            "approvals": [a.as_json() for a in self.approvals],
+            "approvals": [self._approval_json(a) for a in self.approvals],
         }
 
+    def _approval_json(self, approval: Approval) -> dict:
+        return approval.as_json()
 
-@dataclass(frozen=True)
-class RuleStatus:
-    cleanroom: str
-    rule: str
-    rule_sha256: str  # the current canonical hash: only approvals of it count
-    owners: tuple[str, ...]  # collaborators owning a table the rule covers: all must approve
-    approvals: tuple[Approval, ...]  # of the current hash (carried forward ones included)
-    missing: tuple[str, ...]
-    proposed_by: str | None = None
+
+class TemplateStatus(ApprovalStatus):
+    KIND = "template"
 
     @property
-    def approved(self) -> bool:
-        return not self.missing
+    def template(self) -> str:
+        return self.name
 
-    def as_json(self) -> dict:
-        return {
-            "cleanroom": self.cleanroom, "rule": self.rule, "rule_sha256": self.rule_sha256,
-            "owners": list(self.owners), "approved": self.approved, "missing": list(self.missing),
-            "proposed_by": self.proposed_by,
-            "approvals": [{**a.as_json(), "carried_from": a.carried_from} for a in self.approvals],
-        }
+    @property
+    def template_sha256(self) -> str:
+        return self.sha256
+
+
+class RuleStatus(ApprovalStatus):
+    KIND = "rule"
+
+    @property
+    def rule(self) -> str:
+        return self.name
+
+    @property
+    def rule_sha256(self) -> str:
+        return self.sha256
+
+    def _approval_json(self, approval: Approval) -> dict:
+        return {**approval.as_json(), "carried_from": approval.carried_from}
 
 
 def _now() -> str:
@@ -177,14 +188,16 @@ class Collaboration:
         )
         approvals = tuple(Approval(**row) for row in rows if row["collaborator"] in needed)
         approved = {a.collaborator for a in approvals}
+        return TemplateStatus(room.name, name, digest, tuple(needed), approvals,
+                              tuple(c for c in needed if c not in approved), self._proposer(room, name, digest))
+
+    def _proposer(self, room: CleanRoom, subject: str, digest: str) -> str | None:
+        """Who proposed this version of a template (or rule: RULE_PREFIX + name), if anyone."""
         proposal = self.store.query(
             "SELECT author FROM proposals WHERE cleanroom = ? AND template = ? AND template_sha256 = ?",
-            (room.name, name, digest),
+            (room.name, subject, digest),
         )
-        return TemplateStatus(
-            room.name, name, digest, tuple(needed), approvals,
-            tuple(c for c in needed if c not in approved), proposal[0]["author"] if proposal else None,
-        )
+        return proposal[0]["author"] if proposal else None
 
     def require_approved(self, room: CleanRoom, template: Template, tables: frozenset[str]) -> TemplateStatus:
         """The template's status if every owner of `tables` approved its current hash; else Refused."""
@@ -309,14 +322,8 @@ class Collaboration:
             for a in approvals
         )
         approved = {a.collaborator for a in approvals}
-        proposal = self.store.query(
-            "SELECT author FROM proposals WHERE cleanroom = ? AND template = ? AND template_sha256 = ?",
-            (room.name, RULE_PREFIX + name, digest),
-        )
-        return RuleStatus(
-            room.name, name, digest, tuple(sorted(needed)), approvals,
-            tuple(sorted(needed - approved)), proposal[0]["author"] if proposal else None,
-        )
+        return RuleStatus(room.name, name, digest, tuple(sorted(needed)), approvals,
+                          tuple(sorted(needed - approved)), self._proposer(room, RULE_PREFIX + name, digest))
 
     def require_rule_approved(self, room: CleanRoom, rule: AggregationRule) -> tuple[Approval, ...]:
         """The approvals of the rule's current hash if every owner of every table it

@@ -293,6 +293,20 @@ def database_for(config) -> Database:
     return Database(sqlite_path=Path(config.state_dir) / "ledger.sqlite")
 
 
+class OnDatabase:
+    """What keeps its tables in that database (the ledger, the release cache), and
+    how it is opened: from a gateway config, or from a path or DSN."""
+
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        """SQLite file <state_dir>/ledger.sqlite, or PostgreSQL when config.store.postgres_dsn is set."""
+        return cls(database_for(config), **kwargs)
+
+    @classmethod
+    def open(cls, sqlite_path: Path | None = None, postgres_dsn: str | None = None, **kwargs):
+        return cls(Database(sqlite_path=sqlite_path, postgres_dsn=postgres_dsn), **kwargs)
+
+
 # -- the ledger ------------------------------------------------------------------
 
 SCHEMA = [
@@ -324,7 +338,7 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class Ledger:
+class Ledger(OnDatabase):
     """Charges and balances of privacy budgets. Thread- and fork-safe: it holds
     no connection, only where the database is.
 
@@ -335,15 +349,6 @@ class Ledger:
         self.db = database
         self.clock = clock
         self.db.create(SCHEMA, serial="INTEGER PRIMARY KEY AUTOINCREMENT|BIGSERIAL PRIMARY KEY")
-
-    @classmethod
-    def from_config(cls, config) -> "Ledger":
-        """SQLite file <state_dir>/ledger.sqlite, or PostgreSQL when config.store.postgres_dsn is set."""
-        return cls(database_for(config))
-
-    @classmethod
-    def open(cls, sqlite_path: Path | None = None, postgres_dsn: str | None = None, **kwargs) -> "Ledger":
-        return cls(Database(sqlite_path=sqlite_path, postgres_dsn=postgres_dsn), **kwargs)
 
     # -- what the pipeline calls
 

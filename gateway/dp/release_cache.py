@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from gateway.dp.ledger import Database, database_for
+from gateway.dp.ledger import Database, OnDatabase
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS dp_releases (
@@ -46,19 +46,12 @@ class CachedRelease:
     created_at: float  # unix seconds
 
 
-class ReleaseCache:
+class ReleaseCache(OnDatabase):
+    """Table dp_releases, in the ledger's database."""
+
     def __init__(self, database: Database):
         self.db = database
         self.db.create(SCHEMA, blob="BLOB|BYTEA")
-
-    @classmethod
-    def from_config(cls, config) -> "ReleaseCache":
-        """The ledger's SQLite file or PostgreSQL database, table dp_releases."""
-        return cls(database_for(config))
-
-    @classmethod
-    def open(cls, sqlite_path=None, postgres_dsn: str | None = None) -> "ReleaseCache":
-        return cls(Database(sqlite_path=sqlite_path, postgres_dsn=postgres_dsn))
 
     @staticmethod
     def key(cleanroom: str, policy_version: str, canonical_sql: str, params: object) -> str:
