@@ -82,7 +82,7 @@ class AuditLog:
         self._head: tuple | None = None
         self._to_write: queue.SimpleQueue = queue.SimpleQueue()  # (record, future)
         self._to_anchor: queue.SimpleQueue = queue.SimpleQueue()  # (head, futures) of durable batches
-        self._threads_lock = threading.Lock()
+        self._lock = threading.Lock()  # starting the threads; the loop's queue
         self._commit_lock = threading.Lock()
         self._started = False
         self._loop = self._loop_thread = None  # see commit_on
@@ -122,7 +122,7 @@ class AuditLog:
         future: Future = Future()
         loop = self._loop
         if loop is not None:
-            with self._threads_lock:
+            with self._lock:
                 self._on_loop.append((record, future))
                 first = len(self._on_loop) == 1
             if first:  # the rest of this turn's records join this commit
@@ -138,7 +138,7 @@ class AuditLog:
 
     def _commit_queued(self) -> None:
         """On the loop's thread: write, fsync and anchor what is queued for it."""
-        with self._threads_lock:
+        with self._lock:
             batch, self._on_loop = self._on_loop, []
         if not batch:
             return
@@ -150,7 +150,7 @@ class AuditLog:
         _settle(batch, error)
 
     def _start_threads(self) -> None:
-        with self._threads_lock:
+        with self._lock:
             if not self._started:
                 threading.Thread(target=self._write_forever, name="audit-writer", daemon=True).start()
                 threading.Thread(target=self._anchor_forever, name="audit-anchor", daemon=True).start()

@@ -12,7 +12,7 @@ import duckdb
 
 from gateway.config_model import GatewayConfig
 from gateway.engine.audit_log import AuditLog
-from gateway.engine.recall import AnalysisCache
+from gateway.engine.recall import LruCache
 from gateway.engine.watchdog import Watchdog
 from gateway.policy.model import CleanRoom
 
@@ -28,8 +28,8 @@ class EngineContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.engine"))
     running: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # request id -> cursor
     lock: threading.Lock = field(default_factory=threading.Lock)
-    analyses: AnalysisCache = field(default_factory=AnalysisCache)  # see recall.py
-    constant_results: AnalysisCache = field(default_factory=lambda: AnalysisCache(256))  # see execute.py
+    analyses: LruCache = field(default_factory=LruCache)  # see recall.py
+    constant_results: LruCache = field(default_factory=lambda: LruCache(256))  # see execute.py
     watchdog: Watchdog = field(default_factory=Watchdog)  # query timeouts
     _privacy: object = field(default=None, repr=False)
 

@@ -137,8 +137,8 @@ class Engine:
         return [room.templates[name] for name in room.analysts[user].templates]
 
     # -- running statements -----------------------------------------------
-    def _start(self, request: QueryRequest) -> QueryState:
-        room = self._room_for(request.user, request.cleanroom)
+    def _start(self, request: QueryRequest, room: CleanRoom | None = None) -> QueryState:
+        room = room or self._room_for(request.user, request.cleanroom)
         return QueryState(request=request, cleanroom=room, analyst=room.analysts[request.user], context=self.context)
 
     def run(self, request: QueryRequest) -> Release:
@@ -162,8 +162,7 @@ class Engine:
         room = self.context.cleanrooms.get(request.cleanroom)
         if room is None or request.user not in room.analysts:
             return False
-        state = QueryState(request=request, cleanroom=room, analyst=room.analysts[request.user], context=self.context)
-        return recall.in_memory(state)
+        return recall.in_memory(self._start(request, room))
 
     def compile(self, request: QueryRequest) -> QueryState:
         """Every pass up to the generated SQL, nothing executed (benchmarks, EXPLAIN)."""

@@ -29,7 +29,7 @@ ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "authorisatio
                    "measurement_key", "generated_sql", "counts_suppressed", "constant")
 
 
-class AnalysisCache:
+class LruCache:
     """A bounded LRU map, shared by the threads of one engine."""
 
     def __init__(self, capacity: int = 2048):

@@ -119,12 +119,7 @@ class Cursors:
 
 def _skip(portal: Portal, count: int) -> int:
     skipped = 0
-    while portal.batches and (count == 0 or skipped < count):
-        batch = portal.batches[0]
-        take = batch.num_rows if count == 0 else min(batch.num_rows, count - skipped)
-        portal.batches[0] = batch.slice(take)
-        if portal.batches[0].num_rows == 0:
-            portal.batches.pop(0)
-        skipped += take
+    while (batch := portal.take(None if count == 0 else count - skipped)) is not None:
+        skipped += batch.num_rows
     portal.sent += skipped
     return skipped

@@ -33,6 +33,17 @@ class Portal:
     sent: int = 0  # rows sent so far (suspension)
     described: bool = False
 
+    def take(self, limit: int | None = None) -> pa.RecordBatch | None:
+        """The next batch of rows not yet taken, at most `limit` rows (None: no limit);
+        None when there are none left or the limit is spent."""
+        if not self.batches or (limit is not None and limit <= 0):
+            return None
+        batch = self.batches[0]
+        if limit is not None and limit < batch.num_rows:
+            self.batches[0] = batch.slice(limit)
+            return batch.slice(0, limit)
+        return self.batches.pop(0)
+
 
 class Failed(Exception):
     """An error for the client that is not a GatewayError (protocol-level)."""

@@ -159,26 +159,14 @@ class Results:
         sent_now = 0
         pending: list[tuple[int, asyncio.Future | bytes]] = []  # encodings under way, in order
 
-        def next_batch() -> pa.RecordBatch | None:
-            nonlocal sent_now
-            if not portal.batches or (budget is not None and sent_now >= budget):
-                return None
-            batch = portal.batches[0]
-            take = batch.num_rows if budget is None else min(batch.num_rows, budget - sent_now)
-            if take < batch.num_rows:
-                portal.batches[0] = batch.slice(take)
-                batch = batch.slice(0, take)
-            else:
-                portal.batches.pop(0)
-            sent_now += batch.num_rows
-            return batch
-
         def schedule() -> None:
+            nonlocal sent_now
             # pyarrow releases the GIL, so large batches encode in the pool while we write.
             while len(pending) < ENCODE_AHEAD:
-                batch = next_batch()
+                batch = portal.take(None if budget is None else budget - sent_now)
                 if batch is None:
                     return
+                sent_now += batch.num_rows
                 if batch.num_rows > t.SMALL_BATCH and hasattr(self.io, "pool"):
                     work = asyncio.get_running_loop().run_in_executor(self.io.pool, t.encode_batch, batch, oids, formats)
                     pending.append((batch.num_rows, work))
