@@ -108,7 +108,8 @@ def test_having_order_by_and_limit_run_after_noise_on_released_values(tmp_path):
     sql = ("SELECT region, count(*) AS n, avg(spend) AS mean FROM visits GROUP BY region "
            "HAVING count(*) > 100 ORDER BY n DESC LIMIT 1")
     state = engine.compile(request(sql))
-    assert "100" not in state.generated_sql and "having" not in state.generated_sql.lower()
+    generated = state.generated_sql.replace(engine.context.privacy.hash_key, "<key>")  # random hex may hold "100"
+    assert "100" not in generated and "having" not in generated.lower()
     release = engine.run(request(sql))
     rows = release.table.to_pylist()
     assert len(rows) == 1 and rows[0]["n"] > 100
