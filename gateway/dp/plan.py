@@ -20,8 +20,8 @@ from sqlglot.optimizer.scope import build_scope
 
 from gateway.dp.policy import QueryPrivacy
 from gateway.dp.stability import check_stable
-from gateway.engine.allowlist import AGGREGATES
-from gateway.engine.rewrite import clamp, unit_columns
+from gateway.plan.allowed import AGGREGATES
+from gateway.plan.units import clamp, unit_columns
 from gateway.errors import Refused
 from gateway.policy.model import Bounds, CleanRoom, Role, Template
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlglot import expressions as exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
-from gateway.engine.rewrite import unit_outputs
+from gateway.plan.units import unit_outputs
 from gateway.errors import Refused
 from gateway.policy.model import CleanRoom
 

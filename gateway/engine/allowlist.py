@@ -10,16 +10,7 @@ from __future__ import annotations
 
 from sqlglot import expressions as exp
 
-# Aggregates by policy name; COUNT(DISTINCT x) is checked separately.
-AGGREGATES: dict[type[exp.Expression], str] = {
-    exp.Count: "count",
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Min: "min",
-    exp.Max: "max",
-    exp.Median: "median",
-    exp.Quantile: "median",  # percentile_cont(q) WITHIN GROUP (ORDER BY x), normalised by bind
-}
+from gateway.plan.allowed import AGGREGATES, NAMED_REFUSALS, function_name  # noqa: F401 (re-exported)
 
 # Scalar functions that cannot raise on a value (casts become TRY_CAST) and keep no state.
 SCALAR_FUNCTIONS: frozenset[type[exp.Expression]] = frozenset(
@@ -50,6 +41,7 @@ SCALAR_FUNCTIONS: frozenset[type[exp.Expression]] = frozenset(
         exp.Cast,
         exp.TryCast,
         exp.CurrentDate,
+        exp.Try,  # the resolver computes what could raise on a value under try()
     }
 )
 
@@ -109,6 +101,7 @@ STRUCTURE: frozenset[type[exp.Expression]] = frozenset(
         exp.Null,
         exp.Star,
         exp.Interval,
+        exp.Escape,
         exp.DataType,
         exp.DataTypeParam,  # DECIMAL(18, 3)
         exp.Var,  # unit names in EXTRACT(year FROM ...) and intervals
@@ -127,27 +120,3 @@ ALLOWED: frozenset[type[exp.Expression]] = (
     frozenset(AGGREGATES) | SCALAR_FUNCTIONS | OPERATORS | STRUCTURE
 )
 
-# Constructs refused with their own reason, for a message the analyst can act on.
-NAMED_REFUSALS: dict[type[exp.Expression], tuple[str, str]] = {
-    exp.Window: ("query.window_function", "window functions are not allowed"),
-    exp.GroupingSets: ("query.grouping_sets", "GROUPING SETS are not allowed"),
-    exp.Rollup: ("query.grouping_sets", "ROLLUP is not allowed"),
-    exp.Cube: ("query.grouping_sets", "CUBE is not allowed"),
-    exp.Values: ("query.row_generator", "VALUES lists are not allowed"),
-    exp.Explode: ("query.row_generator", "UNNEST is not allowed"),
-    exp.Unnest: ("query.row_generator", "UNNEST is not allowed"),
-    exp.ExplodingGenerateSeries: ("query.row_generator", "generate_series is not allowed"),
-    exp.GenerateSeries: ("query.row_generator", "generate_series is not allowed"),
-    exp.Lateral: ("query.lateral", "LATERAL is not allowed"),
-    exp.Parameter: ("query.unbound_parameter", "a parameter was left unbound"),
-    exp.Placeholder: ("query.unbound_parameter", "a parameter was left unbound"),
-}
-
-
-def function_name(node: exp.Expression) -> str:
-    """The name an analyst wrote, for messages (e.g. 'setseed', 'random')."""
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    if isinstance(node, exp.Func):
-        return node.sql_name().lower()
-    return type(node).__name__

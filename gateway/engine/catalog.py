@@ -20,7 +20,7 @@ import duckdb
 from sqlglot import expressions as exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
-from gateway.engine.bind import visible_tables
+from gateway.engine.resolve import visible_tables
 from gateway.engine.state import QueryState
 from gateway.engine.types import Release
 from gateway.errors import SyntaxProblem, UnknownTable

@@ -13,7 +13,7 @@ from gateway import sources
 from gateway.config_model import GatewayConfig
 from gateway.engine import pipeline, recall
 from gateway.engine.audit_log import AuditLog
-from gateway.engine.bind import visible_tables
+from gateway.engine.resolve import visible_tables
 from gateway.engine.context import EngineContext
 from gateway.engine.state import QueryState
 from gateway.engine.types import ColumnInfo, QueryRequest, Release, TableInfo

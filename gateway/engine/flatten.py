@@ -21,8 +21,8 @@ from __future__ import annotations
 from sqlglot import expressions as exp
 from sqlglot.optimizer.merge_subqueries import merge_subqueries
 
-from gateway.engine.bind import outer_uses
 from gateway.engine.state import QueryState
+from gateway.plan.units import outer_uses
 
 
 def flatten(state: QueryState) -> QueryState:

@@ -6,19 +6,20 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import (audit, authorise, bind, catalog, charge, deliver, execute, flatten, parse, plan_noise,
-                            recall, release, rewrite)
+from gateway.engine import (audit, authorise, catalog, charge, deliver, execute, flatten, parse, plan_noise, recall,
+                            release, resolve, rewrite, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
 COMPILE = (
     parse.parse,
     catalog.catalog,  # catalog-only statements are answered here, from the policy
-    bind.bind,
+    resolve.resolve,  # every name bound by scope; the statement generated anew from that binding
     flatten.flatten,  # the derived tables BI tools wrap around a query, merged into it
     authorise.authorise,
     plan_noise.plan_noise,  # differential privacy: what is released and what it costs
     rewrite.rewrite,
+    verify.verify,  # a second, independent look at the SQL that will run
 )
 
 # Once a statement has its release, only these still run.

@@ -17,12 +17,10 @@ the engine, since thresholds apply to noisy counts only (gateway.dp.noising).
 from __future__ import annotations
 
 from sqlglot import expressions as exp
-from sqlglot.optimizer.scope import Scope, build_scope
 
 from gateway import sources
-from gateway.engine.bind import optional_aliases
 from gateway.engine.state import QueryState
-from gateway.errors import Refused
+from gateway.plan.units import clamp, cte_names, unit_columns
 from gateway.policy.model import CleanRoom, Role, Table
 
 
@@ -51,7 +49,7 @@ def rewrite(state: QueryState) -> QueryState:
 # literals, casts and operators. `SELECT 1`, a driver's or BI tool's liveness
 # probe, is one.
 _CONSTANT_NODES = (exp.Select, exp.Alias, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren,
-                   exp.Neg, exp.Not, exp.Cast, exp.DataType, exp.DataTypeParam, exp.Add, exp.Sub, exp.Mul, exp.Div,
+                   exp.Neg, exp.Not, exp.Cast, exp.TryCast, exp.DataType, exp.DataTypeParam, exp.Add, exp.Sub, exp.Mul, exp.Div,
                    exp.IntDiv, exp.Mod, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.And, exp.Or, exp.Is,
                    exp.DPipe)
 
@@ -81,15 +79,6 @@ def _clamp_measures(tree: exp.Expression, by_alias: dict[str, Table]) -> None:
         spec = table.columns[column.name]
         if spec.role is Role.MEASURE and spec.bounds is not None:
             column.replace(clamp(column.copy(), spec.bounds.lower, spec.bounds.upper))
-
-
-def clamp(value: exp.Expression, lower: float, upper: float) -> exp.Expression:
-    """value forced into [lower, upper]; NULL stays NULL (DuckDB's GREATEST and
-    LEAST skip NULLs, so GREATEST(NULL, 0) would turn a missing value into 0)."""
-    low, high = exp.Literal.number(lower), exp.Literal.number(upper)
-    at_least = exp.Greatest(this=value.copy(), expressions=[low], ignore_nulls=True)
-    bounded = exp.Least(this=at_least, expressions=[high], ignore_nulls=True)
-    return exp.Case(ifs=[exp.If(this=exp.Is(this=value, expression=exp.null()), true=exp.null())], default=bounded)
 
 
 def _quantile_cont(node: exp.Expression) -> exp.Expression:
@@ -138,59 +127,21 @@ def _passes_k(units: list[tuple[exp.Column, bool]], k: int) -> exp.Expression:
     return exp.and_(*conditions)
 
 
-def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[str]) -> list[tuple[exp.Column, bool]]:
-    """For each private table read, a column of the outermost SELECT that carries
-    its privacy unit, and whether an outer join makes that column optional.
-
-    A unit reaches the outer query directly (alias.unit) or through CTEs and
-    derived tables that project it unchanged. A private table whose unit cannot
-    be followed cannot be threshold-checked, so the query is refused.
-    """
-    if not isinstance(tree, exp.Select):
-        raise Refused("the outermost query must be a SELECT to be threshold-checked", rule="query.set_operation")
-    scope = build_scope(tree)
-    nullable = optional_aliases(tree)
-    found: dict[str, tuple[exp.Column, bool]] = {}
-    for alias, (_, source) in scope.selected_sources.items():
-        for output, table_name in unit_outputs(source, room):
-            candidate = (exp.column(output, table=alias, quoted=True), alias in nullable)
-            if table_name not in found or (found[table_name][1] and not candidate[1]):
-                found[table_name] = candidate
-    private = sorted(t for t in tables_read if not room.tables[t].public)
-    missing = [t for t in private if t not in found]
-    if missing:
-        raise Refused(
-            f"the privacy unit of {', '.join(missing)} does not reach the outer query, "
-            "so its group sizes cannot be checked",
-            rule="query.untraceable_unit",
-            hint="project the unit column through every CTE and derived table",
-        )
-    return [found[t] for t in private]
-
-
-def unit_outputs(source: exp.Table | Scope, room: CleanRoom):
-    """(output column name, private table) pairs for the unit columns a source exposes."""
-    if isinstance(source, exp.Table):
-        table = room.tables.get(source.name)
-        if table is not None and not table.public:
-            yield table.privacy_unit, table.name
-        return
-    select = source.expression
-    if not isinstance(select, exp.Select):
-        return
-    for projection in select.expressions:
-        inner = projection.unalias()
-        if isinstance(inner, exp.Column) and inner.table in source.selected_sources:
-            for name, table_name in unit_outputs(source.selected_sources[inner.table][1], room):
-                if name == inner.name:
-                    yield projection.alias_or_name, table_name
-
-
 def point_at_sources(tree: exp.Expression, room: CleanRoom) -> None:
-    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    """Policy tables become the attached sources' relations. A private table is read
+    without the rows whose privacy unit is NULL: such a row belongs to nobody, so no
+    k test or contribution bound could count it, and it never reaches an aggregate."""
+    ctes = cte_names(tree)
     for node in list(tree.find_all(exp.Table)):
-        if node.db or node.name in cte_names or node.name not in room.tables:
+        if node.db or node.name in ctes or node.name not in room.tables:
             continue
-        relation = sources.relation_for(room.tables[node.name])
-        relation.set("alias", exp.TableAlias(this=exp.to_identifier(node.alias_or_name, quoted=True)))
-        node.replace(relation)
+        table = room.tables[node.name]
+        relation = sources.relation_for(table)
+        alias = exp.TableAlias(this=exp.to_identifier(node.alias_or_name, quoted=True))
+        if table.public:
+            relation.set("alias", alias)
+            node.replace(relation)
+            continue
+        unit = exp.column(table.privacy_unit, quoted=True)
+        rows = exp.select(exp.Star()).from_(relation).where(exp.Not(this=exp.Is(this=unit, expression=exp.null())))
+        node.replace(exp.Subquery(this=rows, alias=alias))

@@ -13,21 +13,13 @@ import pyarrow as pa
 from sqlglot import expressions as exp
 
 from gateway.engine.types import QueryRequest, Release
-from gateway.policy.model import Analyst, CleanRoom, Table, Template
+from gateway.plan.units import TableUse
+from gateway.policy.model import Analyst, CleanRoom, Template
 
 if TYPE_CHECKING:
     from gateway.dp.noising import Measurement
     from gateway.dp.plan import NoisePlan
     from gateway.engine.context import EngineContext
-
-
-@dataclass(frozen=True)
-class TableUse:
-    """One policy table read by the statement, under the alias the tree now uses."""
-
-    alias: str
-    table: Table
-    nullable: bool = False  # on the optional side of an outer join
 
 
 @dataclass(frozen=True)
@@ -48,9 +40,9 @@ class QueryState:
     recalled: bool = False  # recall: the analysis below came from the cache
     template: Template | None = None  # set by parse for template runs
     tree: exp.Expression | None = None  # parse: the statement with parameters bound as literals
-    canonical_sql: str | None = None  # bind: normalised text, the statement's identity
-    uses: tuple[TableUse, ...] = ()  # bind: policy tables read by the outermost SELECT, by alias
-    tables_read: frozenset[str] = frozenset()  # bind: every policy table read anywhere
+    canonical_sql: str | None = None  # resolve: normalised text, the statement's identity
+    uses: tuple[TableUse, ...] = ()  # resolve: policy tables read by the outermost SELECT, by alias
+    tables_read: frozenset[str] = frozenset()  # resolve: every policy table read anywhere
     authorisation: Authorisation | None = None  # authorise
     noise_plan: "NoisePlan | None" = None  # plan_noise: differential privacy (None: k-thresholds only)
     measurement_key: str | None = None  # plan_noise: identity of the noisy measurement (release cache key)

@@ -19,7 +19,7 @@ from gateway.policy.model import CleanRoom
 
 def check_templates(cleanroom: CleanRoom) -> list[tuple[str, str]]:
     """Problems with the clean room's templates as (key path, message)."""
-    from gateway.engine.rewrite import unit_columns
+    from gateway.plan.units import unit_columns
 
     # Column names are all qualify needs; types come from the sources at run time.
     schema = {t.name: {c: "VARCHAR" for c in t.visible()} for t in cleanroom.tables.values()}

@@ -1,0 +1,26 @@
+"""Pass verify: the generated SQL, parsed again, reads only the attached sources
+of the tables the statement was resolved to read, and its own CTEs
+(gateway.plan.verify). A second line of defence behind resolve: it holds even
+if a later rewrite were wrong."""
+
+from __future__ import annotations
+
+from gateway import sources
+from gateway.engine.state import QueryState
+from gateway.plan.verify import check_generated
+
+
+def verify(state: QueryState) -> QueryState:
+    if state.generated_sql is None:
+        return state
+    relations = set()
+    for name in state.tables_read:
+        relation = sources.relation_for(state.cleanroom.tables[name])
+        relations.add((relation.catalog, relation.db, relation.name))
+    try:
+        check_generated(state.generated_sql, relations)
+    except Exception:
+        state.context.log.error("generated SQL refused by verify for request %s: %s",
+                                state.request.request_id, state.generated_sql)
+        raise
+    return state

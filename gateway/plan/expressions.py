@@ -1,0 +1,780 @@
+"""Expressions, resolved node by node: each allowed node is built anew from the
+parts the resolver understood, every column bound to one relation of its scope,
+every value typed, and every operation that could raise on a row's value made
+unable to (DuckDB's try(): NULL instead of an error).
+
+Nothing of the analyst's tree is copied wholesale: a node of a kind not listed
+here, or one that carries an argument this module does not read, is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from sqlglot import expressions as exp
+
+from gateway.errors import Refused
+from gateway.plan.allowed import (AGGREGATES, DATE_PARTS, EXTRACT_PARTS, LIKE_MAX_PERCENT, MAX_INTERVAL_DAYS,
+                                  MAX_STRING_COPIES, NAMED_REFUSALS, TYPE_NAMES, function_name)
+from gateway.plan.scope import Scope, fold, reference
+from gateway.plan.types import BOOLEAN, NULL, UNBOUNDED, Kind, Range, Typed
+from gateway.policy.model import Role
+
+if TYPE_CHECKING:
+    from gateway.plan.resolve import Resolver
+
+
+@dataclass(frozen=True)
+class Clause:
+    """Where an expression stands, which decides what it may contain."""
+
+    name: str  # SELECT, WHERE, GROUP BY, HAVING, ORDER BY, ON, QUALIFY, FILTER, ...
+    aggregates: bool = False  # aggregates of this scope allowed
+    windows: bool = False
+    outputs: dict | None = None  # output name -> resolved projection, for names no relation has
+
+
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod)
+INT64 = Range(-(2.0 ** 63), 2.0 ** 63 - 1)
+
+
+def typed(node: exp.Expression) -> Typed:
+    return node.meta["typed"]
+
+
+def _mark(node: exp.Expression, annotation: Typed) -> exp.Expression:
+    node.meta["typed"] = annotation
+    return node
+
+
+def _could_raise(node: exp.Expression) -> exp.Expression:
+    """Arithmetic or a function that DuckDB may refuse on one value (overflow, a date
+    out of range): computed under try(), so the row gets NULL and nobody an error.
+
+    DuckDB's try() cannot hold an aggregate, a window or a subquery; over those, the
+    arithmetic runs in floating point instead, which gives inf (released as NULL) and
+    never raises. What has no floating-point form there is refused."""
+    if not any(isinstance(n, (exp.AggFunc, exp.Window, exp.Subquery, exp.Exists)) for n in node.walk()):
+        return _mark(exp.Try(this=node), typed(node))
+    if not isinstance(node, (*ARITHMETIC, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil)):
+        raise Refused(f"{function_name(node)}() cannot be applied to an aggregate, a window or a subquery here",
+                      rule="expr.type", hint="apply it to the values before they are aggregated")
+    for key in ("this", "expression"):
+        operand = node.args.get(key)
+        if operand is None or typed(operand).kind in (Kind.FLOAT, Kind.NULL):
+            continue
+        if not typed(operand).kind.numeric:
+            raise Refused(f"{function_name(node)} over an aggregate takes numbers", rule="expr.type")
+        as_double = exp.Cast(this=operand, to=exp.DataType.build("DOUBLE"))
+        node.set(key, _mark(as_double, typed(operand).with_(kind=Kind.FLOAT)))
+    return _mark(node, typed(node).with_(kind=Kind.FLOAT))
+
+
+class Expressions:
+    """Resolves the expressions of one query scope."""
+
+    def __init__(self, resolver: "Resolver", scope: Scope):
+        self.resolver = resolver
+        self.scope = scope
+
+    def __call__(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        handler = _HANDLERS.get(type(node))
+        if handler is not None:
+            return handler(self, node, clause)
+        _refuse_unknown(node)
+
+    # -- names ----------------------------------------------------------------
+    def column(self, node: exp.Column, clause: Clause) -> exp.Expression:
+        _only(node, "this", "table", "db", "catalog")
+        if isinstance(node.this, exp.Star):
+            raise Refused("a whole row (*) cannot be used as a value", rule="bind.row_reference",
+                          hint="name the columns, or write COUNT(*)")
+        name = node.name
+        if node.args.get("catalog") is not None or (node.args.get("db") is not None
+                                                   and fold(node.db) not in ("public", "")):
+            raise Refused(f"{node.sql(dialect='postgres')} is not a column of a relation in FROM",
+                          rule="bind.row_reference", hint="write alias.column")
+        if node.table:
+            relation, column = self.scope.qualified(node.table, name)
+        else:
+            found = self.scope.unqualified(name)
+            if found is None:
+                outputs = clause.outputs or {}
+                if fold(name) in outputs:
+                    return outputs[fold(name)].copy()
+                raise self.scope.missing(name)
+            relation, column = found
+        return reference(relation, column)
+
+    # -- literals -------------------------------------------------------------
+    def literal(self, node: exp.Literal, clause: Clause) -> exp.Expression:
+        if node.is_string:
+            return _mark(exp.Literal.string(node.this), Typed(Kind.STRING))
+        text = node.this
+        try:
+            value = float(text)
+        except ValueError:
+            raise Refused(f"{text} is not a number", rule="expr.type") from None
+        if not math.isfinite(value):
+            raise Refused(f"{text} is out of range", rule="expr.type")
+        kind = Kind.INTEGER if re.fullmatch(r"\d+", text) else Kind.DECIMAL
+        return _mark(exp.Literal.number(text), Typed(kind, Range(value, value)))
+
+    def boolean(self, node: exp.Boolean, clause: Clause) -> exp.Expression:
+        return _mark(exp.Boolean(this=bool(node.this)), BOOLEAN)
+
+    def null(self, node: exp.Null, clause: Clause) -> exp.Expression:
+        return _mark(exp.Null(), NULL)
+
+    def paren(self, node: exp.Paren, clause: Clause) -> exp.Expression:
+        _only(node, "this")
+        inner = self(node.this, clause)
+        return _mark(exp.Paren(this=inner), typed(inner))
+
+    # -- operators ------------------------------------------------------------
+    def logical(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        _only(node, "this", "expression")
+        left, right = self(node.this, clause), self(node.expression, clause)
+        for side in (left, right):
+            _expect(side, (Kind.BOOLEAN,), node)
+        return _mark(type(node)(this=left, expression=right), _combine(BOOLEAN, left, right))
+
+    def negation(self, node: exp.Not, clause: Clause) -> exp.Expression:
+        _only(node, "this")
+        inner = self(node.this, clause)
+        _expect(inner, (Kind.BOOLEAN,), node)
+        return _mark(exp.Not(this=inner), _combine(BOOLEAN, inner))
+
+    def comparison(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        _only(node, "this", "expression")
+        left, right = self(node.this, clause), self(node.expression, clause)
+        _comparable(node, left, right)
+        return _mark(type(node)(this=left, expression=right), _combine(BOOLEAN, left, right))
+
+    def is_(self, node: exp.Is, clause: Clause) -> exp.Expression:
+        _only(node, "this", "expression", "negate")
+        left = self(node.this, clause)
+        if not isinstance(node.expression, (exp.Null, exp.Boolean)):
+            raise Refused("IS takes NULL, TRUE or FALSE", rule="expr.type")
+        right = self(node.expression, clause)
+        if isinstance(right, exp.Boolean):
+            _expect(left, (Kind.BOOLEAN,), node)
+        return _mark(exp.Is(this=left, expression=right, negate=node.args.get("negate")), _combine(BOOLEAN, left))
+
+    def between(self, node: exp.Between, clause: Clause) -> exp.Expression:
+        _only(node, "this", "low", "high")
+        value, low, high = (self(node.args[k], clause) for k in ("this", "low", "high"))
+        _comparable(node, value, low)
+        _comparable(node, value, high)
+        return _mark(exp.Between(this=value, low=low, high=high), _combine(BOOLEAN, value, low, high))
+
+    def in_(self, node: exp.In, clause: Clause) -> exp.Expression:
+        _only(node, "this", "expressions", "query")
+        value = self(node.this, clause)
+        if node.args.get("query") is not None:
+            query = node.args["query"]
+            inner = query.this if isinstance(query, exp.Subquery) else query
+            resolved, columns = self.resolver.subquery(inner, self.scope)
+            if len(columns) != 1:
+                raise Refused("the subquery of IN must return one column", rule="expr.type")
+            _comparable(node, value, _mark(exp.Null(), columns[0].typed))
+            return _mark(exp.In(this=value, query=exp.Subquery(this=resolved)), _combine(BOOLEAN, value))
+        items = [self(item, clause) for item in node.expressions]
+        if not items:
+            raise Refused("IN needs at least one value", rule="expr.type")
+        for item in items:
+            _comparable(node, value, item)
+        return _mark(exp.In(this=value, expressions=items), _combine(BOOLEAN, value, *items))
+
+    def like(self, node: exp.Expression, clause: Clause, escape: exp.Expression | None = None) -> exp.Expression:
+        _only(node, "this", "expression", "negate")
+        subject, pattern = self(node.this, clause), node.expression
+        if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+            raise Refused("LIKE and ILIKE take a string literal as the pattern", rule="expr.pattern",
+                          hint="a pattern computed per row could make the statement's cost depend on a row")
+        target = subject.this if isinstance(subject, (exp.Lower, exp.Upper)) else subject
+        if not isinstance(target, exp.Column) or typed(subject).kind is not Kind.STRING:
+            raise Refused("LIKE and ILIKE apply to a text column (or lower()/upper() of one)", rule="expr.pattern",
+                          hint="matching a computed string can cost time that depends on a row")
+        _check_pattern(pattern.this)
+        built = type(node)(this=subject, expression=exp.Literal.string(pattern.this), negate=node.args.get("negate"))
+        if escape is not None:
+            built = exp.Escape(this=built, expression=exp.Literal.string(escape.this))
+        return _mark(built, _combine(BOOLEAN, subject))
+
+    def escape(self, node: exp.Escape, clause: Clause) -> exp.Expression:
+        _only(node, "this", "expression")
+        character = node.expression
+        if not (isinstance(node.this, (exp.Like, exp.ILike)) and isinstance(character, exp.Literal)
+                and character.is_string and len(character.this) == 1 and character.this not in "%_"):
+            raise Refused("ESCAPE takes one character after LIKE or ILIKE", rule="expr.pattern")
+        return self.like(node.this, clause, escape=character)
+
+    def arithmetic(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        _only(node, "this", "expression", "typed", "safe")
+        left, right = self(node.this, clause), self(node.expression, clause)
+        result = _arithmetic_type(node, typed(left), typed(right))
+        flags = {k: node.args[k] for k in ("typed", "safe") if node.args.get(k) is not None}
+        built = _mark(type(node)(this=left, expression=right, **flags), _combine(result, left, right))
+        return built if _cannot_raise(result, left, right) else _could_raise(built)
+
+    def negative(self, node: exp.Neg, clause: Clause) -> exp.Expression:
+        _only(node, "this")
+        inner = self(node.this, clause)
+        kind = typed(inner).kind
+        if not (kind.numeric or kind in (Kind.INTERVAL, Kind.NULL)):
+            raise Refused(f"cannot negate {kind.value}", rule="expr.type")
+        value = typed(inner).range
+        built = _mark(exp.Neg(this=inner), typed(inner).with_(range=-value if value else None))
+        return built if _cannot_raise(typed(built), inner) else _could_raise(built)
+
+    def concatenation(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        if isinstance(node, exp.DPipe):
+            _only(node, "this", "expression", "safe")
+            parts = [node.this, node.expression]
+        else:
+            _only(node, "expressions", "safe", "coalesce")
+            parts = list(node.expressions)
+        resolved = [self(part, clause) for part in parts]
+        copies = sum(typed(p).copies for p in resolved)
+        if copies > MAX_STRING_COPIES:
+            raise Refused(f"this text holds {copies} copies of row values (at most {MAX_STRING_COPIES})",
+                          rule="expr.string_growth", hint="a string grown from many copies costs time per row")
+        annotation = _combine(Typed(Kind.STRING, copies=copies), *resolved)
+        if isinstance(node, exp.DPipe):
+            return _mark(exp.DPipe(this=resolved[0], expression=resolved[1], safe=node.args.get("safe")), annotation)
+        return _mark(exp.Concat(expressions=resolved, safe=node.args.get("safe"),
+                                coalesce=node.args.get("coalesce")), annotation)
+
+    # -- conditionals -----------------------------------------------------------
+    def case(self, node: exp.Case, clause: Clause) -> exp.Expression:
+        _only(node, "this", "ifs", "default")
+        operand = self(node.this, clause) if node.args.get("this") is not None else None
+        ifs, results = [], []
+        for branch in node.args["ifs"]:
+            _only(branch, "this", "true")
+            condition = self(branch.this, clause)
+            if operand is not None:
+                _comparable(node, operand, condition)
+            else:
+                _expect(condition, (Kind.BOOLEAN,), node)
+            result = self(branch.args["true"], clause)
+            ifs.append(exp.If(this=condition, true=result))
+            results.append(result)
+        default = self(node.args["default"], clause) if node.args.get("default") is not None else None
+        if default is not None:
+            results.append(default)
+        annotation = _common(node, results)
+        parts = [operand, default, *[i.this for i in ifs]]
+        return _mark(exp.Case(this=operand, ifs=ifs, default=default),
+                     _combine(annotation, *[p for p in parts if p is not None], *results))
+
+    def if_(self, node: exp.If, clause: Clause) -> exp.Expression:
+        _only(node, "this", "true", "false")
+        rebuilt = exp.Case(ifs=[exp.If(this=node.this, true=node.args["true"])], default=node.args.get("false"))
+        return self.case(rebuilt, clause)
+
+    def variadic(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        """COALESCE, GREATEST, LEAST: one common type; NULLIF: two of one type."""
+        if isinstance(node, exp.Nullif):
+            _only(node, "this", "expression")
+            parts = [self(node.this, clause), self(node.expression, clause)]
+            annotation = _common(node, parts)
+            return _mark(exp.Nullif(this=parts[0], expression=parts[1]), _combine(annotation, *parts))
+        _only(node, "this", "expressions", "ignore_nulls")
+        parts = [self(node.this, clause)] + [self(e, clause) for e in node.expressions]
+        annotation = _common(node, parts)
+        extra = {"ignore_nulls": node.args["ignore_nulls"]} if node.args.get("ignore_nulls") is not None else {}
+        return _mark(type(node)(this=parts[0], expressions=parts[1:], **extra), _combine(annotation, *parts))
+
+    # -- functions ----------------------------------------------------------------
+    def unary_numeric(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        """ABS, FLOOR, CEIL, ROUND: numbers in, numbers out; ABS of the smallest integer raises."""
+        _only(node, "this", "decimals")
+        value = self(node.this, clause)
+        annotation = typed(value)
+        if not annotation.kind.numeric and annotation.kind is not Kind.NULL:
+            raise Refused(f"{function_name(node)}() takes a number", rule="expr.type")
+        extra = {}
+        if node.args.get("decimals") is not None:
+            decimals = node.args["decimals"]
+            if not (isinstance(decimals, exp.Literal) and decimals.is_int and abs(int(decimals.this)) <= 38):
+                raise Refused(f"{function_name(node)}() takes a whole number of decimals between -38 and 38",
+                              rule="expr.type")
+            extra["decimals"] = exp.Literal.number(int(decimals.this))
+        result = annotation.range
+        if isinstance(node, exp.Abs) and result is not None:
+            result = result.abs()
+        elif result is not None:
+            result = Range(math.floor(result.low) - 1, math.ceil(result.high) + 1)
+        built = _mark(type(node)(this=value, **extra), _combine(annotation.with_(range=result), value))
+        return built if _cannot_raise(typed(built), value) else _could_raise(built)
+
+    def text(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        """LOWER, UPPER, LENGTH, TRIM: text in; LENGTH gives a number."""
+        _only(node, "this", "expression", "position")
+        value = self(node.this, clause)
+        _expect(value, (Kind.STRING,), node)
+        if isinstance(node, exp.Length):
+            return _mark(exp.Length(this=value), _combine(Typed(Kind.INTEGER, Range(0, math.inf)), value))
+        if isinstance(node, exp.Trim):
+            characters = node.args.get("expression")
+            if characters is not None and not (isinstance(characters, exp.Literal) and characters.is_string):
+                raise Refused("TRIM takes literal characters", rule="expr.type")
+            position = node.args.get("position")
+            if position is not None and str(position).upper() not in ("BOTH", "LEADING", "TRAILING"):
+                raise Refused("TRIM takes BOTH, LEADING or TRAILING", rule="expr.type")
+            built = exp.Trim(this=value, expression=exp.Literal.string(characters.this) if characters else None,
+                             position=str(position).upper() if position else None)
+            return _mark(built, _combine(typed(value), value))
+        return _mark(type(node)(this=value), _combine(typed(value), value))
+
+    def substring(self, node: exp.Substring, clause: Clause) -> exp.Expression:
+        _only(node, "this", "start", "length")
+        value = self(node.this, clause)
+        _expect(value, (Kind.STRING,), node)
+        parts = {}
+        for key in ("start", "length"):
+            argument = node.args.get(key)
+            if argument is None:
+                continue
+            if not (isinstance(argument, exp.Literal) and argument.is_int and abs(int(argument.this)) <= 1_000_000):
+                raise Refused(f"SUBSTRING takes a whole-number literal {key} (at most 1,000,000)", rule="expr.type")
+            parts[key] = exp.Literal.number(int(argument.this))
+        return _mark(exp.Substring(this=value, **parts), _combine(typed(value), value))
+
+    def date_trunc(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        _only(node, "this", "unit")
+        part = _date_part(node.args.get("unit"), DATE_PARTS, "date_trunc")
+        value = self(node.this, clause)
+        _expect(value, (Kind.DATE, Kind.TIMESTAMP), node)
+        built = exp.TimestampTrunc(this=value, unit=exp.Var(this=part.upper()))
+        return _could_raise(_mark(built, _combine(Typed(Kind.TIMESTAMP), value)))
+
+    def extract(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        if isinstance(node, exp.Extract):
+            _only(node, "this", "expression")
+            part, argument = _date_part(node.this, EXTRACT_PARTS, "extract"), node.expression
+        else:  # YEAR(x), MONTH(x), DAY(x)
+            _only(node, "this")
+            part, argument = type(node).__name__.lower(), node.this
+        value = self(argument, clause)
+        _expect(value, (Kind.DATE, Kind.TIMESTAMP, Kind.INTERVAL), node)
+        built = exp.Extract(this=exp.Var(this=part.upper()), expression=value)
+        return _could_raise(_mark(built, _combine(Typed(Kind.INTEGER, Range(-1e7, 1e7)), value)))
+
+    def current_date(self, node: exp.CurrentDate, clause: Clause) -> exp.Expression:
+        _only(node)
+        return _mark(exp.CurrentDate(), Typed(Kind.DATE))
+
+    def cast(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        _only(node, "this", "to", "safe", "requires_string")
+        value = self(node.this, clause)
+        to = node.args["to"]
+        kind = TYPE_NAMES.get(to.this.name if hasattr(to.this, "name") else str(to.this))
+        if kind is None or to.args.get("nested") or to.args.get("values") or to.args.get("collate"):
+            raise Refused(f"cannot cast to {to.sql(dialect='postgres')}", rule="expr.type",
+                          hint="cast to a number, text, boolean, date, timestamp or interval type")
+        params = []
+        for param in to.expressions:
+            inner = param.this if isinstance(param, exp.DataTypeParam) else param
+            if not (isinstance(inner, exp.Literal) and inner.is_int and 0 <= int(inner.this) <= 38):
+                raise Refused(f"cannot cast to {to.sql(dialect='postgres')}", rule="expr.type")
+            params.append(exp.DataTypeParam(this=exp.Literal.number(int(inner.this))))
+        target = exp.DataType(this=to.this, expressions=params or None)
+        source = typed(value)
+        result = source.range if kind.numeric and source.kind.numeric else None
+        copies = source.copies if kind is Kind.STRING else 0
+        # TRY_CAST: a value that does not convert becomes NULL instead of an error
+        return _mark(exp.TryCast(this=value, to=target), _combine(Typed(kind, result, copies), value))
+
+    def interval(self, node: exp.Interval, clause: Clause) -> exp.Expression:
+        _only(node, "this", "unit")
+        text = node.this.this if isinstance(node.this, exp.Literal) else None
+        unit = node.args.get("unit")
+        if text is None or (unit is not None and not isinstance(unit, exp.Var)):
+            raise Refused("an INTERVAL must be a literal such as INTERVAL '7 days'", rule="expr.interval")
+        spelled = f"{text} {unit.name}" if unit is not None else str(text)
+        days = _interval_days(spelled)
+        if days > MAX_INTERVAL_DAYS:
+            raise Refused(f"INTERVAL '{spelled}' is longer than 100 years", rule="expr.interval")
+        return _mark(exp.Interval(this=exp.Literal.string(spelled)), Typed(Kind.INTERVAL, Range(-days, days)))
+
+    def try_(self, node: exp.Try, clause: Clause) -> exp.Expression:
+        _only(node, "this")
+        inner = self(node.this, clause)
+        return _mark(exp.Try(this=inner), typed(inner))
+
+    # -- aggregates and windows ------------------------------------------------------
+    def aggregate(self, node: exp.Expression, clause: Clause) -> exp.Expression:
+        if node.find_ancestor(*AGGREGATES) is not None:
+            raise Refused("aggregates cannot be nested", rule="aggregate.nested")
+        if not clause.aggregates:
+            raise _aggregate_here(clause)
+        inner = Clause(f"{function_name(node).upper()}()", outputs=None)
+        if isinstance(node, exp.Count):
+            _only(node, "this", "big_int")
+            argument = node.this
+            if argument is None or isinstance(argument, exp.Star):
+                if argument is not None:
+                    _only(argument)
+                built = exp.Count(this=exp.Star(), big_int=node.args.get("big_int"))
+                return _mark(built, Typed(Kind.INTEGER, Range(0, math.inf), aggregate=True))
+            built = exp.Count(this=self._aggregated(argument, inner), big_int=node.args.get("big_int"))
+            return _mark(built, Typed(Kind.INTEGER, Range(0, math.inf), aggregate=True))
+        if isinstance(node, exp.Quantile):
+            _only(node, "this", "quantile")
+            fraction = node.args["quantile"]
+            value = self._aggregated(node.this, inner)
+            return _mark(exp.Quantile(this=value, quantile=exp.Literal.number(fraction.this)),
+                         Typed(Kind.FLOAT, typed(value).range, aggregate=True))
+        _only(node, "this")
+        value = self._aggregated(node.this, inner)
+        annotation = typed(value)
+        join_key = isinstance(value, exp.Column) and getattr(value.meta.get("declared"), "role", None) is Role.JOIN_KEY
+        if not isinstance(node, (exp.Min, exp.Max)) and not annotation.kind.numeric \
+                and annotation.kind is not Kind.NULL and not join_key:  # authorise refuses join keys by role
+            raise Refused(f"{function_name(node).upper()} takes a number", rule="expr.type")
+        if isinstance(node, exp.Sum):
+            result = annotation.with_(range=UNBOUNDED if annotation.range is not None else None, aggregate=True)
+        elif isinstance(node, exp.Avg):
+            result = Typed(Kind.FLOAT, annotation.range, aggregate=True)
+        else:
+            result = annotation.with_(aggregate=True)
+        return _mark(type(node)(this=value), result)
+
+    def _aggregated(self, argument: exp.Expression, clause: Clause) -> exp.Expression:
+        if isinstance(argument, exp.Distinct):
+            _only(argument, "expressions")
+            if len(argument.expressions) != 1:
+                raise Refused("DISTINCT inside an aggregate takes one expression", rule="aggregate.not_allowed")
+            value = self(argument.expressions[0], clause)
+            return _mark(exp.Distinct(expressions=[value]), typed(value))
+        return self(argument, clause)
+
+    def within_group(self, node: exp.WithinGroup, clause: Clause) -> exp.Expression:
+        """percentile_cont(q) WITHIN GROUP (ORDER BY x) is QUANTILE(x, q)."""
+        _only(node, "this", "expression")
+        order, function = node.expression, node.this
+        fraction = function.this if isinstance(function, exp.PercentileCont) else None
+        if not (isinstance(order, exp.Order) and len(order.expressions) == 1 and isinstance(fraction, exp.Literal)
+                and not fraction.is_string and 0 <= float(fraction.this) <= 1):
+            raise Refused("percentile_cont takes one fraction between 0 and 1 and one ORDER BY expression",
+                          rule="aggregate.quantile")
+        return self.aggregate(exp.Quantile(this=order.expressions[0].this, quantile=fraction), clause)
+
+    def filtered(self, node: exp.Filter, clause: Clause) -> exp.Expression:
+        _only(node, "this", "expression")
+        where = node.expression
+        _only(where, "this")
+        aggregate = self(node.this, clause)
+        if not isinstance(aggregate, tuple(AGGREGATES)):
+            raise Refused("FILTER applies to an aggregate", rule="bind.unsupported")
+        condition = self(where.this, Clause("FILTER"))
+        _expect(condition, (Kind.BOOLEAN,), node)
+        return _mark(exp.Filter(this=aggregate, expression=exp.Where(this=condition)), typed(aggregate))
+
+    def window(self, node: exp.Window, clause: Clause) -> exp.Expression:
+        _only(node, "this", "partition_by", "order", "spec", "over")
+        if not (clause.windows and self.resolver.windows):
+            raise Refused("window functions are not allowed", rule="query.window_function",
+                          hint="ad-hoc queries may not use them; an approved template may")
+        inner = Clause(clause.name, aggregates=True)
+        function = node.this
+        if isinstance(function, (exp.RowNumber, exp.Rank, exp.DenseRank)):
+            _only(function)
+            call = _mark(type(function)(), Typed(Kind.INTEGER, Range(0, math.inf)))
+        elif isinstance(function, tuple(AGGREGATES)):
+            call = self.aggregate(function, inner)
+        else:
+            _refuse_unknown(function)
+        partition = [self(p, Clause("PARTITION BY", aggregates=True)) for p in node.args.get("partition_by") or []]
+        order = self.resolver.order_keys(node.args.get("order"), self, Clause("ORDER BY", aggregates=True))
+        built = exp.Window(this=call, partition_by=partition or None, order=order,
+                           spec=_window_spec(node.args.get("spec")), over="OVER")
+        return _mark(built, typed(call).with_(aggregate=False))
+
+    # -- subqueries -------------------------------------------------------------------
+    def scalar_subquery(self, node: exp.Subquery, clause: Clause) -> exp.Expression:
+        _only(node, "this")
+        resolved, columns = self.resolver.subquery(node.this, self.scope)
+        if len(columns) != 1:
+            raise Refused("a subquery used as a value must return one column", rule="expr.type")
+        return _mark(exp.Subquery(this=resolved), columns[0].typed)
+
+    def exists(self, node: exp.Exists, clause: Clause) -> exp.Expression:
+        _only(node, "this")
+        resolved, _ = self.resolver.subquery(node.this, self.scope)
+        return _mark(exp.Exists(this=resolved), BOOLEAN)
+
+
+# -- typing ------------------------------------------------------------------------------
+
+
+def _combine(result: Typed, *parts: exp.Expression) -> Typed:
+    """`result`, marked as aggregated when any part holds an aggregate of this scope."""
+    return result.with_(aggregate=any(typed(p).aggregate for p in parts))
+
+
+def _expect(node: exp.Expression, kinds: tuple[Kind, ...], where: exp.Expression) -> None:
+    kind = typed(node).kind
+    if kind not in kinds and kind is not Kind.NULL:
+        wanted = " or ".join(k.value for k in kinds)
+        raise Refused(f"{function_name(where)} takes {wanted}, not {kind.value}", rule="expr.type")
+
+
+def _comparable(where: exp.Expression, left: exp.Expression, right: exp.Expression) -> None:
+    """Two values DuckDB compares without converting one per row: numbers with numbers,
+    text with text, dates and timestamps with each other. A text literal may stand for
+    another type, since it is converted once, when the statement is planned."""
+    a, b = typed(left), typed(right)
+    if Kind.NULL in (a.kind, b.kind):
+        return
+    if a.kind is b.kind or (a.kind.numeric and b.kind.numeric) or (a.kind.temporal and b.kind.temporal):
+        return
+    for value, other in ((left, b), (right, a)):
+        if isinstance(value, exp.Literal) and value.is_string and other.kind is not Kind.OTHER:
+            return
+    raise Refused(f"cannot compare {a.kind.value} with {b.kind.value} in {function_name(where)}", rule="expr.type",
+                  hint="cast one side explicitly")
+
+
+def _common(where: exp.Expression, parts: list[exp.Expression]) -> Typed:
+    """The type of CASE, COALESCE, GREATEST, LEAST and NULLIF over `parts`."""
+    kinds = [typed(p) for p in parts if typed(p).kind is not Kind.NULL]
+    if not kinds:
+        return NULL
+    first = kinds[0]
+    for other in kinds[1:]:
+        compatible = other.kind is first.kind or (other.kind.numeric and first.kind.numeric) \
+            or (other.kind.temporal and first.kind.temporal)
+        if not compatible:
+            raise Refused(f"{function_name(where)} mixes {first.kind.value} and {other.kind.value}", rule="expr.type",
+                          hint="cast the branches to one type")
+    numeric = [k for k in kinds if k.kind.numeric]
+    kind = first.kind
+    if numeric:
+        order = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
+        kind = max((k.kind for k in numeric), key=order.index)
+    value = None
+    if all(k.range is not None for k in kinds) and numeric:
+        value = kinds[0].range
+        for k in kinds[1:]:
+            value = value.hull(k.range)
+    return Typed(kind, value, copies=max(k.copies for k in kinds))
+
+
+def _arithmetic_type(node: exp.Expression, a: Typed, b: Typed) -> Typed:
+    kinds = (a.kind, b.kind)
+    if Kind.NULL in kinds:
+        other = b if a.kind is Kind.NULL else a
+        return Typed(other.kind if other.kind is not Kind.NULL else Kind.INTEGER)
+    if a.kind.numeric and b.kind.numeric:
+        order = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
+        kind = max(kinds, key=order.index)
+        if isinstance(node, exp.Div):
+            kind = Kind.FLOAT if kind is Kind.INTEGER and not node.args.get("typed") else kind
+        return Typed(kind, _range_of(node, a.range, b.range))
+    if isinstance(node, (exp.Add, exp.Sub)):
+        if a.kind.temporal and b.kind is Kind.INTERVAL:
+            return Typed(Kind.TIMESTAMP if a.kind is Kind.TIMESTAMP or isinstance(node, exp.Add) else a.kind)
+        if isinstance(node, exp.Add) and b.kind.temporal and a.kind is Kind.INTERVAL:
+            return Typed(Kind.TIMESTAMP)
+        if a.kind is Kind.DATE and b.kind is Kind.INTEGER:
+            return Typed(Kind.DATE)
+        if isinstance(node, exp.Sub) and a.kind.temporal and b.kind.temporal:
+            return Typed(Kind.INTEGER if a.kind is b.kind is Kind.DATE else Kind.INTERVAL)
+        if a.kind is b.kind is Kind.INTERVAL:
+            return Typed(Kind.INTERVAL)
+    raise Refused(f"{function_name(node)} does not apply to {a.kind.value} and {b.kind.value}", rule="expr.type")
+
+
+def _range_of(node: exp.Expression, a: Range | None, b: Range | None) -> Range | None:
+    if a is None or b is None:
+        return None
+    if isinstance(node, exp.Add):
+        return a + b
+    if isinstance(node, exp.Sub):
+        return a - b
+    if isinstance(node, exp.Mul):
+        return a * b
+    return None  # division and modulo: not needed for any bound the gateway relies on
+
+
+def _cannot_raise(result: Typed, *operands: exp.Expression) -> bool:
+    """Floating point gives inf, never an error; constants fold when DuckDB plans the
+    statement, so any error they raise is the same for every table's contents."""
+    if result.kind is Kind.FLOAT and all(typed(o).kind in (Kind.FLOAT, Kind.NULL) for o in operands):
+        return True
+    if all(_constant(o) for o in operands):
+        return True
+    # integers within 32 bits of declared operands never overflow any integer type DuckDB picks
+    if result.kind is Kind.INTEGER and result.range is not None and result.range.finite \
+            and abs(result.range.low) < 2 ** 31 and abs(result.range.high) < 2 ** 31 \
+            and all(typed(o).range is not None for o in operands):
+        return all(typed(o).kind is Kind.INTEGER for o in operands)
+    return False
+
+
+def _constant(node: exp.Expression) -> bool:
+    return all(not isinstance(n, (exp.Column, exp.AggFunc, exp.Subquery, exp.Window, exp.CurrentDate))
+               for n in node.walk())
+
+
+# -- argument checks ----------------------------------------------------------------------
+
+
+def _check_pattern(pattern: str) -> None:
+    """Pattern shapes whose matching cost is linear in the text: `_` with at most one
+    `%`, or `%` alone up to LIKE_MAX_PERCENT times (DuckDB matches those segment by
+    segment); `_` between several `%` backtracks and grows with the text's length."""
+    percent = pattern.count("%")
+    if (percent > 1 and "_" in pattern) or percent > LIKE_MAX_PERCENT:
+        raise Refused(f"the pattern {pattern!r} is too costly to match", rule="expr.pattern",
+                      hint=f"use '_' with at most one '%', or at most {LIKE_MAX_PERCENT} '%' without '_'")
+
+
+def _date_part(node: exp.Expression | None, allowed: frozenset[str], function: str) -> str:
+    if isinstance(node, (exp.Var, exp.Identifier)) or (isinstance(node, exp.Literal) and node.is_string):
+        part = str(node.name if not isinstance(node, exp.Literal) else node.this).lower()
+        if part in allowed:
+            return part
+    raise Refused(f"{function} takes one of {', '.join(sorted(allowed))} as its part", rule="expr.date_part")
+
+
+_UNIT_DAYS = {"microsecond": 1 / 86_400_000_000, "millisecond": 1 / 86_400_000, "second": 1 / 86_400,
+              "minute": 1 / 1440, "hour": 1 / 24, "day": 1, "week": 7, "month": 31, "year": 366}
+_INTERVAL_PART = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*([a-z]+)\s*")
+
+
+def _interval_days(text: str) -> float:
+    text = text.lower().strip()
+    total, position = 0.0, 0
+    while position < len(text):
+        match = _INTERVAL_PART.match(text, position)
+        unit = match.group(2).rstrip("s") if match else None
+        if unit in ("min", "mins"):
+            unit = "minute"
+        if match is None or unit not in _UNIT_DAYS:
+            raise Refused(f"INTERVAL '{text}' is not of the form 'N unit [N unit ...]'", rule="expr.interval")
+        total += abs(float(match.group(1))) * _UNIT_DAYS[unit]
+        position = match.end()
+    if position == 0:
+        raise Refused("an empty INTERVAL", rule="expr.interval")
+    return total
+
+
+_FRAME_BOUNDS = ("UNBOUNDED", "CURRENT ROW")
+
+
+def _window_spec(spec: exp.WindowSpec | None) -> exp.WindowSpec | None:
+    if spec is None:
+        return None
+    _only(spec, "kind", "start", "start_side", "end", "end_side")
+    parts = {"kind": str(spec.args.get("kind") or "").upper() or None}
+    if parts["kind"] not in (None, "ROWS", "RANGE"):
+        raise Refused("window frames are ROWS or RANGE", rule="bind.unsupported")
+    for key in ("start", "end"):
+        bound = spec.args.get(key)
+        if bound is None:
+            continue
+        if isinstance(bound, exp.Literal) and bound.is_int and int(bound.this) <= 1_000_000:
+            parts[key] = exp.Literal.number(int(bound.this))
+        elif str(bound).upper() in _FRAME_BOUNDS:
+            parts[key] = str(bound).upper()
+        else:
+            raise Refused("window frame bounds are UNBOUNDED, CURRENT ROW or a whole number", rule="bind.unsupported")
+        side = spec.args.get(f"{key}_side")
+        if side is not None:
+            if str(side).upper() not in ("PRECEDING", "FOLLOWING"):
+                raise Refused("window frame sides are PRECEDING or FOLLOWING", rule="bind.unsupported")
+            parts[f"{key}_side"] = str(side).upper()
+    return exp.WindowSpec(**parts)
+
+
+def _aggregate_here(clause: Clause) -> Refused:
+    if clause.name == "WHERE":
+        return Refused("aggregates are not allowed in WHERE: use HAVING", rule="where.aggregate")
+    return Refused(f"aggregates are not allowed in {clause.name}", rule="aggregate.position")
+
+
+def _only(node: exp.Expression, *keys: str) -> None:
+    """Refuse a node carrying any argument the resolver does not read: what it does not
+    understand never reaches the engine."""
+    extra = [k for k, v in node.args.items() if k not in keys and v not in (None, False, [], "")]
+    if extra:
+        raise Refused(f"{node.key.upper()} with {', '.join(extra)} is not supported", rule="bind.unsupported",
+                      hint="rewrite the statement with plainer SQL")
+
+
+def _refuse_unknown(node: exp.Expression):
+    kind = type(node)
+    if kind in NAMED_REFUSALS:
+        rule, message = NAMED_REFUSALS[kind]
+        raise Refused(message, rule=rule)
+    if isinstance(node, (exp.Func, exp.Anonymous)):
+        raise Refused(f"function {function_name(node)}() is not allowed", rule="function.not_allowed",
+                      hint="only allow-listed functions may be used (see docs/analysts.md)")
+    if isinstance(node, (exp.Dot, exp.Bracket, exp.Struct, exp.Tuple)):
+        raise Refused(f"{node.sql(dialect='postgres')[:60]} is not a column", rule="bind.row_reference")
+    raise Refused(f"{node.key.upper()} is not supported", rule="bind.unsupported",
+                  hint="rewrite the statement with plainer SQL")
+
+
+_HANDLERS: dict[type, Callable] = {
+    exp.Column: Expressions.column,
+    exp.Literal: Expressions.literal,
+    exp.Boolean: Expressions.boolean,
+    exp.Null: Expressions.null,
+    exp.Paren: Expressions.paren,
+    exp.And: Expressions.logical,
+    exp.Or: Expressions.logical,
+    exp.Not: Expressions.negation,
+    exp.Is: Expressions.is_,
+    exp.Between: Expressions.between,
+    exp.In: Expressions.in_,
+    exp.Like: Expressions.like,
+    exp.ILike: Expressions.like,
+    exp.Escape: Expressions.escape,
+    exp.Neg: Expressions.negative,
+    exp.DPipe: Expressions.concatenation,
+    exp.Concat: Expressions.concatenation,
+    exp.Case: Expressions.case,
+    exp.If: Expressions.if_,
+    exp.Coalesce: Expressions.variadic,
+    exp.Greatest: Expressions.variadic,
+    exp.Least: Expressions.variadic,
+    exp.Nullif: Expressions.variadic,
+    exp.Abs: Expressions.unary_numeric,
+    exp.Floor: Expressions.unary_numeric,
+    exp.Ceil: Expressions.unary_numeric,
+    exp.Round: Expressions.unary_numeric,
+    exp.Lower: Expressions.text,
+    exp.Upper: Expressions.text,
+    exp.Length: Expressions.text,
+    exp.Trim: Expressions.text,
+    exp.Substring: Expressions.substring,
+    exp.DateTrunc: Expressions.date_trunc,
+    exp.TimestampTrunc: Expressions.date_trunc,
+    exp.Extract: Expressions.extract,
+    exp.Year: Expressions.extract,
+    exp.Month: Expressions.extract,
+    exp.Day: Expressions.extract,
+    exp.CurrentDate: Expressions.current_date,
+    exp.Cast: Expressions.cast,
+    exp.TryCast: Expressions.cast,
+    exp.Interval: Expressions.interval,
+    exp.Try: Expressions.try_,
+    exp.Filter: Expressions.filtered,
+    exp.WithinGroup: Expressions.within_group,
+    exp.Window: Expressions.window,
+    exp.Subquery: Expressions.scalar_subquery,
+    exp.Exists: Expressions.exists,
+    **{kind: Expressions.comparison for kind in COMPARISONS},
+    **{kind: Expressions.arithmetic for kind in ARITHMETIC},
+    **{kind: Expressions.aggregate for kind in AGGREGATES},
+}
