@@ -235,8 +235,8 @@ class _Quantities:
         )
 
     def _range(self, node: exp.Expression) -> tuple[float, float] | None:
-        if isinstance(node, exp.Paren):
-            return self._range(node.this)
+        if isinstance(node, exp.Paren) or (isinstance(node, exp.Cast) and node.to.is_type(*exp.DataType.REAL_TYPES)):
+            return self._range(node.this)  # the resolver computes some numbers in DOUBLE: same values
         if isinstance(node, exp.Literal) and not node.is_string:
             return float(node.this), float(node.this)
         if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:

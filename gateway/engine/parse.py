@@ -104,7 +104,10 @@ def template_call(tree: exp.Expression, room: CleanRoom, granted) -> TemplateCal
     A template the analyst may not run is not recognised: the statement goes on
     as any other, so it fails just as an unknown function or table would."""
     found = None
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for node in tree.find_all(exp.Table):
+        if node.name.lower() in ctes:  # a CTE of the statement shadows a template's name
+            continue
         name = _template_name(node, room, granted)
         if name is not None:
             found = (node, room.templates[name])

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Callable
 from sqlglot import expressions as exp
 
 from gateway.errors import Refused
-from gateway.plan.allowed import (AGGREGATES, DATE_PARTS, EXTRACT_PARTS, LIKE_MAX_PERCENT, MAX_INTERVAL_DAYS,
-                                  MAX_STRING_COPIES, NAMED_REFUSALS, TYPE_NAMES, function_name)
+from gateway.plan import arithmetic
+from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
+    NAMED_REFUSALS, TYPE_NAMES, function_name
+from gateway.plan.checks import check_pattern, date_part, interval_days, literal_moment, only as _only, \
+    whole_number, window_spec
 from gateway.plan.scope import Scope, fold, reference
-from gateway.plan.types import BOOLEAN, NULL, UNBOUNDED, Kind, Range, Typed
+from gateway.plan.types import BOOLEAN, NULL, UNBOUNDED, Kind, Range, Typed, engine_range
 from gateway.policy.model import Role
 
 if TYPE_CHECKING:
@@ -39,7 +42,10 @@ class Clause:
 
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod)
-INT64 = Range(-(2.0 ** 63), 2.0 ** 63 - 1)
+
+
+BIGINT, HUGEINT = arithmetic.INTEGER_WIDTHS[1][1], arithmetic.INTEGER_WIDTHS[2][1]
+COUNTED = Typed(Kind.INTEGER, Range(0, 2.0 ** 53), width=BIGINT, aggregate=True)  # no count reaches 2**53
 
 
 def typed(node: exp.Expression) -> Typed:
@@ -52,26 +58,13 @@ def _mark(node: exp.Expression, annotation: Typed) -> exp.Expression:
 
 
 def _could_raise(node: exp.Expression) -> exp.Expression:
-    """Arithmetic or a function that DuckDB may refuse on one value (overflow, a date
-    out of range): computed under try(), so the row gets NULL and nobody an error.
-
-    DuckDB's try() cannot hold an aggregate, a window or a subquery; over those, the
-    arithmetic runs in floating point instead, which gives inf (released as NULL) and
-    never raises. What has no floating-point form there is refused."""
-    if not any(isinstance(n, (exp.AggFunc, exp.Window, exp.Subquery, exp.Exists)) for n in node.walk()):
-        return _mark(exp.Try(this=node), typed(node))
-    if not isinstance(node, (*ARITHMETIC, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil)):
-        raise Refused(f"{function_name(node)}() cannot be applied to an aggregate, a window or a subquery here",
+    """A date function DuckDB may refuse on a stored date near the end of its range:
+    computed under try(), so that row gets NULL and nobody an error. try() cannot hold
+    an aggregate, a window or a subquery, so those are refused here."""
+    if any(isinstance(n, (exp.AggFunc, exp.Window, exp.Subquery, exp.Exists)) for n in node.walk()):
+        raise Refused(f"{function_name(node)}() cannot be applied to an aggregate, a window or a subquery",
                       rule="expr.type", hint="apply it to the values before they are aggregated")
-    for key in ("this", "expression"):
-        operand = node.args.get(key)
-        if operand is None or typed(operand).kind in (Kind.FLOAT, Kind.NULL):
-            continue
-        if not typed(operand).kind.numeric:
-            raise Refused(f"{function_name(node)} over an aggregate takes numbers", rule="expr.type")
-        as_double = exp.Cast(this=operand, to=exp.DataType.build("DOUBLE"))
-        node.set(key, _mark(as_double, typed(operand).with_(kind=Kind.FLOAT)))
-    return _mark(node, typed(node).with_(kind=Kind.FLOAT))
+    return _mark(exp.Try(this=node), typed(node))
 
 
 class Expressions:
@@ -122,7 +115,7 @@ class Expressions:
         if not math.isfinite(value):
             raise Refused(f"{text} is out of range", rule="expr.type")
         kind = Kind.INTEGER if re.fullmatch(r"\d+", text) else Kind.DECIMAL
-        return _mark(exp.Literal.number(text), Typed(kind, Range(value, value)))
+        return _mark(exp.Literal.number(text), Typed(kind, Range(value, value)))  # no width: a literal adapts
 
     def boolean(self, node: exp.Boolean, clause: Clause) -> exp.Expression:
         return _mark(exp.Boolean(this=bool(node.this)), BOOLEAN)
@@ -200,7 +193,7 @@ class Expressions:
         if not isinstance(target, exp.Column) or typed(subject).kind is not Kind.STRING:
             raise Refused("LIKE and ILIKE apply to a text column (or lower()/upper() of one)", rule="expr.pattern",
                           hint="matching a computed string can cost time that depends on a row")
-        _check_pattern(pattern.this)
+        check_pattern(pattern.this)
         built = type(node)(this=subject, expression=exp.Literal.string(pattern.this), negate=node.args.get("negate"))
         if escape is not None:
             built = exp.Escape(this=built, expression=exp.Literal.string(escape.this))
@@ -216,21 +209,11 @@ class Expressions:
 
     def arithmetic(self, node: exp.Expression, clause: Clause) -> exp.Expression:
         _only(node, "this", "expression", "typed", "safe")
-        left, right = self(node.this, clause), self(node.expression, clause)
-        result = _arithmetic_type(node, typed(left), typed(right))
-        flags = {k: node.args[k] for k in ("typed", "safe") if node.args.get(k) is not None}
-        built = _mark(type(node)(this=left, expression=right, **flags), _combine(result, left, right))
-        return built if _cannot_raise(result, left, right) else _could_raise(built)
+        return arithmetic.arithmetic(node, self(node.this, clause), self(node.expression, clause))
 
     def negative(self, node: exp.Neg, clause: Clause) -> exp.Expression:
         _only(node, "this")
-        inner = self(node.this, clause)
-        kind = typed(inner).kind
-        if not (kind.numeric or kind in (Kind.INTERVAL, Kind.NULL)):
-            raise Refused(f"cannot negate {kind.value}", rule="expr.type")
-        value = typed(inner).range
-        built = _mark(exp.Neg(this=inner), typed(inner).with_(range=-value if value else None))
-        return built if _cannot_raise(typed(built), inner) else _could_raise(built)
+        return arithmetic.negate(node, self(node.this, clause))
 
     def concatenation(self, node: exp.Expression, clause: Clause) -> exp.Expression:
         if isinstance(node, exp.DPipe):
@@ -293,9 +276,12 @@ class Expressions:
 
     # -- functions ----------------------------------------------------------------
     def unary_numeric(self, node: exp.Expression, clause: Clause) -> exp.Expression:
-        """ABS, FLOOR, CEIL, ROUND: numbers in, numbers out; ABS of the smallest integer raises."""
+        """ABS (as negation: the smallest integer has no absolute value in its type),
+        FLOOR, CEIL and ROUND (DECIMALs of unknown size rounded in floating point)."""
         _only(node, "this", "decimals")
         value = self(node.this, clause)
+        if isinstance(node, exp.Abs):
+            return arithmetic.negate(node, value)
         annotation = typed(value)
         if not annotation.kind.numeric and annotation.kind is not Kind.NULL:
             raise Refused(f"{function_name(node)}() takes a number", rule="expr.type")
@@ -307,12 +293,12 @@ class Expressions:
                               rule="expr.type")
             extra["decimals"] = exp.Literal.number(int(decimals.this))
         result = annotation.range
-        if isinstance(node, exp.Abs) and result is not None:
-            result = result.abs()
-        elif result is not None:
+        if annotation.kind is Kind.DECIMAL and (result is None or not result.finite
+                                                or max(abs(result.low), abs(result.high)) > 1e15):
+            value = arithmetic.cast(value, "DOUBLE", annotation.with_(kind=Kind.FLOAT))
+        if result is not None and result.finite:
             result = Range(math.floor(result.low) - 1, math.ceil(result.high) + 1)
-        built = _mark(type(node)(this=value, **extra), _combine(annotation.with_(range=result), value))
-        return built if _cannot_raise(typed(built), value) else _could_raise(built)
+        return _mark(type(node)(this=value, **extra), _combine(typed(value).with_(range=result), value))
 
     def text(self, node: exp.Expression, clause: Clause) -> exp.Expression:
         """LOWER, UPPER, LENGTH, TRIM: text in; LENGTH gives a number."""
@@ -320,7 +306,8 @@ class Expressions:
         value = self(node.this, clause)
         _expect(value, (Kind.STRING,), node)
         if isinstance(node, exp.Length):
-            return _mark(exp.Length(this=value), _combine(Typed(Kind.INTEGER, Range(0, math.inf)), value))
+            length = Typed(Kind.INTEGER, Range(0, 2.0 ** 32), width=BIGINT)
+            return _mark(exp.Length(this=value), _combine(length, value))
         if isinstance(node, exp.Trim):
             characters = node.args.get("expression")
             if characters is not None and not (isinstance(characters, exp.Literal) and characters.is_string):
@@ -342,14 +329,16 @@ class Expressions:
             argument = node.args.get(key)
             if argument is None:
                 continue
-            if not (isinstance(argument, exp.Literal) and argument.is_int and abs(int(argument.this)) <= 1_000_000):
-                raise Refused(f"SUBSTRING takes a whole-number literal {key} (at most 1,000,000)", rule="expr.type")
-            parts[key] = exp.Literal.number(int(argument.this))
+            number = whole_number(argument)
+            if number is None:
+                raise Refused(f"SUBSTRING takes a whole-number literal {key}", rule="expr.type")
+            # past a million characters both ends mean the same; nearer the limits DuckDB's arithmetic overflows
+            parts[key] = exp.Literal.number(max(-1_000_000, min(1_000_000, number)))
         return _mark(exp.Substring(this=value, **parts), _combine(typed(value), value))
 
     def date_trunc(self, node: exp.Expression, clause: Clause) -> exp.Expression:
         _only(node, "this", "unit")
-        part = _date_part(node.args.get("unit"), DATE_PARTS, "date_trunc")
+        part = date_part(node.args.get("unit"), DATE_PARTS, "date_trunc")
         value = self(node.this, clause)
         _expect(value, (Kind.DATE, Kind.TIMESTAMP), node)
         built = exp.TimestampTrunc(this=value, unit=exp.Var(this=part.upper()))
@@ -358,14 +347,14 @@ class Expressions:
     def extract(self, node: exp.Expression, clause: Clause) -> exp.Expression:
         if isinstance(node, exp.Extract):
             _only(node, "this", "expression")
-            part, argument = _date_part(node.this, EXTRACT_PARTS, "extract"), node.expression
+            part, argument = date_part(node.this, EXTRACT_PARTS, "extract"), node.expression
         else:  # YEAR(x), MONTH(x), DAY(x)
             _only(node, "this")
             part, argument = type(node).__name__.lower(), node.this
         value = self(argument, clause)
         _expect(value, (Kind.DATE, Kind.TIMESTAMP, Kind.INTERVAL), node)
         built = exp.Extract(this=exp.Var(this=part.upper()), expression=value)
-        return _could_raise(_mark(built, _combine(Typed(Kind.INTEGER, Range(-1e7, 1e7)), value)))
+        return _could_raise(_mark(built, _combine(Typed(Kind.INTEGER, Range(-1e7, 1e7), width=BIGINT), value)))
 
     def current_date(self, node: exp.CurrentDate, clause: Clause) -> exp.Expression:
         _only(node)
@@ -387,10 +376,23 @@ class Expressions:
             params.append(exp.DataTypeParam(this=exp.Literal.number(int(inner.this))))
         target = exp.DataType(this=to.this, expressions=params or None)
         source = typed(value)
-        result = source.range if kind.numeric and source.kind.numeric else None
+        if isinstance(value, exp.Literal) and value.is_string:
+            if kind.temporal:
+                literal_moment(value.this, kind.value)
+            elif kind is Kind.INTERVAL:
+                interval_days(value.this)
+        elif kind is Kind.INTERVAL and source.kind is not Kind.INTERVAL:
+            raise Refused("an INTERVAL must be a literal such as INTERVAL '7 days'", rule="expr.interval")
+        width = engine_range(target.sql(dialect="duckdb")) if kind in (Kind.INTEGER, Kind.DECIMAL) else None
+        result = None
+        if kind.numeric:
+            result = width if width is not None else None
+            if source.kind.numeric and source.range is not None:
+                result = source.range.intersect(width) if width is not None else source.range
         copies = source.copies if kind is Kind.STRING else 0
+        annotation = Typed(kind, result, copies, width=width if kind is Kind.INTEGER else None)
         # TRY_CAST: a value that does not convert becomes NULL instead of an error
-        return _mark(exp.TryCast(this=value, to=target), _combine(Typed(kind, result, copies), value))
+        return _mark(exp.TryCast(this=value, to=target), _combine(annotation, value))
 
     def interval(self, node: exp.Interval, clause: Clause) -> exp.Expression:
         _only(node, "this", "unit")
@@ -399,15 +401,8 @@ class Expressions:
         if text is None or (unit is not None and not isinstance(unit, exp.Var)):
             raise Refused("an INTERVAL must be a literal such as INTERVAL '7 days'", rule="expr.interval")
         spelled = f"{text} {unit.name}" if unit is not None else str(text)
-        days = _interval_days(spelled)
-        if days > MAX_INTERVAL_DAYS:
-            raise Refused(f"INTERVAL '{spelled}' is longer than 100 years", rule="expr.interval")
+        days = interval_days(spelled)
         return _mark(exp.Interval(this=exp.Literal.string(spelled)), Typed(Kind.INTERVAL, Range(-days, days)))
-
-    def try_(self, node: exp.Try, clause: Clause) -> exp.Expression:
-        _only(node, "this")
-        inner = self(node.this, clause)
-        return _mark(exp.Try(this=inner), typed(inner))
 
     # -- aggregates and windows ------------------------------------------------------
     def aggregate(self, node: exp.Expression, clause: Clause) -> exp.Expression:
@@ -423,24 +418,27 @@ class Expressions:
                 if argument is not None:
                     _only(argument)
                 built = exp.Count(this=exp.Star(), big_int=node.args.get("big_int"))
-                return _mark(built, Typed(Kind.INTEGER, Range(0, math.inf), aggregate=True))
+                return _mark(built, COUNTED)
             built = exp.Count(this=self._aggregated(argument, inner), big_int=node.args.get("big_int"))
-            return _mark(built, Typed(Kind.INTEGER, Range(0, math.inf), aggregate=True))
+            return _mark(built, COUNTED)
         if isinstance(node, exp.Quantile):
             _only(node, "this", "quantile")
             fraction = node.args["quantile"]
-            value = self._aggregated(node.this, inner)
+            value = arithmetic.summable(self._aggregated(node.this, inner))
             return _mark(exp.Quantile(this=value, quantile=exp.Literal.number(fraction.this)),
                          Typed(Kind.FLOAT, typed(value).range, aggregate=True))
         _only(node, "this")
         value = self._aggregated(node.this, inner)
+        if isinstance(node, (exp.Sum, exp.Avg, exp.Median)):
+            value = arithmetic.summable(value)
         annotation = typed(value)
         join_key = isinstance(value, exp.Column) and getattr(value.meta.get("declared"), "role", None) is Role.JOIN_KEY
         if not isinstance(node, (exp.Min, exp.Max)) and not annotation.kind.numeric \
                 and annotation.kind is not Kind.NULL and not join_key:  # authorise refuses join keys by role
             raise Refused(f"{function_name(node).upper()} takes a number", rule="expr.type")
         if isinstance(node, exp.Sum):
-            result = annotation.with_(range=UNBOUNDED if annotation.range is not None else None, aggregate=True)
+            width = HUGEINT if annotation.kind is Kind.INTEGER else None
+            result = annotation.with_(range=UNBOUNDED, width=width, aggregate=True)
         elif isinstance(node, exp.Avg):
             result = Typed(Kind.FLOAT, annotation.range, aggregate=True)
         else:
@@ -448,6 +446,9 @@ class Expressions:
         return _mark(type(node)(this=value), result)
 
     def _aggregated(self, argument: exp.Expression, clause: Clause) -> exp.Expression:
+        if isinstance(argument, exp.Star) or (isinstance(argument, exp.Distinct)
+                                              and any(isinstance(e, exp.Star) for e in argument.expressions)):
+            raise Refused("a whole row (*) can only be counted as COUNT(*)", rule="bind.row_reference")
         if isinstance(argument, exp.Distinct):
             _only(argument, "expressions")
             if len(argument.expressions) != 1:
@@ -487,7 +488,7 @@ class Expressions:
         function = node.this
         if isinstance(function, (exp.RowNumber, exp.Rank, exp.DenseRank)):
             _only(function)
-            call = _mark(type(function)(), Typed(Kind.INTEGER, Range(0, math.inf)))
+            call = _mark(type(function)(), COUNTED.with_(aggregate=False))
         elif isinstance(function, tuple(AGGREGATES)):
             call = self.aggregate(function, inner)
         else:
@@ -495,7 +496,7 @@ class Expressions:
         partition = [self(p, Clause("PARTITION BY", aggregates=True)) for p in node.args.get("partition_by") or []]
         order = self.resolver.order_keys(node.args.get("order"), self, Clause("ORDER BY", aggregates=True))
         built = exp.Window(this=call, partition_by=partition or None, order=order,
-                           spec=_window_spec(node.args.get("spec")), over="OVER")
+                           spec=window_spec(node.args.get("spec")), over="OVER")
         return _mark(built, typed(call).with_(aggregate=False))
 
     # -- subqueries -------------------------------------------------------------------
@@ -568,147 +569,10 @@ def _common(where: exp.Expression, parts: list[exp.Expression]) -> Typed:
     return Typed(kind, value, copies=max(k.copies for k in kinds))
 
 
-def _arithmetic_type(node: exp.Expression, a: Typed, b: Typed) -> Typed:
-    kinds = (a.kind, b.kind)
-    if Kind.NULL in kinds:
-        other = b if a.kind is Kind.NULL else a
-        return Typed(other.kind if other.kind is not Kind.NULL else Kind.INTEGER)
-    if a.kind.numeric and b.kind.numeric:
-        order = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
-        kind = max(kinds, key=order.index)
-        if isinstance(node, exp.Div):
-            kind = Kind.FLOAT if kind is Kind.INTEGER and not node.args.get("typed") else kind
-        return Typed(kind, _range_of(node, a.range, b.range))
-    if isinstance(node, (exp.Add, exp.Sub)):
-        if a.kind.temporal and b.kind is Kind.INTERVAL:
-            return Typed(Kind.TIMESTAMP if a.kind is Kind.TIMESTAMP or isinstance(node, exp.Add) else a.kind)
-        if isinstance(node, exp.Add) and b.kind.temporal and a.kind is Kind.INTERVAL:
-            return Typed(Kind.TIMESTAMP)
-        if a.kind is Kind.DATE and b.kind is Kind.INTEGER:
-            return Typed(Kind.DATE)
-        if isinstance(node, exp.Sub) and a.kind.temporal and b.kind.temporal:
-            return Typed(Kind.INTEGER if a.kind is b.kind is Kind.DATE else Kind.INTERVAL)
-        if a.kind is b.kind is Kind.INTERVAL:
-            return Typed(Kind.INTERVAL)
-    raise Refused(f"{function_name(node)} does not apply to {a.kind.value} and {b.kind.value}", rule="expr.type")
-
-
-def _range_of(node: exp.Expression, a: Range | None, b: Range | None) -> Range | None:
-    if a is None or b is None:
-        return None
-    if isinstance(node, exp.Add):
-        return a + b
-    if isinstance(node, exp.Sub):
-        return a - b
-    if isinstance(node, exp.Mul):
-        return a * b
-    return None  # division and modulo: not needed for any bound the gateway relies on
-
-
-def _cannot_raise(result: Typed, *operands: exp.Expression) -> bool:
-    """Floating point gives inf, never an error; constants fold when DuckDB plans the
-    statement, so any error they raise is the same for every table's contents."""
-    if result.kind is Kind.FLOAT and all(typed(o).kind in (Kind.FLOAT, Kind.NULL) for o in operands):
-        return True
-    if all(_constant(o) for o in operands):
-        return True
-    # integers within 32 bits of declared operands never overflow any integer type DuckDB picks
-    if result.kind is Kind.INTEGER and result.range is not None and result.range.finite \
-            and abs(result.range.low) < 2 ** 31 and abs(result.range.high) < 2 ** 31 \
-            and all(typed(o).range is not None for o in operands):
-        return all(typed(o).kind is Kind.INTEGER for o in operands)
-    return False
-
-
-def _constant(node: exp.Expression) -> bool:
-    return all(not isinstance(n, (exp.Column, exp.AggFunc, exp.Subquery, exp.Window, exp.CurrentDate))
-               for n in node.walk())
-
-
-# -- argument checks ----------------------------------------------------------------------
-
-
-def _check_pattern(pattern: str) -> None:
-    """Pattern shapes whose matching cost is linear in the text: `_` with at most one
-    `%`, or `%` alone up to LIKE_MAX_PERCENT times (DuckDB matches those segment by
-    segment); `_` between several `%` backtracks and grows with the text's length."""
-    percent = pattern.count("%")
-    if (percent > 1 and "_" in pattern) or percent > LIKE_MAX_PERCENT:
-        raise Refused(f"the pattern {pattern!r} is too costly to match", rule="expr.pattern",
-                      hint=f"use '_' with at most one '%', or at most {LIKE_MAX_PERCENT} '%' without '_'")
-
-
-def _date_part(node: exp.Expression | None, allowed: frozenset[str], function: str) -> str:
-    if isinstance(node, (exp.Var, exp.Identifier)) or (isinstance(node, exp.Literal) and node.is_string):
-        part = str(node.name if not isinstance(node, exp.Literal) else node.this).lower()
-        if part in allowed:
-            return part
-    raise Refused(f"{function} takes one of {', '.join(sorted(allowed))} as its part", rule="expr.date_part")
-
-
-_UNIT_DAYS = {"microsecond": 1 / 86_400_000_000, "millisecond": 1 / 86_400_000, "second": 1 / 86_400,
-              "minute": 1 / 1440, "hour": 1 / 24, "day": 1, "week": 7, "month": 31, "year": 366}
-_INTERVAL_PART = re.compile(r"\s*([+-]?\d+(?:\.\d+)?)\s*([a-z]+)\s*")
-
-
-def _interval_days(text: str) -> float:
-    text = text.lower().strip()
-    total, position = 0.0, 0
-    while position < len(text):
-        match = _INTERVAL_PART.match(text, position)
-        unit = match.group(2).rstrip("s") if match else None
-        if unit in ("min", "mins"):
-            unit = "minute"
-        if match is None or unit not in _UNIT_DAYS:
-            raise Refused(f"INTERVAL '{text}' is not of the form 'N unit [N unit ...]'", rule="expr.interval")
-        total += abs(float(match.group(1))) * _UNIT_DAYS[unit]
-        position = match.end()
-    if position == 0:
-        raise Refused("an empty INTERVAL", rule="expr.interval")
-    return total
-
-
-_FRAME_BOUNDS = ("UNBOUNDED", "CURRENT ROW")
-
-
-def _window_spec(spec: exp.WindowSpec | None) -> exp.WindowSpec | None:
-    if spec is None:
-        return None
-    _only(spec, "kind", "start", "start_side", "end", "end_side")
-    parts = {"kind": str(spec.args.get("kind") or "").upper() or None}
-    if parts["kind"] not in (None, "ROWS", "RANGE"):
-        raise Refused("window frames are ROWS or RANGE", rule="bind.unsupported")
-    for key in ("start", "end"):
-        bound = spec.args.get(key)
-        if bound is None:
-            continue
-        if isinstance(bound, exp.Literal) and bound.is_int and int(bound.this) <= 1_000_000:
-            parts[key] = exp.Literal.number(int(bound.this))
-        elif str(bound).upper() in _FRAME_BOUNDS:
-            parts[key] = str(bound).upper()
-        else:
-            raise Refused("window frame bounds are UNBOUNDED, CURRENT ROW or a whole number", rule="bind.unsupported")
-        side = spec.args.get(f"{key}_side")
-        if side is not None:
-            if str(side).upper() not in ("PRECEDING", "FOLLOWING"):
-                raise Refused("window frame sides are PRECEDING or FOLLOWING", rule="bind.unsupported")
-            parts[f"{key}_side"] = str(side).upper()
-    return exp.WindowSpec(**parts)
-
-
 def _aggregate_here(clause: Clause) -> Refused:
     if clause.name == "WHERE":
         return Refused("aggregates are not allowed in WHERE: use HAVING", rule="where.aggregate")
     return Refused(f"aggregates are not allowed in {clause.name}", rule="aggregate.position")
-
-
-def _only(node: exp.Expression, *keys: str) -> None:
-    """Refuse a node carrying any argument the resolver does not read: what it does not
-    understand never reaches the engine."""
-    extra = [k for k, v in node.args.items() if k not in keys and v not in (None, False, [], "")]
-    if extra:
-        raise Refused(f"{node.key.upper()} with {', '.join(extra)} is not supported", rule="bind.unsupported",
-                      hint="rewrite the statement with plainer SQL")
 
 
 def _refuse_unknown(node: exp.Expression):
@@ -719,7 +583,11 @@ def _refuse_unknown(node: exp.Expression):
     if isinstance(node, (exp.Func, exp.Anonymous)):
         raise Refused(f"function {function_name(node)}() is not allowed", rule="function.not_allowed",
                       hint="only allow-listed functions may be used (see docs/analysts.md)")
-    if isinstance(node, (exp.Dot, exp.Bracket, exp.Struct, exp.Tuple)):
+    if isinstance(node, (exp.SimilarTo, exp.Glob, exp.RegexpLike, exp.RegexpILike, exp.RegexpExtract,
+                         exp.RegexpReplace, exp.RegexpSplit)):
+        raise Refused(f"{function_name(node)} is not allowed: regular expressions and globs can cost time that "
+                      "depends on a row", rule="expr.pattern", hint="use LIKE with a literal pattern")
+    if isinstance(node, (exp.Dot, exp.Bracket, exp.Struct, exp.Tuple, exp.Star)):
         raise Refused(f"{node.sql(dialect='postgres')[:60]} is not a column", rule="bind.row_reference")
     raise Refused(f"{node.key.upper()} is not supported", rule="bind.unsupported",
                   hint="rewrite the statement with plainer SQL")
@@ -768,7 +636,6 @@ _HANDLERS: dict[type, Callable] = {
     exp.Cast: Expressions.cast,
     exp.TryCast: Expressions.cast,
     exp.Interval: Expressions.interval,
-    exp.Try: Expressions.try_,
     exp.Filter: Expressions.filtered,
     exp.WithinGroup: Expressions.within_group,
     exp.Window: Expressions.window,

@@ -22,18 +22,18 @@ from dataclasses import replace
 
 from sqlglot import expressions as exp
 
-from gateway.errors import Refused, UnknownTable
+from gateway.errors import Refused, UnknownColumn, UnknownTable
 from gateway.plan.allowed import NAMED_REFUSALS
 from gateway.plan.expressions import Clause, Expressions, _only, _refuse_unknown, typed
 from gateway.plan.scope import Column, CteDef, CteEnv, Declared, Relation, Scope, fold, reference
-from gateway.plan.types import Kind, Range, Typed, kind_of
+from gateway.plan.types import Kind, Range, Typed, engine_range, kind_of
 from gateway.policy.model import CleanRoom, Role, Table
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "main", "system", "temp", "memory"})
 SYSTEM_PREFIXES = ("pg_", "duckdb_", "sqlite_")
 ANALYST_SCHEMAS = frozenset({"", "public"})  # what BI tools put before a table name
 SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
-MAX_LIMIT = 2 ** 62
+MAX_LIMIT = 2 ** 63 - 1
 
 
 def resolve_statement(tree: exp.Expression, room: CleanRoom, reachable: dict[str, Table],
@@ -214,6 +214,10 @@ class Resolver:
         for name in names:
             left = [(r, c) for r in earlier for c in r.find(name)]
             right = joined.find(name)
+            if not left or not right:
+                raise (scope.missing(name) if not (left or right) else
+                       UnknownColumn(f'column "{name}" named in USING does not exist on both sides',
+                                     rule="bind.unknown_column"))
             if len(left) != 1 or len(right) != 1:
                 raise Refused(f'USING column "{name}" must appear once on each side', rule="join.using",
                               hint="write ON a.key = b.key")
@@ -277,13 +281,17 @@ class Resolver:
         columns = []
         for name in table.visible():
             spec = table.columns[name]
-            kind = kind_of(types.get(name, "VARCHAR"))
-            value_range = None
+            engine_type = types.get(name, "VARCHAR")
+            kind, width = kind_of(engine_type), engine_range(engine_type)
+            value_range = width
             if spec.role is Role.MEASURE and spec.bounds is not None:
                 value_range = Range(float(spec.bounds.lower), float(spec.bounds.upper))
             elif kind.numeric and spec.values and all(isinstance(v, (int, float)) for v in spec.values):
                 value_range = Range(float(min(spec.values)), float(max(spec.values)))
-            annotation = Typed(kind, value_range, copies=1 if kind is Kind.STRING else 0)
+            if value_range is not None and width is not None:  # stored values never leave the type
+                value_range = value_range.intersect(width)
+            annotation = Typed(kind, value_range, copies=1 if kind is Kind.STRING else 0,
+                               width=width if kind is Kind.INTEGER else None)
             columns.append(Column(name, annotation, Declared(table.name, name, spec)))
         return columns
 
@@ -306,7 +314,7 @@ class Resolver:
             resolved = expressions(value, clause)
             projections.append(exp.alias_(resolved, name, quoted=True))
             declared = resolved.meta.get("declared") if isinstance(resolved, exp.Column) else None
-            columns.append(Column(name, typed(resolved), declared))
+            columns.append(Column(name, typed(resolved).with_(aggregate=False), declared))  # a value to readers
         if not projections:
             raise Refused("SELECT needs at least one output column", rule="bind.unsupported")
         return projections, columns
@@ -373,7 +381,8 @@ class Resolver:
         limit, offset = node.args.get("limit"), node.args.get("offset")
         if isinstance(limit, exp.Fetch):
             _only(limit, "direction", "count", "limit_options")
-            if limit.args.get("limit_options"):
+            options = limit.args.get("limit_options")
+            if options is not None and (options.args.get("percent") or options.args.get("with_ties")):
                 raise Refused("FETCH ... WITH TIES or PERCENT is not allowed", rule="query.limit")
             limit = exp.Limit(expression=limit.args.get("count") or exp.Literal.number(1))
         if limit is not None:

@@ -58,6 +58,29 @@ def kind_of(engine_type: str) -> Kind:
     return Kind.OTHER
 
 
+def engine_range(engine_type: str) -> "Range | None":
+    """The values a numeric engine type can hold: integers by width, DECIMAL(p, s) by
+    its digits before the point. None for floating point and non-numbers."""
+    name = engine_type.upper().strip()
+    base = name.split("(")[0].strip()
+    if base in _INTEGER_BITS:
+        bits, signed = _INTEGER_BITS[base]
+        return Range(-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else Range(0.0, 2.0 ** bits - 1)
+    if base in ("DECIMAL", "NUMERIC"):
+        precision, scale = 18, 3  # DuckDB's DECIMAL without arguments
+        if "(" in name:
+            parts = [int(p) for p in name[name.index("(") + 1 : name.index(")")].split(",")]
+            precision, scale = parts[0], parts[1] if len(parts) > 1 else 0
+        limit = 10.0 ** (precision - scale)
+        return Range(-limit, limit)
+    return None
+
+
+_INTEGER_BITS = {"TINYINT": (8, True), "SMALLINT": (16, True), "INTEGER": (32, True), "INT": (32, True),
+                 "BIGINT": (64, True), "HUGEINT": (128, True), "UTINYINT": (8, False), "USMALLINT": (16, False),
+                 "UINTEGER": (32, False), "UBIGINT": (64, False), "UHUGEINT": (128, False)}
+
+
 @dataclass(frozen=True)
 class Range:
     """A closed interval of numbers a value can take (declared, not observed)."""
@@ -82,6 +105,10 @@ class Range:
         products = [a * b for a in (self.low, self.high) for b in (other.low, other.high)]
         products = [0.0 if math.isnan(p) else p for p in products]  # 0 * inf: the zero bound wins
         return Range(min(products), max(products))
+
+    def intersect(self, other: "Range") -> "Range":
+        low, high = max(self.low, other.low), min(self.high, other.high)
+        return Range(low, high) if low <= high else self
 
     def __neg__(self) -> "Range":
         return Range(-self.high, -self.low)
@@ -108,6 +135,7 @@ class Typed:
     kind: Kind
     range: Range | None = None  # numbers: the declared interval; None: not known
     copies: int = 0  # strings: how many copies of row text (of unbounded length) it can hold
+    width: Range | None = None  # integers: the values its engine type holds (None: a literal, which adapts)
     aggregate: bool = False  # contains an aggregate of its own scope
 
     def with_(self, **changes) -> "Typed":
