@@ -41,7 +41,6 @@ SCALAR_FUNCTIONS: frozenset[type[exp.Expression]] = frozenset(
         exp.Cast,
         exp.TryCast,
         exp.CurrentDate,
-        exp.Try,  # the resolver computes what could raise on a value under try()
     }
 )
 

@@ -200,9 +200,14 @@ class AggregateQueryCheck:
     # -- aggregates and columns -----------------------------------------------
     def role(self, column: exp.Column) -> Role:
         use = self.by_alias.get(column.table)
-        if use is None:  # an output alias (ORDER BY count): the projection was checked itself
+        if use is not None:
+            return use.table.columns[column.name].role
+        if not column.table:  # an output name (ORDER BY revenue): its projection is checked itself
             return Role.DIMENSION
-        return use.table.columns[column.name].role
+        # The resolver qualifies every column; one of a relation that is not a policy table
+        # of the outer FROM (a derived table flatten could not merge) has no role to check.
+        raise Refused(f"{_name(column)} is not a column of a table in FROM", rule="query.subquery",
+                      hint="ask the policy authors for an approved template")
 
     def check_aggregates(self, select: exp.Select) -> list[exp.Expression]:
         found = list(select.find_all(*AGGREGATES))

@@ -13,11 +13,14 @@ type its result provably fits:
 - DECIMAL: computed in DOUBLE (it gives inf, never an error; inf is released
   as NULL);
 - dates and timestamps: shifted only by literal intervals of at most 100 years
-  or by whole days of a declared range that small, under try() for the rare
-  stored date near the end of DuckDB's range.
+  or by whole days of a declared range that small, from a value guarded to the
+  years 1 to 9999 (guard_moment), so a stored date near the end of DuckDB's
+  range becomes NULL instead of an error.
 
-Nothing here relies on try() for arithmetic: an error per row inside try() is
-slow enough to be timed.
+Nothing here relies on DuckDB's try(): its fallback re-evaluates a vector row by
+row when one row fails, which costs milliseconds per failing row (a timing
+signal), and it cannot hold an aggregate or stop errors DuckDB raises while
+planning from a column's statistics.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _MARGIN = 1 - 2.0 ** -40
 INTEGER_WIDTHS = (("INTEGER", Range(-(2.0 ** 31), 2.0 ** 31 - 1)),
                   ("BIGINT", Range(-(2.0 ** 63) * _MARGIN, 2.0 ** 63 * _MARGIN)),
                   ("HUGEINT", Range(-(2.0 ** 127) * _MARGIN, 2.0 ** 127 * _MARGIN)))
+_INT64 = INTEGER_WIDTHS[1][1]
 SAFE_SUM_MAGNITUDE = 2.0 ** 62  # values below it sum without overflow in DuckDB's 128-bit SUM, at any row count
 ORDER = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
 
@@ -146,32 +150,51 @@ def _temporal(node, left, right, aggregate) -> exp.Expression:
     if kind in (exp.Add, exp.Sub):
         if a.kind.temporal and b.kind is Kind.INTERVAL or (kind is exp.Add and a.kind is Kind.INTERVAL
                                                              and b.kind.temporal):
-            return _date_shift(kind(this=left, expression=right), Typed(Kind.TIMESTAMP))
+            left, right = _literal_interval(left), _literal_interval(right)
+            return mark(kind(this=guard_moment(left), expression=guard_moment(right)), Typed(Kind.TIMESTAMP))
         if a.kind is Kind.DATE and b.kind is Kind.INTEGER or (kind is exp.Add and a.kind is Kind.INTEGER
                                                              and b.kind is Kind.DATE):
             days = b if b.kind is Kind.INTEGER else a
             if days.range is None or max(abs(days.range.low), abs(days.range.high)) > MAX_INTERVAL_DAYS:
                 raise Refused("a date moves by at most 36,525 days (100 years), known when the statement is "
                               "planned", rule="expr.interval", hint="add a literal number of days or an INTERVAL")
-            left, right = (cast(o, "INTEGER", typed(o)) if typed(o).kind is Kind.INTEGER else o
+            left, right = (cast(o, "INTEGER", typed(o)) if typed(o).kind is Kind.INTEGER else guard_moment(o)
                            for o in (left, right))
-            return _date_shift(kind(this=left, expression=right), Typed(Kind.DATE))
-        if kind is exp.Sub and a.kind.temporal and b.kind.temporal:
-            result = Kind.INTEGER if a.kind is b.kind is Kind.DATE else Kind.INTERVAL
-            bound = Range(-4e6, 4e6) if result is Kind.INTEGER else None  # days between two DuckDB dates
-            return mark(kind(this=left, expression=right), Typed(result, bound))
+            return mark(kind(this=left, expression=right), Typed(Kind.DATE))
+        if kind is exp.Sub and a.kind is b.kind is Kind.DATE:  # whole days: never out of range
+            return mark(kind(this=left, expression=right), Typed(Kind.INTEGER, Range(-4e6, 4e6), width=_INT64))
+        if kind is exp.Sub and a.kind.temporal and b.kind.temporal:  # infinite timestamps cannot be subtracted
+            return mark(kind(this=guard_moment(left), expression=guard_moment(right)), Typed(Kind.INTERVAL))
         if a.kind is b.kind is Kind.INTERVAL:
-            return mark(kind(this=left, expression=right), Typed(Kind.INTERVAL))
+            return mark(kind(this=_literal_interval(left), expression=_literal_interval(right)),
+                        Typed(Kind.INTERVAL))
     if Kind.INTERVAL in (a.kind, b.kind):
         raise Refused("intervals are added or subtracted as literals, not computed", rule="expr.interval",
                       hint="write the interval you mean, e.g. INTERVAL '3 months'")
     raise Refused(f"{function_name(node)} does not apply to {a.kind.value} and {b.kind.value}", rule="expr.type")
 
 
-def _date_shift(node: exp.Expression, annotation: Typed) -> exp.Expression:
-    """Operands are bounded (dates by their literals' or the data's range, shifts by 100
-    years), so only a stored date near year 294,247 can overflow: try() makes it NULL."""
-    return mark(exp.Try(this=mark(node, annotation)), annotation)
+def guard_moment(node: exp.Expression) -> exp.Expression:
+    """A date or timestamp as NULL outside the years 1 to 9999 (infinities included):
+    what shifts it by at most 100 years, truncates it or compares it with the other
+    temporal type then stays inside DuckDB's range. Literals were checked already."""
+    annotation = typed(node)
+    if not annotation.kind.temporal or not any(isinstance(n, (exp.Column, exp.AggFunc)) for n in node.walk()):
+        return node
+    name, last = ("DATE", "9999-12-31") if annotation.kind is Kind.DATE else ("TIMESTAMP", "9999-12-31 23:59:59")
+    low = exp.Cast(this=exp.Literal.string("0001-01-01"), to=exp.DataType.build(name))
+    high = exp.Cast(this=exp.Literal.string(last), to=exp.DataType.build(name))
+    inside = exp.Between(this=node.copy(), low=low, high=high)
+    return mark(exp.Case(ifs=[exp.If(this=inside, true=node)]), annotation)
+
+
+def _literal_interval(node: exp.Expression) -> exp.Expression:
+    """Intervals are literals (at most 100 years, checked when resolved), never computed:
+    an interval column's extreme fields could overflow a shift."""
+    if typed(node).kind is Kind.INTERVAL and any(isinstance(n, (exp.Column, exp.AggFunc)) for n in node.walk()):
+        raise Refused("intervals are added or subtracted as literals, not read from data", rule="expr.interval",
+                      hint="write the interval you mean, e.g. INTERVAL '3 months'")
+    return node
 
 
 def _range(node: exp.Expression, a: Range | None, b: Range | None) -> Range | None:

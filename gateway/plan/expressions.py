@@ -20,6 +20,7 @@ from gateway.errors import Refused
 from gateway.plan import arithmetic
 from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
     NAMED_REFUSALS, TYPE_NAMES, function_name
+from gateway.plan.coercion import common, compared
 from gateway.plan.checks import check_pattern, date_part, interval_days, literal_moment, only as _only, \
     whole_number, window_spec
 from gateway.plan.scope import Scope, fold, reference
@@ -55,16 +56,6 @@ def typed(node: exp.Expression) -> Typed:
 def _mark(node: exp.Expression, annotation: Typed) -> exp.Expression:
     node.meta["typed"] = annotation
     return node
-
-
-def _could_raise(node: exp.Expression) -> exp.Expression:
-    """A date function DuckDB may refuse on a stored date near the end of its range:
-    computed under try(), so that row gets NULL and nobody an error. try() cannot hold
-    an aggregate, a window or a subquery, so those are refused here."""
-    if any(isinstance(n, (exp.AggFunc, exp.Window, exp.Subquery, exp.Exists)) for n in node.walk()):
-        raise Refused(f"{function_name(node)}() cannot be applied to an aggregate, a window or a subquery",
-                      rule="expr.type", hint="apply it to the values before they are aggregated")
-    return _mark(exp.Try(this=node), typed(node))
 
 
 class Expressions:
@@ -144,8 +135,7 @@ class Expressions:
 
     def comparison(self, node: exp.Expression, clause: Clause) -> exp.Expression:
         _only(node, "this", "expression")
-        left, right = self(node.this, clause), self(node.expression, clause)
-        _comparable(node, left, right)
+        left, right = compared(node, self(node.this, clause), self(node.expression, clause))
         return _mark(type(node)(this=left, expression=right), _combine(BOOLEAN, left, right))
 
     def is_(self, node: exp.Is, clause: Clause) -> exp.Expression:
@@ -161,8 +151,8 @@ class Expressions:
     def between(self, node: exp.Between, clause: Clause) -> exp.Expression:
         _only(node, "this", "low", "high")
         value, low, high = (self(node.args[k], clause) for k in ("this", "low", "high"))
-        _comparable(node, value, low)
-        _comparable(node, value, high)
+        value, low = compared(node, value, low)
+        value, high = compared(node, value, high)
         return _mark(exp.Between(this=value, low=low, high=high), _combine(BOOLEAN, value, low, high))
 
     def in_(self, node: exp.In, clause: Clause) -> exp.Expression:
@@ -174,13 +164,16 @@ class Expressions:
             resolved, columns = self.resolver.subquery(inner, self.scope)
             if len(columns) != 1:
                 raise Refused("the subquery of IN must return one column", rule="expr.type")
-            _comparable(node, value, _mark(exp.Null(), columns[0].typed))
+            value, _ = compared(node, value, _mark(exp.Null(), columns[0].typed))
+            if typed(value).kind is not columns[0].typed.kind and Kind.NULL not in (typed(value).kind,
+                                                                                  columns[0].typed.kind):
+                raise Refused("IN compares values of one type with its subquery", rule="expr.type")
             return _mark(exp.In(this=value, query=exp.Subquery(this=resolved)), _combine(BOOLEAN, value))
         items = [self(item, clause) for item in node.expressions]
         if not items:
             raise Refused("IN needs at least one value", rule="expr.type")
-        for item in items:
-            _comparable(node, value, item)
+        for index, item in enumerate(items):
+            value, items[index] = compared(node, value, item)
         return _mark(exp.In(this=value, expressions=items), _combine(BOOLEAN, value, *items))
 
     def like(self, node: exp.Expression, clause: Clause, escape: exp.Expression | None = None) -> exp.Expression:
@@ -194,7 +187,10 @@ class Expressions:
             raise Refused("LIKE and ILIKE apply to a text column (or lower()/upper() of one)", rule="expr.pattern",
                           hint="matching a computed string can cost time that depends on a row")
         check_pattern(pattern.this)
-        built = type(node)(this=subject, expression=exp.Literal.string(pattern.this), negate=node.args.get("negate"))
+        text = exp.Literal.string(pattern.this)
+        if isinstance(node, exp.ILike):  # DuckDB's ILIKE backtracks on '%' alone; LIKE over lower() does not
+            subject, text = _mark(exp.Lower(this=subject), typed(subject)), exp.Lower(this=text)
+        built = exp.Like(this=subject, expression=text, negate=node.args.get("negate"))
         if escape is not None:
             built = exp.Escape(this=built, expression=exp.Literal.string(escape.this))
         return _mark(built, _combine(BOOLEAN, subject))
@@ -242,7 +238,10 @@ class Expressions:
             _only(branch, "this", "true")
             condition = self(branch.this, clause)
             if operand is not None:
-                _comparable(node, operand, condition)
+                checked, condition = compared(node, operand, condition)
+                if checked is not operand:  # a guard or a cast would change the one operand per branch
+                    raise Refused("CASE x WHEN ... compares values of one type", rule="expr.type",
+                                  hint="write CASE WHEN x = ... THEN")
             else:
                 _expect(condition, (Kind.BOOLEAN,), node)
             result = self(branch.args["true"], clause)
@@ -251,7 +250,7 @@ class Expressions:
         default = self(node.args["default"], clause) if node.args.get("default") is not None else None
         if default is not None:
             results.append(default)
-        annotation = _common(node, results)
+        annotation = common(node, results)
         parts = [operand, default, *[i.this for i in ifs]]
         return _mark(exp.Case(this=operand, ifs=ifs, default=default),
                      _combine(annotation, *[p for p in parts if p is not None], *results))
@@ -266,11 +265,11 @@ class Expressions:
         if isinstance(node, exp.Nullif):
             _only(node, "this", "expression")
             parts = [self(node.this, clause), self(node.expression, clause)]
-            annotation = _common(node, parts)
+            annotation = common(node, parts)
             return _mark(exp.Nullif(this=parts[0], expression=parts[1]), _combine(annotation, *parts))
         _only(node, "this", "expressions", "ignore_nulls")
         parts = [self(node.this, clause)] + [self(e, clause) for e in node.expressions]
-        annotation = _common(node, parts)
+        annotation = common(node, parts)
         extra = {"ignore_nulls": node.args["ignore_nulls"]} if node.args.get("ignore_nulls") is not None else {}
         return _mark(type(node)(this=parts[0], expressions=parts[1:], **extra), _combine(annotation, *parts))
 
@@ -341,8 +340,10 @@ class Expressions:
         part = date_part(node.args.get("unit"), DATE_PARTS, "date_trunc")
         value = self(node.this, clause)
         _expect(value, (Kind.DATE, Kind.TIMESTAMP), node)
-        built = exp.TimestampTrunc(this=value, unit=exp.Var(this=part.upper()))
-        return _could_raise(_mark(built, _combine(Typed(Kind.TIMESTAMP), value)))
+        # DuckDB truncates a column's min and max while planning: a guarded argument
+        # keeps a stored extreme date from failing every statement over the column
+        built = exp.TimestampTrunc(this=arithmetic.guard_moment(value), unit=exp.Var(this=part.upper()))
+        return _mark(built, _combine(Typed(Kind.TIMESTAMP), value))
 
     def extract(self, node: exp.Expression, clause: Clause) -> exp.Expression:
         if isinstance(node, exp.Extract):
@@ -353,8 +354,8 @@ class Expressions:
             part, argument = type(node).__name__.lower(), node.this
         value = self(argument, clause)
         _expect(value, (Kind.DATE, Kind.TIMESTAMP, Kind.INTERVAL), node)
-        built = exp.Extract(this=exp.Var(this=part.upper()), expression=value)
-        return _could_raise(_mark(built, _combine(Typed(Kind.INTEGER, Range(-1e7, 1e7), width=BIGINT), value)))
+        built = exp.Extract(this=exp.Var(this=part.upper()), expression=arithmetic.guard_moment(value))
+        return _mark(built, _combine(Typed(Kind.INTEGER, Range(-1e7, 1e7), width=BIGINT), value))
 
     def current_date(self, node: exp.CurrentDate, clause: Clause) -> exp.Expression:
         _only(node)
@@ -526,47 +527,6 @@ def _expect(node: exp.Expression, kinds: tuple[Kind, ...], where: exp.Expression
     if kind not in kinds and kind is not Kind.NULL:
         wanted = " or ".join(k.value for k in kinds)
         raise Refused(f"{function_name(where)} takes {wanted}, not {kind.value}", rule="expr.type")
-
-
-def _comparable(where: exp.Expression, left: exp.Expression, right: exp.Expression) -> None:
-    """Two values DuckDB compares without converting one per row: numbers with numbers,
-    text with text, dates and timestamps with each other. A text literal may stand for
-    another type, since it is converted once, when the statement is planned."""
-    a, b = typed(left), typed(right)
-    if Kind.NULL in (a.kind, b.kind):
-        return
-    if a.kind is b.kind or (a.kind.numeric and b.kind.numeric) or (a.kind.temporal and b.kind.temporal):
-        return
-    for value, other in ((left, b), (right, a)):
-        if isinstance(value, exp.Literal) and value.is_string and other.kind is not Kind.OTHER:
-            return
-    raise Refused(f"cannot compare {a.kind.value} with {b.kind.value} in {function_name(where)}", rule="expr.type",
-                  hint="cast one side explicitly")
-
-
-def _common(where: exp.Expression, parts: list[exp.Expression]) -> Typed:
-    """The type of CASE, COALESCE, GREATEST, LEAST and NULLIF over `parts`."""
-    kinds = [typed(p) for p in parts if typed(p).kind is not Kind.NULL]
-    if not kinds:
-        return NULL
-    first = kinds[0]
-    for other in kinds[1:]:
-        compatible = other.kind is first.kind or (other.kind.numeric and first.kind.numeric) \
-            or (other.kind.temporal and first.kind.temporal)
-        if not compatible:
-            raise Refused(f"{function_name(where)} mixes {first.kind.value} and {other.kind.value}", rule="expr.type",
-                          hint="cast the branches to one type")
-    numeric = [k for k in kinds if k.kind.numeric]
-    kind = first.kind
-    if numeric:
-        order = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
-        kind = max((k.kind for k in numeric), key=order.index)
-    value = None
-    if all(k.range is not None for k in kinds) and numeric:
-        value = kinds[0].range
-        for k in kinds[1:]:
-            value = value.hull(k.range)
-    return Typed(kind, value, copies=max(k.copies for k in kinds))
 
 
 def _aggregate_here(clause: Clause) -> Refused:

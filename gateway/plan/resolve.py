@@ -24,6 +24,7 @@ from sqlglot import expressions as exp
 
 from gateway.errors import Refused, UnknownColumn, UnknownTable
 from gateway.plan.allowed import NAMED_REFUSALS
+from gateway.plan.coercion import common
 from gateway.plan.expressions import Clause, Expressions, _only, _refuse_unknown, typed
 from gateway.plan.scope import Column, CteDef, CteEnv, Declared, Relation, Scope, fold, reference
 from gateway.plan.types import Kind, Range, Typed, engine_range, kind_of
@@ -134,11 +135,8 @@ class Resolver:
         if len(left_columns) != len(right_columns):
             raise Refused(f"each side of {node.key.upper()} must have the same number of columns",
                           rule="query.set_operation_columns")
-        columns = []
-        for a, b in zip(left_columns, right_columns):
-            probe = exp.Case(ifs=[exp.If(this=exp.true(), true=_typed_null(a.typed))], default=_typed_null(b.typed))
-            from gateway.plan.expressions import _common
-            columns.append(Column(a.name, _common(probe, [_typed_null(a.typed), _typed_null(b.typed)])))
+        columns = [Column(a.name, common(node, [_typed_null(a.typed), _typed_null(b.typed)]))
+                   for a, b in zip(left_columns, right_columns)]
         built = type(node)(this=left, expression=right, distinct=bool(node.args.get("distinct")), with_=with_)
         scope = Scope(outer=outer, env=env)
         order = self.order_keys(node.args.get("order"), Expressions(self, scope), Clause("ORDER BY"), columns,

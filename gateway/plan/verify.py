@@ -18,7 +18,7 @@ from gateway.errors import Refused
 from gateway.plan.allowed import AGGREGATES
 
 # Functions the rewrite and the DP bounding SQL add (bookkeeping, keyed hashes, lists).
-INTERNAL_FUNCTIONS = frozenset({"hash", "list_slice", "flatten", "len", "list", "quantile_cont", "min", "try"})
+INTERNAL_FUNCTIONS = frozenset({"hash", "list_slice", "flatten", "len", "list", "quantile_cont", "min"})
 
 SAFE_NODES: frozenset[type] = frozenset({
     exp.Select, exp.From, exp.Join, exp.Where, exp.Group, exp.Having, exp.Qualify, exp.Order, exp.Ordered,
@@ -28,7 +28,7 @@ SAFE_NODES: frozenset[type] = frozenset({
     exp.Window, exp.WindowSpec, exp.Paren, exp.Neg, exp.Not, exp.And, exp.Or, exp.EQ, exp.NEQ, exp.GT, exp.GTE,
     exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Is, exp.In, exp.Between, exp.Like, exp.ILike,
     exp.Escape, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod, exp.DPipe, exp.Case, exp.If,
-    exp.Cast, exp.TryCast, exp.Try, exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least, exp.Abs, exp.Round,
+    exp.Cast, exp.TryCast, exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least, exp.Abs, exp.Round,
     exp.Floor, exp.Ceil, exp.Lower, exp.Upper, exp.Length, exp.Substring, exp.Trim, exp.Concat,
     exp.DateTrunc, exp.TimestampTrunc, exp.Extract, exp.Year, exp.Month, exp.Day, exp.CurrentDate,
     exp.RowNumber, exp.Rank, exp.DenseRank, exp.Exists, exp.Bracket, exp.Array, exp.Flatten, exp.ArraySlice,
