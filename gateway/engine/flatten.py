@@ -29,12 +29,32 @@ def flatten(state: QueryState) -> QueryState:
     tree = state.tree
     if state.template is not None or not isinstance(tree, exp.Select) or tree.find(exp.Subquery, exp.CTE) is None:
         return state
-    flat = merge_subqueries(tree.copy(), leave_tables_isolated=False)
+    flat = merge_subqueries(_inline_ctes(tree.copy()), leave_tables_isolated=False)
     while isinstance(flat, exp.Select) and (lifted := _lift_outer(flat)) is not None:
         flat = lifted
     if flat == tree:
         return state
     return state.evolve(tree=flat, uses=outer_uses(flat, state.cleanroom), canonical_sql=flat.sql(dialect="duckdb"))
+
+
+def _inline_ctes(select: exp.Select) -> exp.Select:
+    """`WITH q AS (...) SELECT ... FROM q` as `SELECT ... FROM (...) AS q` when the outer
+    query reads q once and nothing else reads it, so the lifting below applies to it."""
+    with_ = select.args.get("with_")
+    source = select.args.get("from_")
+    if with_ is None or source is None or not isinstance(source.this, exp.Table) or source.this.db:
+        return select
+    name = source.this.name
+    readers = [t for t in select.find_all(exp.Table) if not t.db and t.name == name]
+    ctes = [cte for cte in with_.expressions if cte.alias_or_name == name]
+    if len(readers) != 1 or len(ctes) != 1:
+        return select
+    derived = exp.Subquery(this=ctes[0].this.copy(), alias=exp.TableAlias(
+        this=exp.to_identifier(source.this.alias_or_name, quoted=True)))
+    source.this.replace(derived)
+    remaining = [cte for cte in with_.expressions if cte is not ctes[0]]
+    select.set("with_", exp.With(expressions=remaining) if remaining else None)
+    return select
 
 
 def _lift_outer(outer: exp.Select) -> exp.Select | None:
