@@ -1,0 +1,165 @@
+"""The resolver and the checks behind it, on small rooms built for one property each:
+rows whose privacy unit is NULL count for nobody, names bind by scope and letter
+case the way DuckDB compares them, the SQL that runs spells only declared names,
+and the verify pass refuses generated SQL that reads anything else."""
+
+from __future__ import annotations
+
+import pytest
+import sqlglot
+from sqlglot import expressions as exp
+
+from gateway.engine import QueryRequest
+from gateway.errors import GatewayError, Refused
+from gateway.plan.resolve import resolve_statement
+from gateway.plan.verify import check_generated
+from tests.roomkit import build_engine, private_table, simple_policy
+
+K = 5
+
+# Region 'named' has K households; region 'nobody' has 40 rows whose household is NULL
+# (one purchase of 999 among them). In 'mixed', K households and 3 NULL-unit rows.
+SETUP = [
+    "CREATE TABLE visits AS SELECT 'h' || i AS hh, 'named' AS region, 10 AS spend FROM range(5) t(i)",
+    "INSERT INTO visits SELECT NULL, 'nobody', CASE WHEN i = 0 THEN 999 ELSE 1 END FROM range(40) t(i)",
+    "INSERT INTO visits SELECT 'm' || i, 'mixed', 10 FROM range(5) t(i)",
+    "INSERT INTO visits SELECT NULL, 'mixed', 400 FROM range(3) t(i)",
+    # the other party's table: NULL households too, and K named ones
+    "CREATE TABLE shows AS SELECT 'h' || i AS hh, 'tv' AS channel FROM range(5) t(i)",
+    "INSERT INTO shows SELECT NULL, 'radio' FROM range(30) t(i)",
+]
+
+COLUMNS = {"hh": {"role": "join_key"}, "region": {"role": "dimension"},
+           "spend": {"role": "measure", "bounds": [0, 1000]}}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    tables = {"visits": private_table("visits", COLUMNS),
+              "shows": private_table("shows", {"hh": {"role": "join_key"}, "channel": {"role": "dimension"}},
+                                     owner="b")}
+    policy = simple_policy(tables, joins=[("visits.hh", "shows.hh")], k=K,
+                           aggregates=("count", "count_distinct", "sum", "avg", "min", "max"))
+    engine = build_engine(tmp_path_factory.mktemp("resolver"), policy, SETUP)
+    yield engine
+    engine.close()
+
+
+def run(engine, sql):
+    return engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql)).table.to_pylist()
+
+
+def generated(engine, sql):
+    return engine.compile(QueryRequest(user="ana", cleanroom="room", sql=sql)).generated_sql
+
+
+def test_rows_without_a_unit_form_no_group(engine):
+    result = run(engine, "SELECT region, count(*) AS n, sum(spend) AS s FROM visits GROUP BY region ORDER BY region")
+    assert result == [{"region": "mixed", "n": 5, "s": 50}, {"region": "named", "n": 5, "s": 50}]
+
+
+def test_rows_without_a_unit_never_reach_an_aggregate(engine):
+    """A group that passes k on its named units does not carry the unnamed rows' values."""
+    assert run(engine, "SELECT max(spend) AS top FROM visits WHERE region = 'mixed'") == [{"top": 10}]
+    assert run(engine, "SELECT count(*) AS n FROM visits") == [{"n": 10}]
+
+
+@pytest.mark.parametrize("join", ["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"])
+def test_unit_less_rows_pass_no_join(engine, join):
+    sql = (f"SELECT v.region, s.channel, count(*) AS n, max(v.spend) AS top FROM visits v {join} shows s "
+           "ON v.hh = s.hh GROUP BY 1, 2 ORDER BY 1, 2")
+    for row in run(engine, sql):
+        assert row["region"] != "nobody" and row["channel"] != "radio", row
+        assert row["top"] in (10, None), row
+
+
+def test_names_compare_as_duckdb_compares_them_and_run_as_declared(engine):
+    sql = 'SELECT "REGION" AS r, COUNT(*) FROM "VISITS" AS "V" WHERE "v"."Region" = \'named\' GROUP BY "Region"'
+    assert run(engine, sql) == [{"r": "named", "count": 5}]
+    text = generated(engine, sql)
+    assert "REGION" not in text and "Region" not in text and '"visits"' not in text.lower().split("from")[0]
+
+
+def test_a_cte_is_seen_only_in_its_own_scope(engine):
+    sql = ("SELECT count(*) FROM (WITH x AS (SELECT hh FROM visits) SELECT hh FROM x) a "
+           "JOIN x ON a.hh = x.hh")
+    with pytest.raises(GatewayError) as refused:
+        run(engine, sql)
+    assert refused.value.rule == "bind.unknown_table"
+
+
+def test_a_cte_shadows_a_table_and_is_renamed_in_the_sql(engine):
+    room = engine.context.cleanrooms["room"]
+    sql = ("WITH visits AS (SELECT hh, region FROM visits WHERE region = 'named') "
+           "SELECT v.region, count(*) FROM visits v JOIN (SELECT hh FROM visits) w ON v.hh = w.hh GROUP BY 1")
+    tree, read = resolve_statement(sqlglot.parse_one(sql, read="postgres"), room, dict(room.tables),
+                                   engine.context.column_types["room"])
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    assert ctes and "visits" not in ctes and read == {"visits"}
+    readers = [t.name for t in tree.find_all(exp.Table)]
+    assert readers.count("visits") == 1 and len(readers) == 3  # the CTE's own scan, and two reads of the CTE
+
+
+def test_alias_column_lists_rename_what_the_analyst_sees(engine):
+    assert run(engine, "SELECT r, count(*) AS n FROM visits AS v(unit, r) GROUP BY r ORDER BY r") == [
+        {"r": "mixed", "n": 5}, {"r": "named", "n": 5}]
+    with pytest.raises(Refused) as refused:
+        run(engine, "SELECT count(*) FROM visits AS v(a, b, c, d)")
+    assert refused.value.rule == "bind.alias_columns"
+
+
+@pytest.mark.parametrize("sql, rule", [
+    ("SELECT count(DISTINCT v) FROM visits v", "bind.row_reference"),
+    ("SELECT count(*) FROM visits v GROUP BY v.*", "bind.row_reference"),
+    ("SELECT count(*) FROM visits HAVING max(CASE WHEN nope = 1 THEN 1 END) > 0", "bind.unknown_column"),
+    ("SELECT count(*) FROM visits v JOIN shows s ON v.hh = s.hh HAVING max(hh) > 'a'", "bind.ambiguous_column"),
+    ("SELECT count(*) FROM visits WHERE hh IN (SELECT s.hh FROM shows s WHERE s.hh = visits.hh)",
+     "bind.correlated"),
+    ("SELECT count(*) FROM visits WHERE region LIKE '%a_b%c%'", "expr.pattern"),
+    ("SELECT count(*) FROM visits WHERE region || region LIKE '%a%'", "expr.pattern"),
+    ("SELECT count(*) FROM visits WHERE region LIKE region", "expr.pattern"),
+    ("SELECT count(*) FROM visits WHERE region || region || region || region || region || region || region "
+     "|| region || region = 'x'", "expr.string_growth"),
+    ("SELECT count(*) FROM visits WHERE date_trunc(region, current_date) IS NULL", "expr.date_part"),
+    ("SELECT count(*) FROM visits WHERE current_date + CAST(region AS INTERVAL) > current_date", "expr.interval"),
+    ("SELECT count(*) FROM visits WHERE region = 1", "expr.type"),
+    ("SELECT count(*) FROM visits WHERE spend = 'ten'", "expr.type"),
+    ("SELECT count(*) FROM visits WHERE try(spend + 1) > 0", "function.not_allowed"),
+])
+def test_refused_by_the_resolver(engine, sql, rule):
+    with pytest.raises(GatewayError) as refused:
+        run(engine, sql)
+    assert refused.value.rule == rule
+
+
+def test_overflow_behind_a_row_predicate_is_computed_not_raised(engine):
+    """9223372036854775807 + spend overflows BIGINT; the resolver widens it, so whether
+    a row matches never decides whether the statement fails."""
+    sql = ("SELECT region, sum(CASE WHEN spend = 10 THEN 9223372036854775807 + spend ELSE 0 END) AS s "
+           "FROM visits GROUP BY region ORDER BY region")
+    result = run(engine, sql)
+    assert [r["region"] for r in result] == ["mixed", "named"]
+    assert all(r["s"] == pytest.approx(5 * (9223372036854775807 + 10)) for r in result)
+
+
+ATTACHED = {("src", "main", "t")}
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM read_csv('/etc/passwd')",
+    "SELECT count(*) FROM t",
+    'SELECT count(*) FROM "/data/purchases.parquet"',
+    "SELECT count(*) FROM src.main.other",
+    "SELECT count(*) FROM src.main.t WHERE getenv('HOME') IS NULL",
+    "SELECT count(*) FROM src.main.t, (VALUES (random())) v(x)",
+    "WITH a AS (SELECT 1) SELECT count(*) FROM src.main.t JOIN b ON TRUE",
+])
+def test_verify_refuses_generated_sql_reading_anything_else(sql):
+    with pytest.raises(Refused) as refused:
+        check_generated(sql, ATTACHED)
+    assert refused.value.rule == "sql.unverified"
+
+
+def test_verify_accepts_attached_relations_and_own_ctes():
+    check_generated('WITH "a" AS (SELECT "x" FROM "src"."main"."t") SELECT count(*) FROM "a" '
+                    "JOIN (VALUES (1), (2)) AS g(k) ON TRUE", ATTACHED)
