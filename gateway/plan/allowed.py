@@ -68,8 +68,17 @@ MAX_STRING_COPIES = 8  # copies of row text one expression may concatenate
 MAX_INTERVAL_DAYS = 36_525  # 100 years: date arithmetic stays far from DuckDB's range
 
 
+OPERATOR_NAMES = {exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
+                  exp.NullSafeEQ: "IS NOT DISTINCT FROM", exp.NullSafeNEQ: "IS DISTINCT FROM", exp.Add: "+",
+                  exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.IntDiv: "//", exp.Mod: "%", exp.DPipe: "||",
+                  exp.Neg: "unary -", exp.Between: "BETWEEN", exp.In: "IN", exp.Case: "CASE", exp.If: "CASE",
+                  exp.Like: "LIKE", exp.ILike: "ILIKE", exp.And: "AND", exp.Or: "OR", exp.Not: "NOT", exp.Is: "IS"}
+
+
 def function_name(node: exp.Expression) -> str:
-    """The name an analyst wrote, for messages (e.g. 'setseed', 'random')."""
+    """The name an analyst wrote, for messages (e.g. 'setseed', 'random', '+')."""
+    if type(node) in OPERATOR_NAMES:
+        return OPERATOR_NAMES[type(node)]
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     if isinstance(node, exp.Func):
