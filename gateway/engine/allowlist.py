@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlglot import expressions as exp
 
-from gateway.plan.allowed import AGGREGATES, NAMED_REFUSALS, function_name  # noqa: F401 (re-exported)
+from gateway.plan.allowed import AGGREGATES, NAMED_REFUSALS, function_name  # noqa: F401 (authorise reads them here)
 
 # Scalar functions that cannot raise on a value (casts become TRY_CAST) and keep no state.
 SCALAR_FUNCTIONS: frozenset[type[exp.Expression]] = frozenset(

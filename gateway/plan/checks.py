@@ -11,7 +11,7 @@ import re
 from sqlglot import expressions as exp
 
 from gateway.errors import Refused
-from gateway.plan.allowed import LIKE_MAX_PERCENT, MAX_INTERVAL_DAYS
+from gateway.plan.allowed import LIKE_MAX_PERCENT, MAX_INTERVAL_DAYS, NAMED_REFUSALS, function_name
 
 
 
@@ -123,3 +123,21 @@ def only(node: exp.Expression, *keys: str) -> None:
     if extra:
         raise Refused(f"{node.key.upper()} with {', '.join(extra)} is not supported", rule="bind.unsupported",
                       hint="rewrite the statement with plainer SQL")
+
+
+def refuse_unknown(node: exp.Expression):
+    kind = type(node)
+    if kind in NAMED_REFUSALS:
+        rule, message = NAMED_REFUSALS[kind]
+        raise Refused(message, rule=rule)
+    if isinstance(node, (exp.Func, exp.Anonymous)):
+        raise Refused(f"function {function_name(node)}() is not allowed", rule="function.not_allowed",
+                      hint="only allow-listed functions may be used (see docs/analysts.md)")
+    if isinstance(node, (exp.SimilarTo, exp.Glob, exp.RegexpLike, exp.RegexpILike, exp.RegexpExtract,
+                         exp.RegexpReplace, exp.RegexpSplit)):
+        raise Refused(f"{function_name(node)} is not allowed: regular expressions and globs can cost time that "
+                      "depends on a row", rule="expr.pattern", hint="use LIKE with a literal pattern")
+    if isinstance(node, (exp.Dot, exp.Bracket, exp.Struct, exp.Tuple, exp.Star)):
+        raise Refused(f"{node.sql(dialect='postgres')[:60]} is not a column", rule="bind.row_reference")
+    raise Refused(f"{node.key.upper()} is not supported", rule="bind.unsupported",
+                  hint="rewrite the statement with plainer SQL")

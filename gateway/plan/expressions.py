@@ -19,10 +19,10 @@ from sqlglot import expressions as exp
 from gateway.errors import Refused
 from gateway.plan import arithmetic
 from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
-    NAMED_REFUSALS, TYPE_NAMES, function_name
+    TYPE_NAMES, function_name
 from gateway.plan.coercion import common, compared
 from gateway.plan.checks import check_pattern, date_part, interval_days, literal_moment, only as _only, \
-    whole_number, window_spec
+    refuse_unknown, whole_number, window_spec
 from gateway.plan.scope import Scope, fold, reference
 from gateway.plan.types import BOOLEAN, NULL, UNBOUNDED, Kind, Range, Typed, engine_range
 from gateway.policy.model import Role
@@ -69,7 +69,7 @@ class Expressions:
         handler = _HANDLERS.get(type(node))
         if handler is not None:
             return handler(self, node, clause)
-        _refuse_unknown(node)
+        refuse_unknown(node)
 
     # -- names ----------------------------------------------------------------
     def column(self, node: exp.Column, clause: Clause) -> exp.Expression:
@@ -493,7 +493,7 @@ class Expressions:
         elif isinstance(function, tuple(AGGREGATES)):
             call = self.aggregate(function, inner)
         else:
-            _refuse_unknown(function)
+            refuse_unknown(function)
         partition = [self(p, Clause("PARTITION BY", aggregates=True)) for p in node.args.get("partition_by") or []]
         order = self.resolver.order_keys(node.args.get("order"), self, Clause("ORDER BY", aggregates=True))
         built = exp.Window(this=call, partition_by=partition or None, order=order,
@@ -533,24 +533,6 @@ def _aggregate_here(clause: Clause) -> Refused:
     if clause.name == "WHERE":
         return Refused("aggregates are not allowed in WHERE: use HAVING", rule="where.aggregate")
     return Refused(f"aggregates are not allowed in {clause.name}", rule="aggregate.position")
-
-
-def _refuse_unknown(node: exp.Expression):
-    kind = type(node)
-    if kind in NAMED_REFUSALS:
-        rule, message = NAMED_REFUSALS[kind]
-        raise Refused(message, rule=rule)
-    if isinstance(node, (exp.Func, exp.Anonymous)):
-        raise Refused(f"function {function_name(node)}() is not allowed", rule="function.not_allowed",
-                      hint="only allow-listed functions may be used (see docs/analysts.md)")
-    if isinstance(node, (exp.SimilarTo, exp.Glob, exp.RegexpLike, exp.RegexpILike, exp.RegexpExtract,
-                         exp.RegexpReplace, exp.RegexpSplit)):
-        raise Refused(f"{function_name(node)} is not allowed: regular expressions and globs can cost time that "
-                      "depends on a row", rule="expr.pattern", hint="use LIKE with a literal pattern")
-    if isinstance(node, (exp.Dot, exp.Bracket, exp.Struct, exp.Tuple, exp.Star)):
-        raise Refused(f"{node.sql(dialect='postgres')[:60]} is not a column", rule="bind.row_reference")
-    raise Refused(f"{node.key.upper()} is not supported", rule="bind.unsupported",
-                  hint="rewrite the statement with plainer SQL")
 
 
 _HANDLERS: dict[type, Callable] = {

@@ -25,7 +25,9 @@ from sqlglot import expressions as exp
 from gateway.errors import Refused, UnknownColumn, UnknownTable
 from gateway.plan.allowed import NAMED_REFUSALS
 from gateway.plan.coercion import common
-from gateway.plan.expressions import Clause, Expressions, _only, _refuse_unknown, typed
+from gateway.plan.checks import only as _only
+from gateway.plan.checks import refuse_unknown as _refuse_unknown
+from gateway.plan.expressions import Clause, Expressions, typed
 from gateway.plan.scope import Column, CteDef, CteEnv, Declared, Relation, Scope, fold, reference
 from gateway.plan.types import Kind, Range, Typed, engine_range, kind_of
 from gateway.policy.model import CleanRoom, Role, Table
