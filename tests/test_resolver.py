@@ -163,3 +163,24 @@ def test_verify_refuses_generated_sql_reading_anything_else(sql):
 def test_verify_accepts_attached_relations_and_own_ctes():
     check_generated('WITH "a" AS (SELECT "x" FROM "src"."main"."t") SELECT count(*) FROM "a" '
                     "JOIN (VALUES (1), (2)) AS g(k) ON TRUE", ATTACHED)
+
+
+def test_computed_measures_get_their_sensitivity_from_declared_bounds(dp_demo_config_path):
+    """SUM(amount * 2) over amount in [0, 500] is a sum of values in [0, 1000]; a value
+    computed from anything but bounded measures has no bounds and is refused."""
+    from gateway.engine import Engine
+
+    engine = Engine.from_config_file(dp_demo_config_path)
+    try:
+        def explain(sql):
+            request = QueryRequest(user="analyst", cleanroom="demo", sql=sql)
+            return engine.explain(request)["differential_privacy"]["aggregates"]
+
+        doubled = explain("SELECT region, sum(amount * 2) AS s FROM purchases GROUP BY region")[0]["noise"][0]
+        single = explain("SELECT region, sum(amount) AS s FROM purchases GROUP BY region")[0]["noise"][0]
+        assert doubled["sensitivity"] == 2 * single["sensitivity"]
+        with pytest.raises(Refused) as refused:
+            explain("SELECT region, sum(length(category)) FROM purchases GROUP BY region")
+        assert refused.value.rule == "dp.unbounded_measure"
+    finally:
+        engine.close()

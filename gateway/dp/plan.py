@@ -224,7 +224,7 @@ class _Quantities:
     def _bounds(self, argument: exp.Expression) -> Bounds:
         """Declared bounds of what is aggregated: a measure column, a column a
         template derives, or CASE WHEN ... THEN <those> ELSE <number> END (the hull)."""
-        found = self._range(argument)
+        found = self._range(argument) or _declared_range(argument)
         if found is not None:
             return Bounds(*found)
         raise Refused(
@@ -264,6 +264,23 @@ class _Quantities:
     def _is_unit(self, argument: exp.Expression) -> bool:
         return isinstance(argument, exp.Column) and any(
             (u.table, u.name) == (argument.table, argument.name) for u in self.units)
+
+
+def _declared_range(argument: exp.Expression) -> tuple[float, float] | None:
+    """The interval the resolver derived for a computed value (amount * 2, amount - 10),
+    when every column it reads is a measure with declared bounds: the value is clamped
+    to it before it is aggregated, so the interval holds whatever the data, and it
+    bounds the aggregate's sensitivity."""
+    annotation = argument.meta.get("typed")
+    columns = list(argument.find_all(exp.Column))
+    if annotation is None or annotation.range is None or not annotation.range.finite or not columns:
+        return None
+    for column in columns:
+        declared = column.meta.get("declared")
+        spec = declared.spec if declared is not None else None
+        if spec is None or spec.role is not Role.MEASURE or spec.bounds is None:
+            return None
+    return annotation.range.low, annotation.range.high
 
 
 def _base_column(scope, column: exp.Column, room: CleanRoom) -> tuple[str, str] | None:
