@@ -78,14 +78,7 @@ def _literal_for(other: exp.Expression, value: exp.Expression) -> exp.Expression
         return value
     text = value.this.strip()
     if target.numeric:
-        try:
-            number = float(text)
-        except ValueError:
-            raise Refused(f"{value.this!r} is not a number", rule="expr.type") from None
-        if not math.isfinite(number):
-            raise Refused(f"{value.this!r} is not a finite number", rule="expr.type")
-        kind = Kind.INTEGER if text.lstrip("+-").isdigit() else Kind.DECIMAL
-        return mark(exp.Literal.number(text.lstrip("+")), Typed(kind, Range(number, number)))
+        return number_literal(text.lstrip("+"))
     if target.temporal:
         literal_moment(text, target.value)
         return cast(exp.Literal.string(text), "DATE" if target is Kind.DATE else "TIMESTAMP", Typed(target))
@@ -95,6 +88,19 @@ def _literal_for(other: exp.Expression, value: exp.Expression) -> exp.Expression
         days = interval_days(text)
         return mark(exp.Interval(this=exp.Literal.string(text)), Typed(Kind.INTERVAL, Range(-days, days)))
     raise Refused(f"cannot compare text with {target.value}", rule="expr.type", hint="cast one side explicitly")
+
+
+def number_literal(text: str) -> exp.Expression:
+    """A finite number, typed: an integer or a decimal, its value its own range (a literal
+    has no engine width: DuckDB gives it the type of what it meets)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise Refused(f"{text!r} is not a number", rule="expr.type") from None
+    if not math.isfinite(number):
+        raise Refused(f"{text} is not a finite number", rule="expr.type")
+    kind = Kind.INTEGER if text.lstrip("-").isdigit() else Kind.DECIMAL
+    return mark(exp.Literal.number(text), Typed(kind, Range(number, number)))
 
 
 def _large_integer(annotation: Typed) -> bool:

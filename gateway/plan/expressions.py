@@ -10,7 +10,6 @@ here, or one that carries an argument this module does not read, is refused.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -20,7 +19,7 @@ from gateway.errors import Refused
 from gateway.plan import arithmetic
 from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
     TYPE_NAMES, function_name
-from gateway.plan.coercion import common, compared
+from gateway.plan.coercion import common, compared, number_literal
 from gateway.plan.checks import check_pattern, date_part, interval_days, literal_moment, only as _only, \
     refuse_unknown, whole_number, window_spec
 from gateway.plan.scope import Scope, fold, reference
@@ -98,15 +97,7 @@ class Expressions:
     def literal(self, node: exp.Literal, clause: Clause) -> exp.Expression:
         if node.is_string:
             return _mark(exp.Literal.string(node.this), Typed(Kind.STRING))
-        text = node.this
-        try:
-            value = float(text)
-        except ValueError:
-            raise Refused(f"{text} is not a number", rule="expr.type") from None
-        if not math.isfinite(value):
-            raise Refused(f"{text} is out of range", rule="expr.type")
-        kind = Kind.INTEGER if re.fullmatch(r"\d+", text) else Kind.DECIMAL
-        return _mark(exp.Literal.number(text), Typed(kind, Range(value, value)))  # no width: a literal adapts
+        return number_literal(node.this)
 
     def boolean(self, node: exp.Boolean, clause: Clause) -> exp.Expression:
         return _mark(exp.Boolean(this=bool(node.this)), BOOLEAN)
