@@ -10,7 +10,7 @@ resolver understood, with
   every clause and at every depth, following SQL's scoping rules (a CTE is seen
   by the later CTEs and the body of its WITH; a derived table sees no sibling;
   an unqualified name in GROUP BY or HAVING is an input column before an output
-  name, in ORDER BY an output name first);
+  name, in ORDER BY an output name first, generated as its position);
 - every value typed (gateway.plan.types) and made unable to raise on a row.
 
 What the resolver does not understand is refused with a rule id and a hint.
@@ -356,7 +356,9 @@ class Resolver:
         if order is None:
             return None
         _only(order, "expressions")
-        names = {fold(c.name): c for c in columns or []}
+        positions: dict[str, list[int]] = {}
+        for position, column in enumerate(columns or [], start=1):
+            positions.setdefault(fold(column.name), []).append(position)
         keys = []
         for ordered in order.expressions:
             _only(ordered, "this", "desc", "nulls_first")
@@ -367,8 +369,12 @@ class Resolver:
                     raise Refused(f"ORDER BY position {position} is not in the select list", rule="query.order_by")
                 resolved = exp.Literal.number(position)
             elif (isinstance(key, exp.Column) and not key.table and isinstance(key.this, exp.Identifier)
-                  and fold(key.name) in names):
-                resolved = exp.column(names[fold(key.name)].name, quoted=True)  # an output name
+                  and fold(key.name) in positions):
+                found = positions[fold(key.name)]
+                if len(found) > 1:
+                    raise Refused(f'ORDER BY "{key.name}" is ambiguous', rule="bind.ambiguous_column")
+                # an output name, by its position: no engine can take it for an input column
+                resolved = exp.Literal.number(found[0])
             elif outputs_only:
                 raise Refused("ORDER BY of a set operation takes output names or positions", rule="query.order_by")
             else:
