@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from sqlglot import expressions as exp
 
-from gateway.errors import Refused, UnknownColumn, UnknownTable
+from gateway.errors import Refused, SyntaxProblem, UnknownColumn, UnknownTable
 from gateway.plan.allowed import NAMED_REFUSALS
 from gateway.plan.coercion import common
 from gateway.plan.checks import only as _only
@@ -340,6 +340,8 @@ class Resolver:
             if group.args.get(key):
                 raise Refused(f"{key.replace('_', ' ').upper()} is not allowed", rule=rule)
         _only(group, "expressions")
+        if not group.expressions:
+            raise SyntaxProblem("syntax error: GROUP BY needs at least one expression", rule="statement.syntax")
         keys = []
         for key in group.expressions:
             if isinstance(key, exp.Literal) and key.is_int:
