@@ -186,3 +186,16 @@ def test_computed_measures_get_their_sensitivity_from_declared_bounds(dp_demo_co
         assert refused.value.rule == "dp.unbounded_measure"
     finally:
         engine.close()
+
+
+def test_a_union_of_private_rows_inside_a_cte_is_not_stable(engine):
+    """Contribution bounding needs one unit per row; a UNION inside a CTE can put a unit's
+    rows in twice (sqlglot marks that scope by its set-operation scopes only)."""
+    from gateway.dp.stability import check_stable
+
+    room = engine.context.cleanrooms["room"]
+    tree = sqlglot.parse_one("WITH a AS (SELECT hh FROM visits UNION ALL SELECT hh FROM shows) "
+                             "SELECT count(*) FROM a", read="postgres")
+    with pytest.raises(Refused) as refused:
+        check_stable(tree, room)
+    assert refused.value.rule == "dp.set_operation"

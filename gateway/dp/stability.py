@@ -24,7 +24,8 @@ def check_stable(tree: exp.Expression, room: CleanRoom) -> None:
                       rule="dp.set_operation", hint="run each SELECT on its own")
     for scope in root.traverse():
         private = {alias: source for alias, (_, source) in scope.selected_sources.items() if carries_private(source, room)}
-        if scope.is_set_operation and any(carries_private(s, room) for s in scope.set_operation_scopes):
+        # sqlglot 30 marks a UNION inside a CTE or derived table by its set-operation scopes, not is_set_operation
+        if any(carries_private(s, room) for s in scope.set_operation_scopes):
             raise Refused("set operations over private tables cannot be differentially private", rule="dp.set_operation")
         if not private:
             continue
