@@ -1,7 +1,7 @@
 """Expressions, resolved node by node: each allowed node is built anew from the
 parts the resolver understood, every column bound to one relation of its scope,
-every value typed, and every operation that could raise on a row's value made
-unable to (DuckDB's try(): NULL instead of an error).
+every value typed, and every operation that could raise on a row's value
+generated so that it cannot (gateway.plan.arithmetic, gateway.plan.coercion).
 
 Nothing of the analyst's tree is copied wholesale: a node of a kind not listed
 here, or one that carries an argument this module does not read, is refused.
@@ -416,13 +416,13 @@ class Expressions:
         if isinstance(node, exp.Quantile):
             _only(node, "this", "quantile")
             fraction = node.args["quantile"]
-            value = arithmetic.summable(self._aggregated(node.this, inner))
+            value = _summable(self._aggregated(node.this, inner))
             return _mark(exp.Quantile(this=value, quantile=exp.Literal.number(fraction.this)),
                          Typed(Kind.FLOAT, typed(value).range, aggregate=True))
         _only(node, "this")
         value = self._aggregated(node.this, inner)
         if isinstance(node, (exp.Sum, exp.Avg, exp.Median)):
-            value = arithmetic.summable(value)
+            value = _summable(value)
         annotation = typed(value)
         join_key = isinstance(value, exp.Column) and getattr(value.meta.get("declared"), "role", None) is Role.JOIN_KEY
         if not isinstance(node, (exp.Min, exp.Max)) and not annotation.kind.numeric \
@@ -518,6 +518,14 @@ def _expect(node: exp.Expression, kinds: tuple[Kind, ...], where: exp.Expression
     if kind not in kinds and kind is not Kind.NULL:
         wanted = " or ".join(k.value for k in kinds)
         raise Refused(f"{function_name(where)} takes {wanted}, not {kind.value}", rule="expr.type")
+
+
+def _summable(value: exp.Expression) -> exp.Expression:
+    """arithmetic.summable, inside DISTINCT where the aggregate has one."""
+    if isinstance(value, exp.Distinct):
+        inner = arithmetic.summable(value.expressions[0])
+        return _mark(exp.Distinct(expressions=[inner]), typed(inner))
+    return arithmetic.summable(value)
 
 
 def _aggregate_here(clause: Clause) -> Refused:
