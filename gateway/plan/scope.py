@@ -35,6 +35,9 @@ class Declared:
     def role(self) -> Role:
         return self.spec.role
 
+    def __deepcopy__(self, memo) -> "Declared":
+        return self  # immutable; sqlglot deep-copies node meta on every tree copy
+
 
 @dataclass(frozen=True)
 class Column:

@@ -141,6 +141,9 @@ class Typed:
     def with_(self, **changes) -> "Typed":
         return Typed(**{**self.__dict__, **changes})
 
+    def __deepcopy__(self, memo) -> "Typed":
+        return self  # immutable; sqlglot deep-copies node meta on every tree copy
+
 
 BOOLEAN = Typed(Kind.BOOLEAN)
 NULL = Typed(Kind.NULL)
