@@ -104,7 +104,9 @@ def negate(node: exp.Expression, value: exp.Expression) -> exp.Expression:
     if name is None:
         return mark(type(node)(this=_as_double(value)), Typed(Kind.FLOAT, result, aggregate=annotation.aggregate))
     plain = annotation.width is not None and _inside(span, annotation.width) and _inside(span, INTEGER_WIDTHS[0][1])
-    if not plain:
+    if plain:  # DuckDB negates in the value's own type, which holds the result
+        width = annotation.width
+    else:
         value = cast(value, name, annotation.with_(width=width))
     return mark(type(node)(this=value), Typed(Kind.INTEGER, result, width=width, aggregate=annotation.aggregate))
 
@@ -161,8 +163,9 @@ def _temporal(node, left, right, aggregate) -> exp.Expression:
             left, right = (cast(o, "INTEGER", typed(o)) if typed(o).kind is Kind.INTEGER else guard_moment(o)
                            for o in (left, right))
             return mark(kind(this=left, expression=right), Typed(Kind.DATE))
-        if kind is exp.Sub and a.kind is b.kind is Kind.DATE:  # whole days: never out of range
-            return mark(kind(this=left, expression=right), Typed(Kind.INTEGER, Range(-4e6, 4e6), width=_INT64))
+        if kind is exp.Sub and a.kind is b.kind is Kind.DATE:  # whole days between years 1 and 9999
+            return mark(kind(this=guard_moment(left), expression=guard_moment(right)),
+                        Typed(Kind.INTEGER, Range(-4e6, 4e6), width=_INT64))
         if kind is exp.Sub and a.kind.temporal and b.kind.temporal:  # infinite timestamps cannot be subtracted
             return mark(kind(this=guard_moment(left), expression=guard_moment(right)), Typed(Kind.INTERVAL))
         if a.kind is b.kind is Kind.INTERVAL:

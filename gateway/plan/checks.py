@@ -119,25 +119,31 @@ def literal_moment(text: str, kind_name: str) -> None:
 def only(node: exp.Expression, *keys: str) -> None:
     """Refuse a node carrying any argument the resolver does not read: what it does not
     understand never reaches the engine."""
-    extra = [k for k, v in node.args.items() if k not in keys and v not in (None, False, [], "")]
+    extra = [k for k, v in node.args.items() if k not in keys and not _absent(v)]
     if extra:
         raise Refused(f"{node.key.upper()} with {', '.join(extra)} is not supported", rule="bind.unsupported",
                       hint="rewrite the statement with plainer SQL")
 
 
+def _absent(value) -> bool:
+    """An argument sqlglot leaves unset: None, False or empty (0 is a value)."""
+    return value is None or value is False or (isinstance(value, (list, str)) and not value)
+
+
 def refuse_unknown(node: exp.Expression):
+    """The refusal for a node no resolver handler takes, with the most specific rule."""
     kind = type(node)
     if kind in NAMED_REFUSALS:
         rule, message = NAMED_REFUSALS[kind]
         raise Refused(message, rule=rule)
-    if isinstance(node, (exp.Func, exp.Anonymous)):
-        raise Refused(f"function {function_name(node)}() is not allowed", rule="function.not_allowed",
-                      hint="only allow-listed functions may be used (see docs/analysts.md)")
     if isinstance(node, (exp.SimilarTo, exp.Glob, exp.RegexpLike, exp.RegexpILike, exp.RegexpExtract,
                          exp.RegexpReplace, exp.RegexpSplit)):
         raise Refused(f"{function_name(node)} is not allowed: regular expressions and globs can cost time that "
                       "depends on a row", rule="expr.pattern", hint="use LIKE with a literal pattern")
     if isinstance(node, (exp.Dot, exp.Bracket, exp.Struct, exp.Tuple, exp.Star)):
         raise Refused(f"{node.sql(dialect='postgres')[:60]} is not a column", rule="bind.row_reference")
+    if isinstance(node, (exp.Func, exp.Anonymous)):
+        raise Refused(f"function {function_name(node)}() is not allowed", rule="function.not_allowed",
+                      hint="only allow-listed functions may be used (see docs/analysts.md)")
     raise Refused(f"{node.key.upper()} is not supported", rule="bind.unsupported",
                   hint="rewrite the statement with plainer SQL")
