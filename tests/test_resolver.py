@@ -199,3 +199,18 @@ def test_a_union_of_private_rows_inside_a_cte_is_not_stable(engine):
     with pytest.raises(Refused) as refused:
         check_stable(tree, room)
     assert refused.value.rule == "dp.set_operation"
+
+
+def test_far_dates_never_fail_arithmetic_on_their_difference(tmp_path):
+    """DuckDB dates reach year 5,881,580: a difference of two stored dates is guarded to
+    the years 1-9999 first, so what is computed from it fits the width planned for it."""
+    setup = ["CREATE TABLE v AS SELECT 'h' || i AS hh, DATE '2020-01-01' AS d, DATE '2019-12-01' AS e FROM range(6) t(i)",
+             "INSERT INTO v VALUES ('far', DATE '5881580-07-10', DATE '0001-01-01')"]
+    columns = {"hh": {"role": "join_key"}, "d": {"role": "dimension"}, "e": {"role": "dimension"}}
+    engine = build_engine(tmp_path, simple_policy({"v": private_table("v", columns)}, k=2), setup)
+    try:
+        for sql in ["SELECT (d - e) * 1000000000000 AS x, count(*) AS n FROM v GROUP BY 1",
+                    "SELECT count(*) AS n FROM v WHERE (d - e) * 1000000000000 % 7 = 1"]:
+            engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql))  # no engine.failure
+    finally:
+        engine.close()
