@@ -277,11 +277,11 @@ class Expressions:
             raise Refused(f"{function_name(node)}() takes a number", rule="expr.type")
         extra = {}
         if node.args.get("decimals") is not None:
-            decimals = node.args["decimals"]
-            if not (isinstance(decimals, exp.Literal) and decimals.is_int and abs(int(decimals.this)) <= 38):
+            decimals = whole_number(node.args["decimals"])
+            if decimals is None or abs(decimals) > 38:
                 raise Refused(f"{function_name(node)}() takes a whole number of decimals between -38 and 38",
                               rule="expr.type")
-            extra["decimals"] = exp.Literal.number(int(decimals.this))
+            extra["decimals"] = exp.Literal.number(decimals)
         result = annotation.range
         if annotation.kind is Kind.DECIMAL and (result is None or not result.finite
                                                 or max(abs(result.low), abs(result.high)) > 1e15):

@@ -200,7 +200,7 @@ class Resolver:
                 on = self._using(names, earlier, joined, scope, side)
             elif join.args.get("on") is not None:
                 on = _condition(expressions(join.args["on"], Clause("ON")))
-            else:
+            else:  # CROSS JOIN or a comma (sqlglot gives both the same form): authorise decides
                 on = None
             joins.append(exp.Join(this=relation_node, on=on, side=side or None,
                                   kind=kind if kind in ("CROSS", "INNER", "OUTER") else None))
@@ -402,10 +402,11 @@ class Resolver:
 
     # -- names ------------------------------------------------------------------------------
     def _unique(self, name: str) -> str:
-        candidate, n = name, 1
-        while fold(candidate) in self._taken or candidate.startswith("__"):
+        base = f"cte{name}" if name.startswith("__") else name  # "__" names are the gateway's own
+        candidate, n = base, 1
+        while fold(candidate) in self._taken:
             n += 1
-            candidate = f"{name}_{n}"
+            candidate = f"{base}_{n}"
         self._taken.add(fold(candidate))
         return candidate
 
@@ -415,14 +416,15 @@ class Resolver:
 
 
 # PostgreSQL's names for unaliased output columns, so BI tools see `count`, not `count_star()`.
-FUNCTION_OUTPUT_NAMES = {exp.TimestampTrunc: "date_trunc", exp.DateTrunc: "date_trunc", exp.Case: "case", exp.If: "case"}
+FUNCTION_OUTPUT_NAMES = {exp.TimestampTrunc: "date_trunc", exp.DateTrunc: "date_trunc", exp.Case: "case", exp.If: "case",
+                         exp.PercentileCont: "percentile_cont"}
 
 
 def output_name(node: exp.Expression) -> str:
     if isinstance(node, exp.Column):
         return identifier(node.this) if isinstance(node.this, exp.Identifier) else node.name
-    if isinstance(node, exp.Paren):
-        return output_name(node.this)
+    if isinstance(node, (exp.Paren, exp.Filter, exp.Window, exp.WithinGroup)):
+        return output_name(node.this)  # count(*) FILTER (...) is "count", as in PostgreSQL
     if isinstance(node, (exp.Cast, exp.TryCast)):
         inner = output_name(node.this)
         return inner if inner != "?column?" else node.to.sql(dialect="postgres").lower()

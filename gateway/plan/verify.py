@@ -32,7 +32,7 @@ SAFE_NODES: frozenset[type] = frozenset({
     exp.Floor, exp.Ceil, exp.Lower, exp.Upper, exp.Length, exp.Substring, exp.Trim, exp.Concat,
     exp.DateTrunc, exp.TimestampTrunc, exp.Extract, exp.Year, exp.Month, exp.Day, exp.CurrentDate,
     exp.RowNumber, exp.Rank, exp.DenseRank, exp.Exists, exp.Bracket, exp.Array, exp.Flatten, exp.ArraySlice,
-    exp.ArraySize, exp.Quantile, exp.Median, exp.PercentileCont, exp.Min, exp.Max,
+    exp.ArraySize, exp.ArrayAgg, exp.Quantile, exp.Median, exp.PercentileCont, exp.Min, exp.Max,
     *AGGREGATES,
 })
 
