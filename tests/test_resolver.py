@@ -216,3 +216,35 @@ def test_far_dates_never_fail_arithmetic_on_their_difference(tmp_path):
             engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql))  # no engine.failure
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("sql, kind", [
+    ("SELECT count(*) FROM visits WHERE region = 'a'", exp.Column),
+    ("SELECT count(*) FROM visits WHERE (region = 'a')", exp.Paren),
+    ("SELECT count(*) FROM visits WHERE region = 'a' AND hh = 'b'", exp.And),
+    ("SELECT count(*) FROM visits WHERE NOT region = 'a'", exp.Not),
+    ("SELECT count(*) FROM visits WHERE region = 'a'", exp.EQ),
+    ("SELECT count(*) FROM visits WHERE spend BETWEEN 1 AND 2", exp.Between),
+    ("SELECT count(*) FROM visits WHERE region IN ('a')", exp.In),
+    ("SELECT count(*) FROM visits WHERE -spend > 1", exp.Neg),
+    ("SELECT count(*) FROM visits WHERE CASE WHEN region = 'a' THEN true END", exp.Case),
+    ("SELECT count(*) FROM visits WHERE coalesce(region, 'a') = 'a'", exp.Coalesce),
+    ("SELECT count(*) FROM visits WHERE nullif(region, 'a') = 'a'", exp.Nullif),
+    ("SELECT count(*) FROM visits WHERE lower(region) = 'a'", exp.Lower),
+    ("SELECT count(*) FROM visits WHERE CAST(spend AS INT) = 1", exp.Cast),
+    ("SELECT count(*) FROM visits WHERE current_date - INTERVAL '1 day' < current_date", exp.Interval),
+    ("SELECT sum(spend) FROM visits", exp.Sum),
+    ("SELECT count(*) FILTER (WHERE region = 'a') FROM visits", exp.Filter),
+    ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY spend) FROM visits", exp.WithinGroup),
+    ("SELECT region || 'x' AS r, count(*) FROM visits GROUP BY 1", exp.DPipe),
+])
+def test_a_node_with_an_argument_the_resolver_does_not_read_is_refused(engine, sql, kind):
+    """Every handler reads a fixed set of a node's arguments; anything else on the node
+    would be dropped silently, so it is refused instead (bind.unsupported)."""
+    room = engine.context.cleanrooms["room"]
+    tree = sqlglot.parse_one(sql, read="postgres")
+    resolve_statement(tree.copy(), room, dict(room.tables), engine.context.column_types["room"])
+    tree.find(kind).set("unread", exp.Literal.number(1))
+    with pytest.raises(Refused) as refused:
+        resolve_statement(tree, room, dict(room.tables), engine.context.column_types["room"])
+    assert refused.value.rule == "bind.unsupported", sql
