@@ -248,3 +248,48 @@ def test_a_node_with_an_argument_the_resolver_does_not_read_is_refused(engine, s
     with pytest.raises(Refused) as refused:
         resolve_statement(tree, room, dict(room.tables), engine.context.column_types["room"])
     assert refused.value.rule == "bind.unsupported", sql
+
+
+def _resolve(engine, sql, windows=False):
+    room = engine.context.cleanrooms["room"]
+    tree = sql if isinstance(sql, exp.Expression) else sqlglot.parse_one(sql, read="postgres")
+    return resolve_statement(tree, room, dict(room.tables), engine.context.column_types["room"],
+                             windows=windows)[0].sql(dialect="duckdb")
+
+
+@pytest.mark.parametrize("sql, rule", [
+    ("SELECT count(*) FROM visits WHERE CAST(region AS INT[]) IS NULL", "expr.type"),
+    ("SELECT count(*) FROM visits WHERE CAST(region AS TEXT COLLATE \"C\") = 'a'", "expr.type"),
+    ("SELECT count(*) FROM visits WHERE CAST('294246-01-01' AS DATE) > current_date", "expr.type"),
+    ("SELECT count(*) FROM visits WHERE CAST('300 years' AS INTERVAL) IS NULL", "expr.interval"),
+    ("SELECT count(*) FROM visits WHERE CAST(region AS INTERVAL) IS NULL", "expr.interval"),
+])
+def test_casts_are_checked_when_resolved(engine, sql, rule):
+    with pytest.raises(Refused) as refused:
+        _resolve(engine, sql)
+    assert refused.value.rule == rule
+
+
+def test_trim_position_and_concat_and_sums_are_generated_as_checked(engine):
+    tree = sqlglot.parse_one("SELECT count(*) FROM visits WHERE trim(both 'x' FROM region) = 'a'", read="postgres")
+    tree.find(exp.Trim).set("position", "SIDEWAYS")
+    with pytest.raises(Refused) as refused:
+        _resolve(engine, tree)
+    assert refused.value.rule == "expr.type"
+    assert "CONCAT(" in _resolve(engine, "SELECT count(*) FROM visits WHERE concat(region, 'x') = 'a'")
+    assert "SUM(TRY_CAST(" in _resolve(engine, "SELECT sum(170141183460469231731687303715884105727 + spend) FROM visits")
+    assert "AS DOUBLE" in _resolve(engine, "SELECT sum(170141183460469231731687303715884105727 + spend) FROM visits")
+
+
+@pytest.mark.parametrize("sql, kind, windows", [
+    ("SELECT count(*) FROM visits WHERE year(current_date) > 1", exp.Year, False),
+    ("SELECT count(DISTINCT hh) FROM visits", exp.Distinct, False),
+    ("SELECT region, count(*) OVER (PARTITION BY region) FROM visits", exp.Window, True),
+])
+def test_more_nodes_with_unread_arguments_are_refused(engine, sql, kind, windows):
+    tree = sqlglot.parse_one(sql, read="postgres")
+    _resolve(engine, tree.copy(), windows)
+    tree.find(kind).set("unread", exp.Literal.number(1))
+    with pytest.raises(Refused) as refused:
+        _resolve(engine, tree, windows)
+    assert refused.value.rule == "bind.unsupported"
