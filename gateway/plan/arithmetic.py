@@ -71,7 +71,7 @@ def arithmetic(node: exp.Expression, left: exp.Expression, right: exp.Expression
     if a.kind.numeric and b.kind.numeric:
         if isinstance(node, exp.Div) or Kind.FLOAT in (a.kind, b.kind) or Kind.DECIMAL in (a.kind, b.kind):
             # `/` divides in floating point in DuckDB; DECIMAL goes there too: inf, never an error
-            left, right = (_as_double(o) for o in (left, right))
+            left, right = (as_double(o) for o in (left, right))
             result = Typed(Kind.FLOAT, _range(node, a.range, b.range), aggregate=aggregate)
             return mark(kind(this=left, expression=right, **flags), result)
         return _integers(node, left, right, flags, aggregate)
@@ -93,7 +93,7 @@ def negate(node: exp.Expression, value: exp.Expression) -> exp.Expression:
         return mark(exp.Literal.number(text if isinstance(node, exp.Neg) else value.this.lstrip("-")),
                     annotation.with_(range=Range(low, low)))
     if annotation.kind is not Kind.INTEGER:
-        value = _as_double(value)
+        value = as_double(value)
         result = -annotation.range if annotation.range and isinstance(node, exp.Neg) else (
             annotation.range.abs() if annotation.range else None)
         return mark(type(node)(this=value), Typed(Kind.FLOAT, result, aggregate=annotation.aggregate))
@@ -102,7 +102,7 @@ def negate(node: exp.Expression, value: exp.Expression) -> exp.Expression:
     result = -value_range if isinstance(node, exp.Neg) else value_range.abs()
     name, width = _width(span, wider=False)
     if name is None:
-        return mark(type(node)(this=_as_double(value)), Typed(Kind.FLOAT, result, aggregate=annotation.aggregate))
+        return mark(type(node)(this=as_double(value)), Typed(Kind.FLOAT, result, aggregate=annotation.aggregate))
     plain = annotation.width is not None and _inside(span, annotation.width) and _inside(span, INTEGER_WIDTHS[0][1])
     if plain:  # DuckDB negates in the value's own type, which holds the result
         width = annotation.width
@@ -120,7 +120,7 @@ def summable(value: exp.Expression) -> exp.Expression:
     magnitude = annotation.range
     if magnitude is not None and magnitude.finite and max(abs(magnitude.low), abs(magnitude.high)) < SAFE_SUM_MAGNITUDE:
         return value
-    return _as_double(value)
+    return as_double(value)
 
 
 def _integers(node, left, right, flags, aggregate) -> exp.Expression:
@@ -135,7 +135,7 @@ def _integers(node, left, right, flags, aggregate) -> exp.Expression:
         return mark(type(node)(this=left, expression=right, **flags),
                     Typed(Kind.INTEGER, result, width=narrowest, aggregate=aggregate))
     if name is None:
-        left, right = _as_double(left), _as_double(right)
+        left, right = as_double(left), as_double(right)
         return mark(type(node)(this=left, expression=right, **flags), Typed(Kind.FLOAT, result, aggregate=aggregate))
     left = cast(left, name, a.with_(width=width))
     right = cast(right, name, b.with_(width=width))
@@ -240,7 +240,7 @@ def _inside(span: Range, width: Range) -> bool:
     return math.isfinite(span.low) and math.isfinite(span.high) and width.low <= span.low and span.high <= width.high
 
 
-def _as_double(node: exp.Expression) -> exp.Expression:
+def as_double(node: exp.Expression) -> exp.Expression:
     annotation = typed(node)
     if annotation.kind in (Kind.FLOAT, Kind.NULL):
         return node

@@ -17,6 +17,7 @@ from sqlglot import expressions as exp
 
 from gateway.errors import Refused
 from gateway.plan.allowed import function_name
+from gateway.plan.arithmetic import as_double as _as_double
 from gateway.plan.arithmetic import cast, guard_moment, mark, typed
 from gateway.plan.checks import interval_days, literal_moment
 from gateway.plan.types import NULL, Kind, Range, Typed
@@ -108,9 +109,3 @@ def _large_integer(annotation: Typed) -> bool:
         return False
     span = annotation.range
     return span is None or not span.finite or max(abs(span.low), abs(span.high)) > EXACT_IN_DECIMAL
-
-
-def _as_double(node: exp.Expression) -> exp.Expression:
-    if typed(node).kind in (Kind.FLOAT, Kind.NULL):
-        return node
-    return cast(node, "DOUBLE", typed(node).with_(kind=Kind.FLOAT, width=None))

@@ -17,6 +17,8 @@ from sqlglot import expressions as exp
 
 from gateway.errors import Refused
 from gateway.plan import arithmetic
+from gateway.plan.arithmetic import mark as _mark
+from gateway.plan.arithmetic import typed
 from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
     TYPE_NAMES, function_name
 from gateway.plan.coercion import common, compared, number_literal
@@ -46,15 +48,6 @@ ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod)
 
 BIGINT, HUGEINT = arithmetic.INTEGER_WIDTHS[1][1], arithmetic.INTEGER_WIDTHS[2][1]
 COUNTED = Typed(Kind.INTEGER, Range(0, 2.0 ** 53), width=BIGINT, aggregate=True)  # no count reaches 2**53
-
-
-def typed(node: exp.Expression) -> Typed:
-    return node.meta["typed"]
-
-
-def _mark(node: exp.Expression, annotation: Typed) -> exp.Expression:
-    node.meta["typed"] = annotation
-    return node
 
 
 class Expressions:
