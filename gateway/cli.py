@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.register(sub)  # cleanroom user add NAME
     demo.register(sub)  # cleanroom demo [--http-port] [--pg-port]
     collab_cli.register(sub)  # cleanroom template ..., cleanroom audit verify|tail, cleanroom policy test
-    dp_cli.register(sub)  # cleanroom budget show|reset
+    dp_cli.register(sub)  # cleanroom budget show|reset, cleanroom contributions
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.config_model import EngineSettings, GatewayConfig, HttpSettings, PgSettings, Source, StoreSettings, User
 from gateway.errors import PolicyInvalid
+from gateway.quotas.limits import host_quotas_from
 from gateway.yamlsource import KeyPath, load_schema, load_yaml, report, schema_problems
 
 FILE_KINDS = ("duckdb", "sqlite", "parquet", "csv")
@@ -57,6 +58,10 @@ def _semantic_problems(data: dict, base: Path) -> list[tuple[KeyPath, str]]:
     for name, user in _dict(data.get("users")).items():
         if isinstance(user, dict) and not ("token_sha256" in user or "scram_sha256" in user):
             found.append((("users", name), "a user needs token_sha256 (HTTP) or scram_sha256 (Postgres wire), or both"))
+    users = _dict(data.get("users"))
+    for i, name in enumerate(data.get("operators") if isinstance(data.get("operators"), list) else []):
+        if isinstance(name, str) and name not in users:
+            found.append((("operators", i), f"unknown user {name!r} (declared: {', '.join(sorted(users)) or 'none'})"))
     pg = _dict(data.get("pg"))
     if ("tls_cert" in pg) != ("tls_key" in pg):
         found.append((("pg",), "tls_cert and tls_key go together: give both or neither"))
@@ -125,6 +130,8 @@ def _build(data: dict, config_path: Path, base: Path) -> GatewayConfig:
         pg=PgSettings(**pg),
         state_dir=_resolve(base, data.get("state_dir", "var")),
         store=StoreSettings(**data.get("store", {})),
+        quotas=host_quotas_from(data.get("quotas")),
+        operators=tuple(data.get("operators", ())),
     )
 
 

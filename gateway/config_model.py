@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from gateway.quotas.limits import HostQuotas
+
 
 @dataclass(frozen=True)
 class Source:
@@ -29,7 +31,8 @@ class Source:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    threads: int = 2
+    threads: int = 2  # DuckDB threads per executor
+    executors: int = 2  # executor processes per front-end process (see gateway/engine/executors.py)
     memory_limit: str = "2GB"
     temp_directory: Path | None = None
     max_temp_directory_size: str = "4GB"
@@ -82,3 +85,5 @@ class GatewayConfig:
     pg: PgSettings = PgSettings()
     state_dir: Path = Path("var")  # audit log, ledgers, caches
     store: StoreSettings = StoreSettings()
+    quotas: HostQuotas = HostQuotas()  # defaults and ceilings of every policy's quotas (gateway/quotas/limits.py)
+    operators: tuple[str, ...] = ()  # users who may read GET /v1/metrics (every analyst's usage)

@@ -136,6 +136,22 @@ class BudgetExhausted(GatewayError):
     type_slug = "budget-exhausted"
 
 
+class QuotaExceeded(GatewayError):
+    """An analyst (or its collaborator) is at a quota: statements running at once,
+    statements per minute or engine seconds per hour. Nothing was run and nothing
+    was charged; `retry_after` (whole seconds, at least 1) says when to try again,
+    sent as HTTP Retry-After and in the hint."""
+
+    sqlstate = "53400"  # configuration_limit_exceeded: a limit set by the policy or the operator
+    http_status = 429
+    title = "Quota exceeded"
+    type_slug = "quota-exceeded"
+
+    def __init__(self, message: str, *, rule: str, retry_after: int, hint: str | None = None):
+        super().__init__(message, rule=rule, hint=hint or f"retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
 class PolicyInvalid(Exception):
     """A policy or config file failed validation; `problems` lists every finding
     as `file:line:col: key.path: message`."""

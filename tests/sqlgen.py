@@ -1119,7 +1119,8 @@ class Room:
         self.engine = engine
         self.cleanroom = cleanroom
         self.user = user
-        self.relations = {name: sources.relation_for(t).sql(dialect="duckdb") for name, t in room.tables.items()}
+        self.relations = {name: _clamped(t, sources.relation_for(t).sql(dialect="duckdb"))
+                          for name, t in room.tables.items()}
         self.allowed = {_parts(sources.relation_for(t)) for t in room.tables.values()}
         self.catalogs = {row[0].lower() for row in self.fetch("SELECT database_name FROM duckdb_databases()")}
         self.catalogs -= {"system", "temp"}  # DuckDB's own, never a source
@@ -1194,6 +1195,16 @@ def check(room: Room, statement: Statement) -> Outcome:
     for tag, problem in k_violations(room, statement, rows):
         outcome.fail(tag, problem)
     return outcome
+
+
+def _clamped(table, relation: str) -> str:
+    """The relation as the gateway reads it: each bounded measure clamped to its
+    declared bounds (values outside them count as the nearest bound)."""
+    from gateway.policy.model import Role
+
+    clamps = [f'least(greatest("{name}", {c.bounds.lower}), {c.bounds.upper}) AS "{name}"'
+              for name, c in table.columns.items() if c.role is Role.MEASURE and c.bounds is not None]
+    return f"(SELECT * REPLACE ({', '.join(clamps)}) FROM {relation})" if clamps else relation
 
 
 def table_rows(table) -> list[tuple]:

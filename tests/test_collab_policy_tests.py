@@ -13,7 +13,7 @@ def test_the_demo_policy_tests_pass(demo_config_path, capsys):
     code = cli(["policy", "test", str(REPO / "policies" / "demo.yaml"), "--config", str(demo_config_path)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "FAIL" not in out and "11 of 11 passed" in out
+    assert "FAIL" not in out and "15 of 15 passed" in out
 
 
 def test_a_failing_case_is_reported_and_exits_1(demo_config_path, tmp_path, capsys):

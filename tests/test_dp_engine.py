@@ -138,7 +138,10 @@ def test_median_is_noised_within_the_bounds(tmp_path):
     values = dict(zip(release.table.column("region").to_pylist(), release.table.column("m").to_pylist()))
     assert all(0 <= v <= 50 for v in values.values())
     assert abs(values["north"] - 30) < 10  # true median about 30; noisy, but not arbitrary
-    assert release.protection["columns"]["m"]["noise"][0]["mechanism"] == "quantile_score_permute_and_flip"
+    assert release.protection["columns"]["m"]["aggregate"] == "median"
+    (entry,) = release.protection["aggregates"]  # each aggregate once, by what was written
+    assert entry["sql"] == "median(spend)" and entry["columns"] == ["m"]
+    assert entry["noise"][0]["mechanism"] == "quantile_score_permute_and_flip"
 
 
 def test_cost_comes_from_the_text_and_policy_not_the_data(tmp_path):

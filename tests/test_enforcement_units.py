@@ -526,7 +526,7 @@ def test_dp_sensitivities_and_epsilon_shares_follow_the_plan(dp_room):
     assert noise(dp_room, "SELECT count(*), sum(spend) FROM visits") == [("count", [MAX_ROWS]), ("sum", [MAX_ROWS * 30.0])]
     assert noise(dp_room, "SELECT region, median(spend) FROM visits GROUP BY region") == [("median", [MAX_ROWS])]
     plan = plan_of(dp_room, "SELECT region, count(*), sum(spend) FROM visits GROUP BY region")
-    assert [q.epsilon for q in plan.quantities] == [pytest.approx(1 / 3)] * 3  # units, rows, sum
+    assert [q.share for q in plan.quantities] == [pytest.approx(1 / 3)] * 3  # units, rows, sum
     assert plan.groups_per_unit == MAX_GROUPS and plan_of(dp_room, "SELECT count(*) FROM visits").groups_per_unit == 1
 
 
@@ -539,8 +539,8 @@ def test_dp_quantities_are_shared_and_values_reused(dp_room):
                            ("sum", "__v0", None), ("quantile", "__v0", 0.5), ("quantile", "__v0", 0.25),
                            ("rows", "__v1", None), ("rows", None, None)]
     assert [(o.aggregate, o.quantities) for o in plan.outputs] == [
-        ("avg", ("__q0", "__q1")), ("sum", ("__q2",)), ("median", ("__q3",)), ("median", ("__q3",)),
-        ("median", ("__q4",)), ("count", ("__q5",)), ("count", ("__q6",))]
+        ("avg", ("__q0", "__q1")), ("sum", ("__q2",)), ("median", ("__q3",)), ("percentile_cont", ("__q3",)),
+        ("percentile_cont", ("__q4",)), ("count", ("__q5",)), ("count", ("__q6",))]  # one quantity, named as written
     rows = plan.rows.sql(dialect="duckdb")
     assert '"visits"."hh" AS "__unit", "visits"."region" AS "__g0", CASE WHEN' in rows
     assert '"visits"."spend" AS "__v1"' in rows and "WHERE \"visits\".\"region\" IN ('a', 'b')" in rows

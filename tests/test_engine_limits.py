@@ -30,8 +30,16 @@ def engine(tmp_path_factory):
     }
     policy = simple_policy(tables, joins=[("a.hh", "b.hh")], k=2)
     engine = build_engine(tmp_path_factory.mktemp("limits"), policy, SETUP, query_timeout_seconds=0.5, max_result_rows=1000)
+    engine.warm(wait=True)
     yield engine
     engine.close()
+
+
+@pytest.fixture(autouse=True)
+def executors_ready(engine):
+    """A statement killed by the last test has its executor replaced in the background;
+    with a 0.5 s deadline the next must not wait for that start."""
+    engine.warm(wait=True)
 
 
 def run(engine, sql, request_id=None):

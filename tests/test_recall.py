@@ -47,7 +47,7 @@ def _runs_of(monkeypatch) -> list[str]:
     from gateway.engine import execute
 
     ran, run = [], execute._run
-    monkeypatch.setattr(execute, "_run", lambda state: ran.append(state.generated_sql) or run(state))
+    monkeypatch.setattr(execute, "_run", lambda state, deadline: ran.append(state.generated_sql) or run(state, deadline))
     return ran
 
 

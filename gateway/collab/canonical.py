@@ -95,14 +95,17 @@ def template_hash(room: CleanRoom, template: Template) -> str:
 RULE_PREFIX = "rule:"  # rules' approvals share the approvals table with templates, as "rule:<name>"
 _PROSE = frozenset({"description", "display_name"})  # notes for people, not policy
 _ROOM_PARTS = frozenset({"collaborators", "tables", "rules", "templates", "analysts", "members",
-                         "source_file", "version"})  # covered elsewhere in the form, or not policy
+                         "source_file", "version",
+                         "quotas", "timing"})  # covered elsewhere in the form, or not what data may be released
+# (quotas share the host; timing pads when answers leave, never what they hold)
 
 
 def plain(value):
     """Policy model values as JSON-ready data: dataclasses as objects of their
     fields (prose left out), enums as their values, sets sorted."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in _PROSE}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.name not in _PROSE and not _omitted(f, getattr(value, f.name))}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Mapping):
@@ -114,6 +117,12 @@ def plain(value):
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)  # dates and the like: their text is their identity
+
+
+def _omitted(field: dataclasses.Field, value) -> bool:
+    """A setting added to the model later, left out while unset so that policies
+    without it keep their hashes (and their approvals)."""
+    return field.metadata.get("canonical") == "omit_when_unset" and value is None
 
 
 def _json(value) -> str:

@@ -123,7 +123,7 @@ def _run_case(engine, room, tests_path: Path, index: int, case: dict) -> CaseRes
 
 # What `released:` may promise, and where the compiled statement says it.
 RELEASED_KEYS = ("authorised_by", "min_group_size", "epsilon", "delta", "keys", "max_rows_per_unit",
-                 "max_groups_per_unit")
+                 "max_groups_per_unit", "max_contributions_per_unit")
 
 
 def _guarantees(state) -> dict:
@@ -134,6 +134,8 @@ def _guarantees(state) -> dict:
         found.update(epsilon=plan.epsilon, delta=plan.delta,
                      keys="public" if plan.public_keys else "selected privately",
                      max_rows_per_unit=plan.privacy.max_rows_per_unit, max_groups_per_unit=plan.groups_per_unit)
+        if plan.privacy.max_contributions_per_unit is not None:  # shown only where the policy sets it
+            found["max_contributions_per_unit"] = plan.privacy.max_contributions_per_unit
     return found
 
 

@@ -1,4 +1,6 @@
 """Contribution bounding, run inside DuckDB: the SQL whose result gets noised.
+Each family (gateway.dp.families) gives its own per-unit and per-group SQL; this
+module assembles them.
 
 The cheap way (see bench/dp_speed.py): aggregate per unit and group first, then
 bound each unit's totals, then aggregate the units. A unit adds at most
@@ -6,13 +8,26 @@ max_rows_per_unit rows to a group's count, a sum scaled down to what that many
 rows may add, up to max_rows_per_unit values to a quantile, and appears in at
 most max_groups_per_unit groups, chosen by a keyed hash of unit and group (not
 by random(), which a query could seed, and not by anything an analyst can steer).
+
+With max_contributions_per_unit (C) below max_rows_per_unit x groups, a unit
+also adds at most C rows to the whole query: its kept groups are taken in the
+order of the same keyed hash (then group key, to break a tie), and each gets
+what the unit may still add, least(r, C - the rows its earlier groups kept),
+its allowance `__k`; groups left with none drop the unit altogether. Counts
+keep least(rows, __k), sums are scaled by least(1, __k / rows), quantiles keep
+__k values: at most C rows in all, picked without looking at any value, so the
+choice cannot favour large or small ones. Without C, or when it cannot bind,
+the allowance is r and the SQL is what it was.
 """
 
 from __future__ import annotations
 
+import datetime
+
 from sqlglot import expressions as exp
 
-from gateway.dp.plan import Kind, NoisePlan, Quantity
+from gateway.dp.families import QUANTITIES, Contribution
+from gateway.dp.plan import NoisePlan, Quantity
 
 
 def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
@@ -22,11 +37,16 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
     rows.set("with_", None)
     ctes = [cte.sql(dialect="duckdb") for cte in with_.expressions] if with_ is not None else []
     privacy = plan.privacy
+    bounds = Contribution.of(plan)
     groups = [_quote(g.column) for g in plan.groups]
     per_unit = [_quote("__unit"), *groups]
-    measures = [_per_unit(q, privacy.max_rows_per_unit, key) for q in plan.quantities[1:]]
+    rows_cap = privacy.max_rows_per_unit
+    measures = [QUANTITIES[q.kind].per_unit(q, rows_cap, key) for q in plan.quantities[1:]]
     ctes.append(f'"__rows" AS ({rows.sql(dialect="duckdb")})')
     source = '"__per_unit"'
+    allowance = str(min(rows_cap, bounds.rows_in_all))  # without GROUP BY: min(r, C)
+    if groups and bounds.binds:
+        measures.insert(0, 'COUNT(*) AS "__n"')  # all the unit's rows in the group: what its allowance is spent on
     if groups:
         # Each unit keeps its max_groups_per_unit groups of lowest keyed hash, found with a
         # top-k aggregate instead of sorting every row. A tie at the k-th hash (two groups
@@ -41,10 +61,11 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
                     f'WHERE len(c."__low") <= {limit} OR p."__h" < c."__low"[{limit}] '
                     f'OR (p."__h" = c."__low"[{limit}] AND c."__low"[{limit + 1}] <> c."__low"[{limit}]))')
         source = '"__kept"'
+        if bounds.binds:
+            source, allowance = _total_cap(ctes, groups, rows_cap, bounds.total_per_unit)
     else:
         ctes.append(f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} FROM "__rows" GROUP BY "__unit")')
-    totals = ['COUNT(*) AS "__units"']
-    totals += [_total(q.kind, q.column, privacy.max_rows_per_unit) for q in plan.quantities[1:]]
+    totals = [QUANTITIES[q.kind].total(q, allowance) for q in plan.quantities]
     keys = ", ".join(groups)
     grouped = f"SELECT {keys + ', ' if groups else ''}{', '.join(totals)} FROM {source} AS b"
     if not groups:
@@ -59,36 +80,24 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
     return f'WITH {", ".join(ctes)} SELECT {", ".join(columns)} FROM "__keys" AS k LEFT JOIN "__totals" AS t ON {on}'
 
 
+def _total_cap(ctes: list[str], groups: list[str], rows_cap: int, total: int) -> tuple[str, str]:
+    """At most `total` rows per unit over the whole query: each kept group, in keyed-hash
+    order, is allowed least(r, total - what the unit's earlier groups kept). What an
+    earlier group keeps is at most least(its rows, r), so the allowances used add up to
+    at most `total`; a group allowed nothing drops the unit. Returns the CTE to
+    aggregate and the allowance column."""
+    order = ", ".join(['"__h"', *groups])
+    before = (f'SUM(LEAST("__n", {rows_cap})) OVER (PARTITION BY "__unit" ORDER BY {order} '
+              'ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)')
+    ctes.append(f'"__allowed" AS (SELECT *, LEAST({rows_cap}, {total} - COALESCE({before}, 0)) AS "__k" '
+                'FROM "__kept")')
+    ctes.append('"__capped" AS (SELECT * FROM "__allowed" WHERE "__k" > 0)')
+    return '"__capped"', 'b."__k"'
+
+
 def _on_grid(quantity: Quantity) -> str:
     column = _quote(quantity.column)
-    empty = "[]::DOUBLE[]" if quantity.kind is Kind.QUANTILE else "0"
-    return f"COALESCE(t.{column}, {empty}) AS {column}"
-
-
-def _per_unit(quantity: Quantity, max_rows: int, key: str) -> str:
-    kind, value, column = quantity.kind, quantity.value, quantity.column
-    if kind is Kind.ROWS:
-        counted = "*" if value is None else _quote(value)
-        return f'COUNT({counted}) AS {_quote(column + "_n")}'
-    if kind in (Kind.SUM, Kind.CENTERED_SUM):
-        summed = _quote(value) if kind is Kind.SUM else f"({_quote(value)} - {quantity.midpoint!r})"
-        return (f'SUM({summed}) AS {_quote(column + "_s")}, '
-                f'COUNT({_quote(value)}) AS {_quote(column + "_n")}')
-    # QUANTILE: up to max_rows values per unit, picked by the keyed hash
-    ordered = f'list({_quote(value)} ORDER BY hash({_quote(value)}, "__unit", {_string(key)})) ' \
-              f'FILTER (WHERE {_quote(value)} IS NOT NULL)'
-    return f'list_slice({ordered}, 1, {max_rows}) AS {_quote(column + "_l")}'
-
-
-def _total(kind: Kind, column: str, max_rows: int) -> str:
-    if kind is Kind.ROWS:
-        return f'COALESCE(SUM(LEAST(b.{_quote(column + "_n")}, {max_rows})), 0)::BIGINT AS {_quote(column)}'
-    if kind in (Kind.SUM, Kind.CENTERED_SUM):
-        # a unit with n > max_rows values adds its sum scaled by max_rows / n:
-        # at most what max_rows values within the bounds could add
-        scale = f'LEAST(1.0, {max_rows} / b.{_quote(column + "_n")})'
-        return f'COALESCE(SUM(b.{_quote(column + "_s")} * {scale}), 0)::DOUBLE AS {_quote(column)}'
-    return f'COALESCE(flatten(list(b.{_quote(column + "_l")})), [])::DOUBLE[] AS {_quote(column)}'
+    return f"COALESCE(t.{column}, {QUANTITIES[quantity.kind].empty(quantity)}) AS {column}"
 
 
 def _key_grid(plan: NoisePlan) -> str:
@@ -102,6 +111,10 @@ def _key_grid(plan: NoisePlan) -> str:
 
 
 def _literal(value) -> str:
+    if isinstance(value, datetime.datetime):  # public time buckets (gateway.dp.time_buckets)
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, datetime.date):
+        return f"DATE '{value.isoformat()}'"
     return _string(value) if isinstance(value, str) else repr(value)
 
 

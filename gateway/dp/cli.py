@@ -2,12 +2,22 @@
 
     cleanroom budget show [--config FILE] [--cleanroom NAME] [--analyst NAME] [--json]
     cleanroom budget reset [--config FILE] --cleanroom NAME --analyst NAME [--reason TEXT]
+    cleanroom contributions [TABLE ...] [--config FILE] [--cleanroom NAME] [--token T] [--json]
+                            [--epsilon E] [--rows 1,2,5] [--groups 1,2,4]
 
 `show` lists, per analyst with a budget in the policy, the budget, what is
 spent and remains in the current period, how many queries paid for it and
 when it renews. `reset` appends a reset to the ledger (nothing is deleted):
 charges before it no longer count. The ledger is the config's (state_dir or
-store.postgres_dsn), so run this where the gateway's config is.
+store.postgres_dsn), so run this where the gateway's config is. Under zcdp
+accounting `show` adds the rho spent and the rho that still fits; the epsilon
+columns are then what the period's charges are worth (gateway/dp/accounting.py).
+
+`contributions` (data owners: a member with the approver role of the owning
+collaborator, never an analyst; the user is whoever owns the token, as for
+`template`) reports how the rows of the owner's tables contribute and the bias
+each candidate bound would cause (gateway/dp/contributions.py); with --epsilon,
+a differentially private version of it (gateway/dp/contributions_dp.py).
 """
 
 from __future__ import annotations
@@ -41,9 +51,73 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for parser in (show, reset):
         parser.add_argument("--config", type=Path, help="gateway config (default: $CLEANROOM_CONFIG or config/demo.yaml)")
 
+    report = subparsers.add_parser(
+        "contributions", help="data owners: how your tables' rows contribute, and the bias of candidate bounds",
+        description="For the policy author of a data owner: rows per unit per group, groups per unit, measure "
+                    "quantiles, and the share clipped and bias each candidate max_rows_per_unit, "
+                    "max_groups_per_unit, max_contributions_per_unit and measure bound would cause, on your own "
+                    "tables only.",
+    )
+    report.add_argument("tables", nargs="*", metavar="TABLE", help="your tables (default: all your private tables)")
+    report.add_argument("--config", type=Path, help="gateway config (default: $CLEANROOM_CONFIG or config/demo.yaml)")
+    report.add_argument("--cleanroom", help="clean room (default: the config's only one)")
+    report.add_argument("--token", help="your bearer token (default: $CLEANROOM_TOKEN)")
+    report.add_argument("--json", action="store_true", help="one JSON document instead of tables")
+    report.add_argument("--epsilon", type=float, help="compute it under differential privacy at this epsilon "
+                                                      "(recorded in the ledger as owner:<collaborator>)")
+    report.add_argument("--rows", type=_bounds, help="candidate max_rows_per_unit values, e.g. 1,2,5,10")
+    report.add_argument("--groups", type=_bounds, help="candidate max_groups_per_unit values, e.g. 1,2,4,8")
+    report.add_argument("--totals", type=_bounds, help="candidate max_contributions_per_unit values, e.g. 10,20,30")
+    report.set_defaults(handler=contributions_command)
 
-def _fail(message: str) -> int:
-    print(f"cleanroom budget: {message}", file=sys.stderr)
+
+def _bounds(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, not {text!r}") from None
+    if not values or any(v < 1 or v > 100_000 for v in values):
+        raise argparse.ArgumentTypeError(f"candidate bounds must be integers from 1 to 100000, not {text!r}")
+    return values
+
+
+def contributions_command(args) -> int:
+    import os
+
+    from gateway.auth import user_for_token
+    from gateway.collab.cli import load_rooms
+    from gateway.dp.contributions import report_for
+    from gateway.dp.contributions_text import render
+    from gateway.errors import GatewayError
+
+    loaded = load_rooms(args.config)
+    if loaded == 1:
+        return 1
+    config, rooms = loaded
+    if args.cleanroom is None and len(rooms) != 1:
+        return _fail(f"name the clean room with --cleanroom ({', '.join(sorted(rooms))})", "contributions")
+    room = rooms.get(args.cleanroom or next(iter(rooms)))
+    if room is None:
+        return _fail(f"no clean room {args.cleanroom!r} in {config.path}", "contributions")
+    token = args.token or os.environ.get("CLEANROOM_TOKEN")
+    user = user_for_token(config, token) if token else None
+    if user is None:
+        return _fail("a valid token is required (--token or $CLEANROOM_TOKEN)", "contributions")
+    try:
+        result = report_for(config, room, user, args.tables, epsilon=args.epsilon, rows=args.rows, groups=args.groups,
+                            totals=args.totals)
+    except GatewayError as error:
+        hint = f" ({error.hint})" if getattr(error, "hint", None) else ""
+        print(f"cleanroom contributions: {error.message} [{error.rule}]{hint}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        return _fail(str(error), "contributions")
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+def _fail(message: str, command: str = "budget") -> int:
+    print(f"cleanroom {command}: {message}", file=sys.stderr)
     return 2
 
 
@@ -120,13 +194,14 @@ def _number(value: float) -> str:
 def _table(balances) -> str:
     header = ("cleanroom", "analyst", "epsilon", "spent", "remaining", "delta", "delta spent", "delta left",
               "queries", "refresh", "renews (UTC)")
-    rows = [header]
+    with_rho = any(b.shows_rho for b in balances)  # zCDP: "spent" is what the summed rho is worth
+    rows = [header + (("accounting", "rho spent", "rho left") if with_rho else ())]
     for b in balances:
         renews = b.renews_at.strftime("%Y-%m-%d %H:%M") if b.renews_at else "-"
         rows.append((
             b.account.cleanroom, b.account.analyst, _number(b.budget.epsilon), _number(b.spent.epsilon),
             _number(b.remaining.epsilon), _number(b.budget.delta), _number(b.spent.delta),
             _number(b.remaining.delta), str(b.queries), b.budget.refresh, renews,
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        ) + ((b.budget.accounting, _number(b.spent.rho), _number(b.remaining.rho)) if with_rho else ()))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

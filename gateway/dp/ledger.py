@@ -20,6 +20,18 @@ of 1e-18. A float is taken at its shortest decimal form (what the policy says:
 down, so ten charges of 0.1 exactly fill a budget of 1.0 and rounding never
 lets an analyst spend more than the budget.
 
+Accounting: each charge records how it was accounted (`pure`: an epsilon; or
+`zcdp`: a rho, see gateway/dp/accounting.py), and what counts against the
+budget is the pure epsilons plus what the summed rho is worth at the delta the
+budget has left after the charges' own deltas:
+
+    spent epsilon = sum(pure epsilon) + rho + 2 sqrt(rho ln(1 / (budget delta - sum(delta))))
+
+With no rho this is exactly the integer sum it always was. The conversion runs
+in exact decimals and rounds up (gateway/dp/accounting.py). Ledgers made before
+the accounting existed are migrated in place when opened: two columns are
+added (`accounting` 'pure', `rho_units` 0), nothing is rewritten.
+
 The ledger is append-only: an operator's reset (`cleanroom budget reset`) is a
 row too, and what counts as spent is the charges after the latest reset that
 fall in the budget's current period (UTC day, ISO week from Monday, calendar
@@ -33,14 +45,17 @@ import datetime as dt
 import hashlib
 import math
 import sqlite3
+import time
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
+from gateway.dp.accounting import ACCOUNTINGS, PURE, ZCDP, epsilon_units_of_rho, max_rho_units
 from gateway.errors import BudgetExhausted
 
 EPSILON_SCALE = 10**12  # ledger units per 1 epsilon
+RHO_SCALE = 10**12  # ledger units per 1 rho (zCDP)
 DELTA_SCALE = 10**18  # ledger units per 1 delta
 MAX_EPSILON = 1_000_000  # keeps sums of units inside a signed 64-bit integer
 REFRESH_PERIODS = ("never", "daily", "weekly", "monthly")
@@ -53,20 +68,31 @@ class Budget:
     epsilon: float
     delta: float = 0.0
     refresh: str = "never"  # "never" | "daily" | "weekly" | "monthly" (UTC calendar periods)
+    accounting: str = PURE  # the policy's: how balances are shown (every charge is counted whichever it is)
 
     def __post_init__(self):
         _check_amount("budget epsilon", self.epsilon, MAX_EPSILON)
         _check_amount("budget delta", self.delta, 1)
         if self.refresh not in REFRESH_PERIODS:
             raise ValueError(f"budget refresh must be one of {', '.join(REFRESH_PERIODS)}, not {self.refresh!r}")
+        if self.accounting not in ACCOUNTINGS:
+            raise ValueError(f"budget accounting must be one of {', '.join(ACCOUNTINGS)}, not {self.accounting!r}")
 
 
 @dataclass(frozen=True)
 class Spend:
-    """A cost, or an amount spent or remaining."""
+    """A cost, or an amount spent or remaining.
+
+    A cost is accounted `pure` (its loss is epsilon; rho must be 0) or `zcdp`
+    (its loss is rho; epsilon must be 0); delta is what private key selection
+    spends under either. An amount spent is the epsilon the whole period is
+    worth (pure epsilons plus the converted rho), the delta the charges spent and
+    the summed rho; remaining rho is what still fits."""
 
     epsilon: float
     delta: float = 0.0
+    rho: float = 0.0
+    accounting: str = PURE
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,10 @@ class Balance:
     queries: int  # charges counted in `spent`
 
     @property
+    def shows_rho(self) -> bool:
+        return self.budget.accounting == ZCDP or self.spent.rho > 0
+
+    @property
     def renews_at(self) -> dt.datetime | None:
         return None if self.period_start is None else next_period(self.period_start, self.budget.refresh)
 
@@ -94,11 +124,15 @@ class Balance:
         def iso(value):
             return None if value is None else value.isoformat()
 
+        def amounts(spend: Spend) -> dict:
+            shown = {"epsilon": None if math.isinf(spend.epsilon) else spend.epsilon, "delta": spend.delta}
+            return {**shown, "rho": spend.rho} if self.shows_rho else shown
+
         return {
             "cleanroom": self.account.cleanroom, "analyst": self.account.analyst,
+            "accounting": self.budget.accounting,
             "budget": {"epsilon": self.budget.epsilon, "delta": self.budget.delta},
-            "spent": {"epsilon": self.spent.epsilon, "delta": self.spent.delta},
-            "remaining": {"epsilon": self.remaining.epsilon, "delta": self.remaining.delta},
+            "spent": amounts(self.spent), "remaining": amounts(self.remaining),
             "queries": self.queries, "refresh": self.budget.refresh,
             "period_start": iso(self.period_start), "renews_at": iso(self.renews_at),
         }
@@ -124,9 +158,22 @@ def _units(value: float, scale: int, rounding: str) -> int:
 
 
 def cost_units(cost: Spend) -> tuple[int, int]:
+    """(epsilon, delta) of a cost in ledger units, rounded up."""
     _check_amount("cost epsilon", cost.epsilon, MAX_EPSILON)
     _check_amount("cost delta", cost.delta, 1)
     return _units(cost.epsilon, EPSILON_SCALE, ROUND_CEILING), _units(cost.delta, DELTA_SCALE, ROUND_CEILING)
+
+
+def cost_rho_units(cost: Spend) -> int:
+    """The rho of a cost in ledger units, rounded up; checks the cost's accounting."""
+    _check_amount("cost rho", cost.rho, MAX_EPSILON)
+    if cost.accounting not in ACCOUNTINGS:
+        raise ValueError(f"cost accounting must be one of {', '.join(ACCOUNTINGS)}, not {cost.accounting!r}")
+    if cost.accounting == PURE and cost.rho:
+        raise ValueError(f"a pure epsilon-DP cost has no rho (rho {cost.rho!r}): account it as zcdp")
+    if cost.accounting == ZCDP and cost.epsilon:
+        raise ValueError(f"a zCDP cost is stated as rho, not epsilon (epsilon {cost.epsilon!r})")
+    return _units(cost.rho, RHO_SCALE, ROUND_CEILING)
 
 
 def budget_units(budget: Budget) -> tuple[int, int]:
@@ -140,6 +187,30 @@ def _amount(units: int, scale: int) -> float:
 def _text(units: int, scale: int) -> str:
     """Units as an exact, short decimal: 100000000000 at 1e12 -> '0.1'."""
     return format((Decimal(units) / scale).normalize(), "f")
+
+
+class Totals(NamedTuple):
+    """Units of a period's charges (or of one cost): pure epsilon, delta, rho."""
+
+    epsilon: int
+    delta: int
+    rho: int
+    queries: int = 0
+
+    def plus(self, cost: "Totals") -> "Totals":
+        return Totals(self.epsilon + cost.epsilon, self.delta + cost.delta, self.rho + cost.rho,
+                      self.queries + cost.queries)
+
+    def epsilon_worth(self, limit_delta: int) -> int | None:
+        """Epsilon units these charges are worth against a budget of limit_delta:
+        the pure epsilons plus the rho converted at the delta the charges left
+        (None: rho with no delta left to convert it)."""
+        converted = epsilon_units_of_rho(self.rho, limit_delta - self.delta, EPSILON_SCALE, RHO_SCALE, DELTA_SCALE)
+        return None if converted is None else self.epsilon + converted
+
+    def fits(self, limits: tuple[int, int]) -> bool:
+        worth = self.epsilon_worth(limits[1])
+        return self.delta <= limits[1] and worth is not None and worth <= limits[0]
 
 
 def _spend(epsilon_units: int, delta_units: int) -> Spend:
@@ -206,7 +277,7 @@ class Database:
         if self.sqlite_path is not None:
             con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
             try:
-                mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]  # persistent: set once per file
+                mode = _journal_mode_wal(con)  # persistent: set once per file
                 if mode.lower() != "wal":
                     raise RuntimeError(f"{self.sqlite_path}: could not switch to WAL (journal_mode={mode})")
             finally:
@@ -262,6 +333,20 @@ class Database:
             con.close()
 
 
+def _journal_mode_wal(con: sqlite3.Connection) -> str:
+    """Switch a file to WAL. The switch needs the file to itself and SQLite answers
+    "database is locked" at once (no busy wait) while another process holds it, as
+    when several workers open one ledger together: wait and retry, up to 30 s."""
+    for attempt in range(300):
+        try:
+            return con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == 299:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class _Tx:
     def __init__(self, con, qmark: bool):
         self.con = con
@@ -313,7 +398,8 @@ SCHEMA = [
     # kind 'charge': a query's cost; kind 'reset': an operator's reset (units 0).
     # Append-only; `id` orders resets and charges of an account (they are
     # written under the account's lock), `at` (unix seconds, UTC) places a
-    # charge in a period.
+    # charge in a period. `accounting` 'pure' charges carry epsilon_units,
+    # 'zcdp' charges rho_units; either may carry delta_units.
     """CREATE TABLE IF NOT EXISTS dp_ledger (
         id {serial},
         cleanroom TEXT NOT NULL,
@@ -325,17 +411,45 @@ SCHEMA = [
         request_id TEXT NOT NULL DEFAULT '',
         query_sha256 TEXT NOT NULL DEFAULT '',
         actor TEXT NOT NULL DEFAULT '',
-        reason TEXT NOT NULL DEFAULT '')""",
+        reason TEXT NOT NULL DEFAULT '',
+        accounting TEXT NOT NULL DEFAULT 'pure' CHECK (accounting IN ('pure', 'zcdp')),
+        rho_units BIGINT NOT NULL DEFAULT 0 CHECK (rho_units >= 0))""",
     "CREATE INDEX IF NOT EXISTS dp_ledger_account ON dp_ledger (cleanroom, analyst, id)",
 ]
 
-_SPENT = """SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0), COUNT(*)
+# Columns added since the first ledgers were made, in order: an existing table
+# gets the ones it lacks when a Ledger opens it (old rows take the defaults).
+ADDED_COLUMNS = [
+    ("accounting", "TEXT NOT NULL DEFAULT 'pure' CHECK (accounting IN ('pure', 'zcdp'))"),
+    ("rho_units", "BIGINT NOT NULL DEFAULT 0 CHECK (rho_units >= 0)"),
+]
+
+_SPENT = """SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0), COALESCE(SUM(rho_units), 0),
+    COUNT(*)
     FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'charge'
     AND id > COALESCE((SELECT MAX(id) FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'reset'), 0)"""
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def migrate(db: Database) -> list[str]:
+    """Add the columns an older dp_ledger lacks; returns their names. Runs under
+    the schema lock, so several workers opening an old ledger add them once."""
+    added = []
+    with db.transaction(lock=_lock_key("dp schema")) as tx:
+        if db.kind == "postgres":
+            have = {row[0] for row in tx.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = 'dp_ledger'").fetchall()}
+        else:
+            have = {row[1] for row in tx.execute("PRAGMA table_info(dp_ledger)").fetchall()}
+        for name, definition in ADDED_COLUMNS:
+            if name not in have:
+                tx.execute(f"ALTER TABLE dp_ledger ADD COLUMN {name} {definition}")
+                added.append(name)
+    return added
 
 
 class Ledger(OnDatabase):
@@ -349,6 +463,7 @@ class Ledger(OnDatabase):
         self.db = database
         self.clock = clock
         self.db.create(SCHEMA, serial="INTEGER PRIMARY KEY AUTOINCREMENT|BIGSERIAL PRIMARY KEY")
+        self.migrated = migrate(self.db)  # columns this open added to an older ledger
 
     # -- what the pipeline calls
 
@@ -357,26 +472,26 @@ class Ledger(OnDatabase):
         write nothing. Check and debit are one transaction under the account's
         lock; the charge is committed when this returns."""
         cost_eps, cost_delta = cost_units(cost)
+        cost_total = Totals(cost_eps, cost_delta, cost_rho_units(cost), 1)
         now = _utc(self.clock())
         start = period_start(budget.refresh, now)
         with self.db.transaction(lock=self._lock(account)) as tx:
-            spent_eps, spent_delta, queries = self._spent(tx, account, start)
-            limit_eps, limit_delta = budget_units(budget)
-            if spent_eps + cost_eps > limit_eps or spent_delta + cost_delta > limit_delta:
-                raise self._exhausted(account, budget, start, (cost_eps, cost_delta), (spent_eps, spent_delta))
+            spent = self._spent(tx, account, start)
+            if not spent.plus(cost_total).fits(budget_units(budget)):
+                raise self._exhausted(account, budget, start, cost, cost_total, spent)
             tx.execute(
                 "INSERT INTO dp_ledger (cleanroom, analyst, kind, epsilon_units, delta_units, at, request_id, "
-                "query_sha256, actor) VALUES (?, ?, 'charge', ?, ?, ?, ?, ?, ?)",
+                "query_sha256, actor, accounting, rho_units) VALUES (?, ?, 'charge', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (account.cleanroom, account.analyst, cost_eps, cost_delta, now.timestamp(), request_id,
-                 query_sha256, account.analyst),
+                 query_sha256, account.analyst, cost.accounting, cost_total.rho),
             )
-        return self._balance(account, budget, start, spent_eps + cost_eps, spent_delta + cost_delta, queries + 1)
+        return self._balance(account, budget, start, spent.plus(cost_total))
 
     def balance(self, account: Account, budget: Budget) -> Balance:
         start = period_start(budget.refresh, self.clock())
         with self.db.reading() as tx:
-            spent_eps, spent_delta, queries = self._spent(tx, account, start)
-        return self._balance(account, budget, start, spent_eps, spent_delta, queries)
+            spent = self._spent(tx, account, start)
+        return self._balance(account, budget, start, spent)
 
     # -- what operators call
 
@@ -395,8 +510,8 @@ class Ledger(OnDatabase):
 
     def history(self, account: Account, limit: int | None = None) -> list[dict]:
         """The account's rows, oldest first (the last `limit` of them), amounts as numbers."""
-        sql = ("SELECT id, kind, epsilon_units, delta_units, at, request_id, query_sha256, actor, reason "
-               "FROM dp_ledger WHERE cleanroom = ? AND analyst = ? ORDER BY id DESC")
+        sql = ("SELECT id, kind, accounting, epsilon_units, delta_units, rho_units, at, request_id, query_sha256, "
+               "actor, reason FROM dp_ledger WHERE cleanroom = ? AND analyst = ? ORDER BY id DESC")
         params: list[Any] = [account.cleanroom, account.analyst]
         if limit is not None:
             sql += " LIMIT ?"
@@ -406,6 +521,7 @@ class Ledger(OnDatabase):
         for row in rows:
             row["epsilon"] = _amount(int(row.pop("epsilon_units")), EPSILON_SCALE)
             row["delta"] = _amount(int(row.pop("delta_units")), DELTA_SCALE)
+            row["rho"] = _amount(int(row.pop("rho_units")), RHO_SCALE)
             row["at"] = dt.datetime.fromtimestamp(row["at"], dt.timezone.utc).isoformat()
         return rows[::-1]
 
@@ -416,42 +532,61 @@ class Ledger(OnDatabase):
         return _lock_key(f"dp_ledger\0{account.cleanroom}\0{account.analyst}")
 
     @staticmethod
-    def _spent(tx: _Tx, account: Account, start: dt.datetime | None) -> tuple[int, int, int]:
+    def _spent(tx: _Tx, account: Account, start: dt.datetime | None) -> Totals:
         sql, params = _SPENT, [account.cleanroom, account.analyst, account.cleanroom, account.analyst]
         if start is not None:
             sql += " AND at >= ?"
             params.append(start.timestamp())
-        eps, delta, count = tx.one(sql, params)
-        return int(eps), int(delta), int(count)  # PostgreSQL sums bigints as numeric
+        eps, delta, rho, count = tx.one(sql, params)
+        return Totals(int(eps), int(delta), int(rho), int(count))  # PostgreSQL sums bigints as numeric
 
     @staticmethod
-    def _balance(account, budget, start, spent_eps, spent_delta, queries) -> Balance:
+    def _left(budget: Budget, spent: Totals) -> tuple[int | None, int, int, int]:
+        """Units (epsilon the charges are worth or None, epsilon left, delta left, rho left)."""
         limit_eps, limit_delta = budget_units(budget)
+        worth = spent.epsilon_worth(limit_delta)
+        delta_left = max(0, limit_delta - spent.delta)
+        eps_left = 0 if worth is None else max(0, limit_eps - worth)
+        # the total rho that fits beside the pure epsilons at the delta left, less the rho spent
+        rho_fits = max_rho_units(limit_eps - spent.epsilon, delta_left, EPSILON_SCALE, RHO_SCALE, DELTA_SCALE)
+        return worth, eps_left, delta_left, max(0, rho_fits - spent.rho)
+
+    @staticmethod
+    def _balance(account, budget, start, spent: Totals) -> Balance:
+        worth, eps_left, delta_left, rho_left = Ledger._left(budget, spent)
         return Balance(
-            account=account, budget=budget, spent=_spend(spent_eps, spent_delta),
-            remaining=_spend(max(0, limit_eps - spent_eps), max(0, limit_delta - spent_delta)),
-            period_start=start, queries=queries,
+            account=account, budget=budget,
+            spent=Spend(math.inf if worth is None else _amount(worth, EPSILON_SCALE), _amount(spent.delta, DELTA_SCALE),
+                        _amount(spent.rho, RHO_SCALE), budget.accounting),
+            remaining=Spend(_amount(eps_left, EPSILON_SCALE), _amount(delta_left, DELTA_SCALE),
+                            _amount(rho_left, RHO_SCALE), budget.accounting),
+            period_start=start, queries=spent.queries,
         )
 
     @staticmethod
-    def _exhausted(account, budget, start, cost, spent) -> BudgetExhausted:
+    def _exhausted(account, budget, start, cost: Spend, cost_total: Totals, spent: Totals) -> BudgetExhausted:
         limit_eps, limit_delta = budget_units(budget)
-        left_eps, left_delta = max(0, limit_eps - spent[0]), max(0, limit_delta - spent[1])
+        worth, eps_left, delta_left, rho_left = Ledger._left(budget, spent)
+        with_delta = limit_delta > 0 or cost_total.delta > 0  # pure epsilon-DP: leave delta out
 
-        with_delta = limit_delta > 0 or cost[1] > 0  # pure epsilon-DP: leave delta out
-
-        def pair(eps: int, delta: int) -> str:
-            text = f"epsilon {_text(eps, EPSILON_SCALE)}"
+        def pair(eps: int | None, delta: int) -> str:
+            text = f"epsilon {'unbounded' if eps is None else _text(eps, EPSILON_SCALE)}"
             return f"{text}, delta {_text(delta, DELTA_SCALE)}" if with_delta else text
 
-        message = (
-            f"privacy budget exhausted: this query costs {pair(*cost)}, and {account.analyst!r} has "
-            f"{pair(left_eps, left_delta)} left of {pair(limit_eps, limit_delta)} in clean room {account.cleanroom!r}"
-        )
+        if cost.accounting == ZCDP:
+            costs = f"rho {_text(cost_total.rho, RHO_SCALE)} (zCDP)"
+            if cost_total.delta:
+                costs += f" and delta {_text(cost_total.delta, DELTA_SCALE)}"
+            has = (f"rho {_text(rho_left, RHO_SCALE)} left (its charges so far, rho {_text(spent.rho, RHO_SCALE)} in "
+                   f"all, are worth {pair(worth, spent.delta)} of {pair(limit_eps, limit_delta)})")
+        else:
+            costs = pair(cost_total.epsilon, cost_total.delta)
+            has = f"{pair(eps_left, delta_left)} left of {pair(limit_eps, limit_delta)}"
+        message = (f"privacy budget exhausted: this query costs {costs}, and {account.analyst!r} has {has} "
+                   f"in clean room {account.cleanroom!r}")
         renews = next_period(start, budget.refresh) if start is not None else None
         when = (f"the budget renews {budget.refresh} at {renews:%Y-%m-%d %H:%M} UTC" if renews
                 else "the budget does not renew")
         show = f"cleanroom budget show --cleanroom {account.cleanroom} --analyst {account.analyst}"
         hint = f"{when}; a query that costs less may still fit; an operator can show the budget with `{show}`"
         return BudgetExhausted(message, rule="privacy.budget", hint=hint)
-

@@ -56,19 +56,24 @@ def _calibrate(build, d_in, epsilon: float, scale: float):
 
 
 def discrete_laplace_ci95(scale: float) -> float:
-    """Exact: the smallest integer t with P(|X| > t) <= 5% for OpenDP's discrete
+    """Exact: the smallest integer t with P(|X| > t) <= 5% (discrete_laplace_ci)."""
+    return discrete_laplace_ci(scale, _CI)
+
+
+def discrete_laplace_ci(scale: float, tail: float) -> float:
+    """Exact: the smallest integer t with P(|X| > t) <= tail for OpenDP's discrete
     Laplace, P(X = x) proportional to exp(-|x| / scale), where
     P(|X| > t) = 2 exp(-(t + 1) / scale) / (1 + exp(-1 / scale))."""
     if scale == 0:
         return 0.0
 
-    def tail(t: int) -> float:
+    def beyond(t: int) -> float:
         return 2 * math.exp(-(t + 1) / scale) / (1 + math.exp(-1 / scale))
 
-    t = max(0, math.ceil(-scale * math.log(_CI * (1 + math.exp(-1 / scale)) / 2)) - 1)
-    while tail(t) > _CI:
+    t = max(0, math.ceil(-scale * math.log(tail * (1 + math.exp(-1 / scale)) / 2)) - 1)
+    while beyond(t) > tail:
         t += 1
-    while t > 0 and tail(t - 1) <= _CI:
+    while t > 0 and beyond(t - 1) <= tail:
         t -= 1
     return float(t)
 
@@ -102,13 +107,17 @@ class VectorNoise:
         return [min(max(float(v), -_FLOAT_MAX), _FLOAT_MAX) for v in noisy]
 
     def ci95(self) -> float:
-        """Half-width of the central 95% interval of the noise on one element.
-        Integers: exact (discrete_laplace_ci95). Floats: scale * ln(20), exact for the
-        continuous Laplace; OpenDP samples it on a 2^-1074 lattice rounded to the
-        nearest float, so the true quantile differs by at most that rounding."""
+        """Half-width of the central 95% interval of the noise on one element."""
+        return self.ci(_CI)
+
+    def ci(self, tail: float) -> float:
+        """Smallest t with P(|noise| > t) <= tail on one element. Integers: exact
+        (discrete_laplace_ci). Floats: scale * ln(1 / tail), exact for the continuous
+        Laplace; OpenDP samples it on a 2^-1074 lattice rounded to the nearest float,
+        so the true quantile differs by at most that rounding."""
         if self.mechanism == "discrete_laplace":
-            return discrete_laplace_ci95(self.scale)
-        return self.scale * math.log(1 / _CI)
+            return discrete_laplace_ci(self.scale, tail)
+        return self.scale * math.log(1 / tail)
 
     def std(self) -> float:
         """Standard deviation of the noise on one element (exact for both)."""
@@ -174,6 +183,9 @@ class PartitionSelection:
     def ci95(self) -> float:
         """Exact 95% half-width of the noise on a released count (before the threshold cut)."""
         return discrete_laplace_ci95(self.scale)
+
+    def ci(self, tail: float) -> float:
+        return discrete_laplace_ci(self.scale, tail)
 
 
 def _threshold_space():
@@ -254,6 +266,20 @@ class Quantile:
     scale: float  # scale of the exponential noise on the quantile scores
     grid_step: float  # spacing of the candidates: the resolution of the answer
     _measurement: object
+    candidates: int = 0  # how many grid points
+    measure: str = "max_divergence"  # or zero_concentrated_divergence: then `epsilon` is rho
+
+    def rank_error(self, tail: float = _CI) -> float:
+        """How many ranks (values of the group) the released candidate's score may trail
+        the best candidate's, with probability >= 1 - tail. OpenDP scores a candidate c
+        by |#below(c) - alpha (n - #equal(c))| in ranks (its integer score divided by
+        alpha's denominator, the unit its noise scale is in); permute-and-flip and the
+        exponential mechanism both pick a candidate whose score gap exceeds g with
+        probability <= candidates * exp(-g / scale) (exponential or Gumbel noise on the
+        scores; a union bound over the candidates)."""
+        if self.scale == 0 or self.candidates <= 1:
+            return 0.0
+        return self.scale * math.log(self.candidates / tail)
 
     def apply(self, values: list[float]) -> float:
         """Values are clamped into [lower, upper] (a 1-stable map); an empty list
@@ -265,9 +291,11 @@ class Quantile:
 
 
 def quantile(alpha: float, lower: float, upper: float, max_contributions: int, epsilon: float,
-             *, grid_points: int = 1001) -> Quantile:
+             *, grid_points: int = 1001, measure: str = "max_divergence") -> Quantile:
     """DP quantile (OpenDP make_private_quantile: make_quantile_score_candidates,
-    then make_noisy_max under max_divergence, i.e. permute-and-flip).
+    then make_noisy_max under max_divergence, i.e. permute-and-flip; or, with
+    measure="zero_concentrated_divergence", the exponential mechanism (Gumbel noise)
+    whose loss is rho-zCDP: `epsilon` is then rho).
 
     Input domain: vector_domain(atom_domain(T=float, nan=False)), any length, values
     clamped to [lower, upper]; metric: symmetric_distance with d_in =
@@ -275,6 +303,8 @@ def quantile(alpha: float, lower: float, upper: float, max_contributions: int, e
     `grid_points` evenly spaced points from lower to upper. The scale is set so
     that OpenDP's map at d_in is <= epsilon; privacy loss epsilon-DP (pure).
     """
+    if measure not in _MEASURES:
+        raise ValueError(f"measure must be one of {sorted(_MEASURES)}, not {measure!r}")
     if not (isinstance(alpha, Real) and 0 <= alpha <= 1):
         raise ValueError(f"alpha must be in [0, 1], not {alpha!r}")
     if isinstance(max_contributions, bool) or not isinstance(max_contributions, Integral) or max_contributions < 1:
@@ -291,10 +321,17 @@ def quantile(alpha: float, lower: float, upper: float, max_contributions: int, e
 
     def build(scale: float):
         return dp.m.make_private_quantile(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-                                          dp.symmetric_distance(), dp.max_divergence(),
+                                          dp.symmetric_distance(), _MEASURES[measure](),
                                           candidates, float(alpha), scale)
 
-    # the loss is proportional to 1/scale: read the factor at scale 1, then calibrate
-    measurement, scale = _calibrate(build, d_in, epsilon, _loss(build(1.0), d_in)[0] / epsilon)
-    return Quantile("quantile_score_permute_and_flip", float(alpha), lower, upper, d_in,
-                    _loss(measurement, d_in)[0], scale, step, measurement)
+    # the loss is proportional to 1/scale (zCDP: 1/scale^2): read it at scale 1, then calibrate
+    at_one = _loss(build(1.0), d_in)[0]
+    start = at_one / epsilon if measure == "max_divergence" else math.sqrt(at_one / epsilon)
+    measurement, scale = _calibrate(build, d_in, epsilon, start)
+    name = "quantile_score_permute_and_flip" if measure == "max_divergence" else "quantile_score_exponential"
+    return Quantile(name, float(alpha), lower, upper, d_in, _loss(measurement, d_in)[0], scale, step, measurement,
+                    len(candidates), measure)
+
+
+_MEASURES = {"max_divergence": dp.max_divergence, "zero_concentrated_divergence": dp.zero_concentrated_divergence}
+

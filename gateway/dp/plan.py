@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from sqlglot import expressions as exp
 from sqlglot.optimizer.scope import build_scope
 
+from gateway.dp.accounting import PURE
+from gateway.dp.composition import Composition, PrivacyLoss
 from gateway.dp.policy import QueryPrivacy
 from gateway.dp.stability import check_stable
+from gateway.dp.time_buckets import PublicKeys, public_buckets
 from gateway.plan.allowed import AGGREGATES
+from gateway.plan.quantiles import spelled
 from gateway.plan.units import clamp, unit_columns
 from gateway.errors import Refused
 from gateway.policy.model import Bounds, CleanRoom, Role, Template
@@ -30,41 +34,36 @@ RELEASED = "__released"  # the table name the post query reads
 
 
 class Kind(str, enum.Enum):
+    """What one noisy quantity counts; gateway.dp.families has one module per kind
+    (its sensitivity, bounding SQL, OpenDP measurement, post-processing and error)."""
+
     UNITS = "units"  # distinct privacy units per group: COUNT(DISTINCT unit), thresholds
     ROWS = "rows"  # COUNT(*) / COUNT(x), at most max_rows_per_unit per unit and group
     SUM = "sum"  # SUM(x) of a bounded x, scaled down for units over max_rows_per_unit
     CENTERED_SUM = "centered_sum"  # SUM(x - midpoint) for AVG: half the sensitivity of SUM(x) on [0, upper]
     QUANTILE = "quantile"  # a quantile of a bounded x, up to max_rows_per_unit values per unit
+    CLIPPED_UNITS = "clipped_units"  # units with more than max_rows_per_unit rows in the group (policy: report_clipping)
 
 
 @dataclass(frozen=True)
 class Quantity:
     """One noisy number per group; its sensitivity follows from the contribution
-    bounds (and the value's bounds), never from the data."""
+    bounds (and the value's bounds), never from the data (gateway.dp.families)."""
 
     column: str  # its column in the bounded result
     kind: Kind
     value: str | None  # rows-stage column it reads (None: COUNT(*) and units)
     bounds: Bounds | None  # SUM and QUANTILE
     alpha: float | None  # QUANTILE
-    epsilon: float  # its share of the query's epsilon
-
-    def sensitivity(self, groups_per_unit: int, rows_per_unit: int) -> float:
-        """How far one unit can move this quantity: l1 over the vector of all
-        groups (QUANTILE: how many of one group's values a unit holds)."""
-        if self.kind is Kind.UNITS:
-            return groups_per_unit
-        if self.kind is Kind.ROWS:
-            return groups_per_unit * rows_per_unit
-        if self.kind is Kind.SUM:
-            return groups_per_unit * rows_per_unit * max(abs(self.bounds.lower), abs(self.bounds.upper))
-        if self.kind is Kind.CENTERED_SUM:
-            return groups_per_unit * rows_per_unit * (self.bounds.upper - self.bounds.lower) / 2
-        return rows_per_unit
+    share: float  # its part of the query's loss: epsilon (pure accounting) or rho (zcdp)
 
     @property
     def midpoint(self) -> float:
         return (self.bounds.lower + self.bounds.upper) / 2
+
+
+# What an analyst's quantile is called, by how it was written (the resolver notes it on the node).
+QUANTILE_NAMES = ("median", "percentile_cont", "percentile_disc", "quantile_cont", "quantile_disc")
 
 
 @dataclass(frozen=True)
@@ -72,8 +71,8 @@ class Output:
     """One aggregate the analyst wrote, released as column `column` of the noisy table."""
 
     column: str
-    aggregate: str  # count, count_distinct, sum, avg, median
-    quantities: tuple[str, ...]  # avg: (sum, count)
+    aggregate: str  # count, count_distinct, sum, avg, or one of QUANTILE_NAMES
+    quantities: tuple[str, ...]  # avg: (centred sum, count)
     bounds: Bounds | None = None
 
 
@@ -94,6 +93,8 @@ class NoisePlan:
     post_sql: str  # runs over the noisy table named RELEASED
     released_from: tuple[tuple[str, str | None], ...]  # per released column: (its name, the output it shows as is)
     key_filter: str | None = None  # WHERE conjuncts over public keys only, applied to the grid of declared values
+    composition: Composition | None = None  # how the query's loss is split over its quantities
+    labels: tuple[str, ...] = ()  # per output: the aggregate as the analyst wrote it (what notices call it)
 
     @property
     def public_keys(self) -> bool:
@@ -111,7 +112,24 @@ class NoisePlan:
 
     @property
     def epsilon(self) -> float:
+        """What the query is charged under pure accounting (the policy's epsilon per query)."""
         return self.privacy.epsilon
+
+    @property
+    def accounting(self) -> str:
+        return self.composition.accounting
+
+    @property
+    def rho(self) -> float:
+        """What the query is charged under zcdp accounting: its measurements' rho; 0 under pure."""
+        return 0.0 if self.composition.total.pure else self.composition.total.amount
+
+    def label(self, output: str) -> str:
+        """What the analyst wrote for an output column (never the internal name)."""
+        for o, text in zip(self.outputs, self.labels):
+            if o.column == output:
+                return text
+        return next(o.aggregate for o in self.outputs if o.column == output)
 
 
 def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy: QueryPrivacy,
@@ -121,7 +139,8 @@ def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy
     units = [column for column, _ in found]
     unit = _unit(found)
     group_exprs = list(tree.args["group"].expressions) if tree.args.get("group") else []
-    groups = tuple(GroupKey(f"__g{i}", _public_values(tree, g, room)) for i, g in enumerate(group_exprs))
+    publics = [_public_keys(tree, g, room) for g in group_exprs]
+    groups = tuple(GroupKey(f"__g{i}", p.values if p else None) for i, p in enumerate(publics))
     if groups and all(g.values is not None for g in groups):
         combinations = 1
         for g in groups:
@@ -131,19 +150,67 @@ def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy
                           rule="dp.too_many_groups", hint="group by fewer dimensions")
     builder = _Quantities(tree, room, template, units)
     aggregates = _aggregate_nodes(tree)
-    outputs = {}
+    outputs, labels = {}, {}
     for node in aggregates:
-        key = node.sql()
+        key = _output_key(node)
         if key not in outputs:
             outputs[key] = builder.output(node, f"__a{len(outputs)}")
-    share = privacy.epsilon / (len(builder.quantities) + 1)  # +1: the unit count every query releases
-    quantities = (Quantity("__units", Kind.UNITS, None, None, None, share),) + tuple(
-        Quantity(q.column, q.kind, q.value, q.bounds, q.alpha, share) for q in builder.quantities
-    )
-    rows = _rows_stage(tree, unit, group_exprs, builder.values, groups)
+            labels[key] = _label(node)
+    clipping = room.privacy.report_clipping if builder.quantities else None  # only bounded rows can be clipped
+    if clipping:
+        builder.quantities.append(Quantity("__clipped", Kind.CLIPPED_UNITS, None, None, None, 0.0))
+    composition = _composition(privacy, builder.quantities, clipping,
+                               public_keys=all(g.values is not None for g in groups))
+    quantities = tuple(Quantity(q.column, q.kind, q.value, q.bounds, q.alpha, composition.part(q.column).loss.amount)
+                       for q in [Quantity("__units", Kind.UNITS, None, None, None, 0.0), *builder.quantities])
+    rows = _rows_stage(tree, unit, group_exprs, builder.values, publics)
     post, released_from = _post_query(tree, group_exprs, aggregates, outputs)
     return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post, released_from,
-                     _key_filter(tree, group_exprs, groups))
+                     _key_filter(tree, group_exprs, groups), composition, tuple(labels.values()))
+
+
+def _composition(privacy: QueryPrivacy, quantities: list[Quantity], clipping: float | None,
+                 public_keys: bool) -> Composition:
+    """The query's loss, split evenly over the unit count every query releases and each
+    other quantity, after the policy's share for the clipped-unit count; delta (private
+    key selection only) goes to the unit count, which selects the groups."""
+    accounting = getattr(privacy, "accounting", PURE)
+    amount = privacy.epsilon if accounting == PURE else privacy.rho
+    total = PrivacyLoss(accounting, amount, 0.0 if public_keys else privacy.delta)
+    parts = [("__units", Kind.UNITS.value)] + [(q.column, q.kind.value) for q in quantities]
+    reserved = {"__clipped": clipping} if clipping else {}
+    return Composition.split(total, parts, reserved, delta_to=None if public_keys else "__units")
+
+
+def _output_key(node: exp.Expression) -> tuple[str, str | None]:
+    """Equal aggregates are released once; percentile_disc and percentile_cont of the same
+    value are different questions although the tree writes both as QUANTILE."""
+    inner = node.this if isinstance(node, exp.Filter) else node
+    return node.sql(), inner.meta.get("quantile")
+
+
+def _label(node: exp.Expression) -> str:
+    """The aggregate as the analyst wrote it, in PostgreSQL's spelling, for notices:
+    lower-case function names, columns without their relation (`sum(amount)`)."""
+    inner = node.this if isinstance(node, exp.Filter) else node
+
+    def plain(expression: exp.Expression) -> str:
+        bare = expression.copy().transform(
+            lambda n: exp.column(n.name) if isinstance(n, exp.Column) and n.name else n)
+        return bare.sql(dialect="postgres", normalize_functions="lower").replace("try_cast(", "cast(")
+
+    if isinstance(inner, exp.Quantile):
+        name = spelled(inner)
+        fraction, value = inner.args["quantile"].sql(dialect="postgres"), plain(inner.this)
+        text = f"{name}({value}, {fraction})" if name.startswith("quantile_") else \
+            f"{name}({fraction}) WITHIN GROUP (ORDER BY {value})"
+    elif isinstance(inner, exp.Median):
+        text = f"median({plain(inner.this)})"
+    else:
+        text = plain(inner)
+    if isinstance(node, exp.Filter):
+        text += " " + plain(node.expression).replace("WHERE", "FILTER (WHERE", 1) + ")"
+    return text
 
 
 def _unit(units: list[tuple[exp.Column, bool]]) -> exp.Expression:
@@ -200,9 +267,11 @@ class _Quantities:
                 total = self._quantity(Kind.CENTERED_SUM, value, bounds)
                 return Output(column, "avg", (total, self._quantity(Kind.ROWS, value)), bounds)
             alpha = 0.5 if kind is exp.Median else float(node.args["quantile"].this)
-            return Output(column, "median", (self._quantity(Kind.QUANTILE, value, bounds, alpha),), bounds)
+            name = "median" if kind is exp.Median else spelled(node)
+            return Output(column, name, (self._quantity(Kind.QUANTILE, value, bounds, alpha),), bounds)
         raise Refused(f"{AGGREGATES[kind].upper()} cannot be released with differential privacy",
-                      rule="dp.aggregate", hint="use COUNT, SUM, AVG, median() or percentile_cont()")
+                      rule="dp.aggregate",
+                      hint="use COUNT, SUM, AVG, median(), percentile_cont(), percentile_disc() or quantile_cont()")
 
     def _value(self, expression: exp.Expression, condition: exp.Expression | None) -> str:
         if condition is not None:
@@ -301,6 +370,15 @@ def _base_column(scope, column: exp.Column, room: CleanRoom) -> tuple[str, str] 
     return None
 
 
+def _public_keys(tree: exp.Select, expression: exp.Expression, room: CleanRoom) -> PublicKeys | None:
+    """A group key known from the policy alone: a dimension's declared values, or the
+    declared periods of a time bucket (gateway.dp.time_buckets); None: selected privately."""
+    values = _public_values(tree, expression, room)
+    if values is not None:
+        return PublicKeys(values, exp.In(this=expression.copy(), expressions=[_literal(v) for v in values]))
+    return public_buckets(tree, expression)
+
+
 def _public_values(tree: exp.Select, expression: exp.Expression, room: CleanRoom) -> tuple | None:
     if not isinstance(expression, exp.Column):
         return None
@@ -312,7 +390,7 @@ def _public_values(tree: exp.Select, expression: exp.Expression, room: CleanRoom
     return spec.values if spec.role is Role.DIMENSION else None
 
 
-def _rows_stage(tree: exp.Select, unit: exp.Expression, group_exprs, values, groups) -> exp.Select:
+def _rows_stage(tree: exp.Select, unit: exp.Expression, group_exprs, values, publics) -> exp.Select:
     rows = tree.copy()
     for key in ("group", "having", "order", "limit", "offset", "distinct"):
         rows.set(key, None)
@@ -320,10 +398,9 @@ def _rows_stage(tree: exp.Select, unit: exp.Expression, group_exprs, values, gro
     projections += [exp.alias_(g.copy(), f"__g{i}", quoted=True) for i, g in enumerate(group_exprs)]
     projections += [exp.alias_(v.copy(), f"__v{i}", quoted=True) for i, v in enumerate(values)]
     rows.set("expressions", projections)
-    for key, expression in zip(groups, group_exprs):  # undeclared values of a public key never leave
-        if key.values is not None:
-            allowed = exp.In(this=expression.copy(), expressions=[_literal(v) for v in key.values])
-            rows.where(allowed, copy=False)
+    for key in publics:  # rows whose key is not one of the public ones never leave
+        if key is not None:
+            rows.where(key.condition.copy(), copy=False)
     return rows
 
 
@@ -355,7 +432,7 @@ def _post_query(tree: exp.Select, group_exprs, aggregates, outputs: dict[str, Ou
     # Replace in the copy by position: aggregates first (they may contain group expressions).
     copies = _aggregate_nodes(post)
     for node, original in zip(copies, aggregates):
-        node.replace(exp.column(outputs[original.sql()].column, quoted=True))
+        node.replace(exp.column(outputs[_output_key(original)].column, quoted=True))
     for i, expression in enumerate(group_exprs):
         replacement = exp.column(f"__g{i}", quoted=True)
         post = post.transform(lambda n, e=expression, r=replacement: r.copy() if n == e else n, copy=False)

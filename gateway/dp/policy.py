@@ -4,12 +4,18 @@ The clean room sets defaults; an analyst's entry may change its per-query
 epsilon and budget; a rule or template may change the per-query settings (its
 owners approved them with it); every table owner may cap the epsilon of any
 query reading its table, and the strictest cap wins.
+
+Accounting (`privacy.accounting`, clean room wide): under `pure` a query costs
+its epsilon; under `zcdp` it costs rho = epsilon^2 / 2 (gateway/dp/accounting.py),
+with the same epsilon after overrides and caps, and its measurements are
+calibrated to that rho.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.dp.accounting import PURE, ZCDP, query_rho
 from gateway.policy.model import CleanRoom, DifferentialPrivacy, Mechanism, PrivacyOverride
 
 
@@ -22,6 +28,9 @@ class QueryPrivacy:
     delta: float  # spent only if group keys must be selected privately
     max_rows_per_unit: int  # rows one unit adds to one group
     max_groups_per_unit: int  # groups one unit appears in
+    accounting: str = PURE  # "pure" (the query spends epsilon) or "zcdp" (it spends rho)
+    rho: float = 0.0  # zcdp: the query's rho, epsilon^2 / 2; 0 under pure
+    max_contributions_per_unit: int | None = None  # rows one unit adds to the whole query; None: rows x groups
 
 
 def query_privacy(room: CleanRoom, analyst: str, authority: PrivacyOverride | None,
@@ -36,18 +45,22 @@ def query_privacy(room: CleanRoom, analyst: str, authority: PrivacyOverride | No
         "delta": base.delta_per_query,
         "max_rows_per_unit": base.max_rows_per_unit,
         "max_groups_per_unit": base.max_groups_per_unit,
+        "max_contributions_per_unit": base.max_contributions_per_unit,
     }
     for layer in layers:
         if layer is None:
             continue
         for field, value in (("epsilon", layer.epsilon_per_query), ("delta", layer.delta_per_query),
                              ("max_rows_per_unit", layer.max_rows_per_unit),
-                             ("max_groups_per_unit", layer.max_groups_per_unit)):
+                             ("max_groups_per_unit", layer.max_groups_per_unit),
+                             ("max_contributions_per_unit", layer.max_contributions_per_unit)):
             if value is not None:
                 settings[field] = value
     caps = [room.tables[t].max_epsilon_per_query for t in tables_read if room.tables[t].max_epsilon_per_query]
     settings["epsilon"] = min([settings["epsilon"], *caps])
-    return QueryPrivacy(mechanism=base.mechanism, **settings)
+    accounting = base.accounting.value
+    rho = query_rho(settings["epsilon"]) if accounting == ZCDP else 0.0
+    return QueryPrivacy(mechanism=base.mechanism, accounting=accounting, rho=rho, **settings)
 
 
 def _analyst_override(room: CleanRoom, analyst: str) -> PrivacyOverride | None:
@@ -63,7 +76,8 @@ def budget_for(room: CleanRoom, analyst: str):
         return None
     override = _analyst_override(room, analyst)
     budget = override.budget if override is not None and override.budget is not None else room.privacy.budget
-    return Budget(epsilon=budget.epsilon, delta=budget.delta, refresh=budget.refresh.value)
+    return Budget(epsilon=budget.epsilon, delta=budget.delta, refresh=budget.refresh.value,
+                  accounting=room.privacy.accounting.value)
 
 
 def budgets_for(room: CleanRoom) -> dict:
@@ -73,6 +87,29 @@ def budgets_for(room: CleanRoom) -> dict:
     return {name: budget_for(room, name) for name in sorted(room.analysts)}
 
 
+def spent_json(charged: tuple) -> dict:
+    """A query's charge as the protection JSON and the audit record show it:
+    {"epsilon", "delta"}, and "rho" when it was accounted as zCDP."""
+    shown = {"epsilon": charged[0], "delta": charged[1]}
+    return {**shown, "rho": charged[2]} if len(charged) > 2 else shown
+
+
+def plan_cost(plan):
+    """What the ledger debits for a NoisePlan: Spend(epsilon, delta) under pure
+    accounting, Spend(0, delta, rho, "zcdp") under zcdp, rho being the sum of the
+    plan's measurements' rho (delta: private key selection only)."""
+    from gateway.dp.ledger import Spend
+
+    if plan.privacy.accounting != ZCDP:
+        return Spend(plan.epsilon, plan.delta)
+    return Spend(0.0, plan.delta, plan.rho, ZCDP)
+
+
 def describe(settings: DifferentialPrivacy) -> str:
-    return (f"{settings.mechanism.value}, epsilon {settings.epsilon_per_query} per query, "
+    if settings.accounting.value == ZCDP:
+        per_query = (f"epsilon {settings.epsilon_per_query} per query as zCDP "
+                     f"(rho {query_rho(settings.epsilon_per_query):g})")
+    else:
+        per_query = f"epsilon {settings.epsilon_per_query} per query"
+    return (f"{settings.mechanism.value}, {per_query}, "
             f"budget {settings.budget.epsilon} ({settings.budget.refresh.value})")

@@ -40,7 +40,9 @@ def audit(state: QueryState) -> QueryState:
 def _spent(state: QueryState) -> dict | None:
     if state.charged is None:
         return None
-    return {"epsilon": state.charged[0], "delta": state.charged[1]}
+    from gateway.dp.policy import spent_json
+
+    return spent_json(state.charged)
 
 
 def audit_failure(state: QueryState, error: Exception) -> None:

@@ -10,9 +10,9 @@ text and a refund would tell the analyst something about the data.
 
 from __future__ import annotations
 
-from gateway.dp.ledger import Account, Spend
+from gateway.dp.ledger import Account
 from gateway.dp.noising import Measurement
-from gateway.dp.policy import budget_for
+from gateway.dp.policy import budget_for, plan_cost
 from gateway.engine.state import QueryState
 
 
@@ -24,11 +24,13 @@ def charge(state: QueryState) -> QueryState:
     cached = services.releases.get(state.measurement_key)
     if cached is not None:
         return state.evolve(charged=(0.0, 0.0), measurement=Measurement(cached.table, cached.protection, reused=True))
+    cost = plan_cost(plan)  # epsilon under pure accounting, rho under zcdp
     services.ledger.charge(
         Account(state.cleanroom.name, state.request.user),
-        Spend(plan.epsilon, plan.delta),
+        cost,
         budget_for(state.cleanroom, state.request.user),
         request_id=state.request.request_id,
         query_sha256=state.measurement_key,
     )
-    return state.evolve(charged=(plan.epsilon, plan.delta))
+    # (epsilon, delta), and the rho under zcdp accounting (its epsilon is then 0)
+    return state.evolve(charged=(cost.epsilon, cost.delta, cost.rho) if cost.rho else (cost.epsilon, cost.delta))

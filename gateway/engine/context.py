@@ -12,6 +12,7 @@ import duckdb
 
 from gateway.config_model import GatewayConfig
 from gateway.engine.audit_log import AuditLog
+from gateway.engine.executors import ExecutorPool
 from gateway.engine.recall import LruCache
 from gateway.engine.watchdog import Watchdog
 from gateway.policy.model import CleanRoom
@@ -24,14 +25,26 @@ class EngineContext:
     cleanrooms: Mapping[str, CleanRoom]
     column_types: Mapping[str, Mapping[str, Mapping[str, str]]]  # room -> table -> column -> type
     audit: AuditLog
+    executors: ExecutorPool  # where statements run (a killable process each)
     collab: object = None  # gateway.collab.approvals.Collaboration: approvals and outputs
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.engine"))
-    running: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # request id -> cursor
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: LruCache = field(default_factory=LruCache)  # see recall.py
     constant_results: LruCache = field(default_factory=lambda: LruCache(256))  # see execute.py
-    watchdog: Watchdog = field(default_factory=Watchdog)  # query timeouts
+    watchdog: Watchdog = field(default_factory=Watchdog)  # padded answers' release times (timing.py)
     _privacy: object = field(default=None, repr=False)
+    _quotas: object = field(default=None, repr=False)
+
+    @property
+    def quotas(self):
+        """gateway.quotas.service.QuotaService, opened on first use."""
+        if self._quotas is None:
+            from gateway.quotas.service import QuotaService
+
+            with self.lock:
+                if self._quotas is None:
+                    self._quotas = QuotaService.from_config(self.config)
+        return self._quotas
 
     @property
     def privacy(self):

@@ -15,6 +15,7 @@ from gateway.engine import pipeline, recall
 from gateway.engine.audit_log import AuditLog
 from gateway.engine.resolve import visible_tables
 from gateway.engine.context import EngineContext
+from gateway.engine.executors import ExecutorPool
 from gateway.engine.state import QueryState
 from gateway.engine.types import ColumnInfo, QueryRequest, Release, TableInfo
 from gateway.errors import PolicyInvalid, UnknownCleanRoom
@@ -40,8 +41,10 @@ class Engine:
             cleanrooms=cleanrooms,
             column_types=column_types,
             audit=audit_log,
+            executors=ExecutorPool(config, config.engine.executors),
             collab=Collaboration.from_config(config, audit_log),
         )
+        self.context.executors.warm()  # in the background: no statement should wait for an interpreter
         self._reload_lock = threading.Lock()
         self._policy_status = _status("stale" if problems else "ok", cleanrooms, problems)
         self._watcher = None  # polled by requests: see gateway.collab.reload
@@ -125,7 +128,8 @@ class Engine:
                 public=table.public,
                 description=table.description,
                 columns=tuple(
-                    ColumnInfo(c.name, types[table.name][c.name], c.role, c.description, c.values, c.bounds)
+                    ColumnInfo(c.name, types[table.name][c.name], c.role, c.description, c.values, c.bounds,
+                               c.buckets)
                     for c in table.visible().values()
                 ),
             )
@@ -164,14 +168,16 @@ class Engine:
             return False
         return recall.in_memory(self._start(request, room))
 
-    def compile(self, request: QueryRequest) -> QueryState:
-        """Every pass up to the generated SQL, nothing executed (benchmarks, EXPLAIN)."""
-        return pipeline.run(self._start(request), pipeline.COMPILE)
+    def compile(self, request: QueryRequest, *, describing: bool = False) -> QueryState:
+        """Every pass up to the generated SQL, nothing executed (benchmarks, EXPLAIN).
+        describing: the parameters are stand-ins (a wire client describes a statement
+        before it binds), so checks of which values a filter can match wait for the real ones."""
+        return pipeline.run(self._start(request).evolve(describing=describing), pipeline.COMPILE)
 
     def describe(self, request: QueryRequest) -> pa.Schema:
         """The result columns of a statement without running it on the private
         data: every policy pass, then DuckDB binds (LIMIT 0 never scans) the SQL."""
-        state = self.compile(request)
+        state = self.compile(request, describing=True)
         if state.release is not None:  # answered by an engine pass (the catalog)
             return state.release.table.schema
         cursor = self.database.cursor()
@@ -216,22 +222,37 @@ class Engine:
             explained["cost"] = {"epsilon": 0.0, "delta": 0.0}
             return explained
         reused = self.context.privacy.releases.get(state.measurement_key) is not None
-        explained["differential_privacy"] = noising.describe(plan)
+        explained["differential_privacy"] = _described(state, noising.describe(plan))
         explained["cost"] = {"epsilon": 0.0 if reused else plan.epsilon, "delta": 0.0 if reused else plan.delta}
         explained["answered_before"] = reused  # a repeat returns the same noisy answer, free
         explained["budget"] = self.budget(request.user, request.cleanroom)
         return explained
 
+    def warm(self, wait: bool = False) -> None:
+        """Start any executor process not yet started; with wait, until all are up."""
+        self.context.executors.warm(wait)
+
     def interrupt(self, request_id: str) -> bool:
-        with self.context.lock:
-            cursor = self.context.running.get(request_id)
-        if cursor is None:
-            return False
-        cursor.interrupt()
-        return True
+        """Cancel a running statement: its executor is killed (certain, unlike DuckDB's interrupt)."""
+        return self.context.executors.cancel(request_id)
 
     def close(self) -> None:
+        self.context.executors.close()
         self.database.close()
+
+
+def _described(state, described: dict) -> dict:
+    """noising.describe's dict, with the privacy unit named and, under private group
+    selection, what a group needs to be released said in that unit."""
+    from gateway.dp import thresholds
+
+    room = state.cleanroom
+    unit = " / ".join(sorted({room.tables[t].privacy_unit for t in state.tables_read if not room.tables[t].public}))
+    described = {**described, "privacy_unit": unit}
+    needed = described.get("groups", {}).get("to_be_released")
+    if needed is not None:
+        needed["summary"] = thresholds.sentence(needed, unit)
+    return described
 
 
 def _status(status: str, rooms, problems: list[str]) -> dict:

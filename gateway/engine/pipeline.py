@@ -6,8 +6,8 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import (audit, authorise, catalog, charge, deliver, execute, flatten, parse, plan_noise, recall,
-                            release, resolve, rewrite, verify)
+from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, parse, plan_noise,
+                            recall, release, resolve, rewrite, timing, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -26,12 +26,14 @@ COMPILE = (
 AFTER_RELEASE = (
     deliver.deliver,  # templates with an output store their result instead of returning it
     audit.audit,
+    timing.pad,  # an answer over private tables leaves at a time the rows do not decide
 )
 
 PASSES = (
     recall.recall,  # a repeated statement brings back its analysis and skips COMPILE
     *COMPILE,
     recall.remember,
+    admit.admit,  # the analyst's quotas: statements at once, per minute, engine seconds per hour
     charge.charge,  # differential privacy: reuse a released answer, or pay before running
     execute.execute,
     release.release,
@@ -48,6 +50,9 @@ def run(state: QueryState, passes=PASSES) -> QueryState:
     except Exception as error:  # refusals, and internal faults reported by request id only
         audit.audit_failure(state, error)
         raise
+    finally:
+        if state.admission is not None:  # the analyst's quota slot (admit.py)
+            state.admission.close()
     return state
 
 

@@ -15,13 +15,17 @@ from sqlglot import expressions as exp
 
 from gateway.dp import plan as dp_plan
 from gateway.dp.policy import query_privacy
+from gateway.dp.public_filters import refuse_empty_filters
 from gateway.dp.release_cache import ReleaseCache
 from gateway.engine.state import QueryState
+
 
 def plan_noise(state: QueryState) -> QueryState:
     room, authorisation = state.cleanroom, state.authorisation
     if room.privacy is None or authorisation.min_group_size is None:  # k only, or public tables only
         return state
+    if not state.describing:  # before any charge: a filter the policy says matches nothing is refused
+        refuse_empty_filters(state.tree)
     privacy = query_privacy(room, state.request.user, _authority(state), state.tables_read)
     plan = dp_plan.plan(state.tree, room, state.tables_read, privacy, authorisation.min_group_size, state.template)
     return state.evolve(noise_plan=plan, measurement_key=measurement_key(state, plan))

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gateway.dp import noising
+from gateway.dp.policy import spent_json
 from gateway.engine.rewrite import BOOKKEEPING_COLUMNS
 from gateway.engine.state import QueryState
 from gateway.engine.types import Release
@@ -56,7 +57,7 @@ def _noisy(state: QueryState) -> QueryState:
         # a racing identical query may have stored its answer first: everyone gets the stored one
         measurement = noising.Measurement(stored.table, stored.protection)
     published = noising.publish(plan, measurement)
-    protection = {**published.protection, "spent": {"epsilon": state.charged[0], "delta": state.charged[1]}}
+    protection = {**published.protection, "spent": spent_json(state.charged)}
     return state.evolve(measurement=measurement,
                         release=_release(state, _finite(published.table), published.notices, protection))
 

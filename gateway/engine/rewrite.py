@@ -20,6 +20,7 @@ from sqlglot import expressions as exp
 
 from gateway import sources
 from gateway.engine.state import QueryState
+from gateway.plan.quantiles import spelled
 from gateway.plan.units import clamp, cte_names, unit_columns
 from gateway.policy.model import CleanRoom, Role, Table
 
@@ -82,9 +83,11 @@ def _clamp_measures(tree: exp.Expression, by_alias: dict[str, Table]) -> None:
 
 
 def _quantile_cont(node: exp.Expression) -> exp.Expression:
-    """QUANTILE (from percentile_cont) interpolates as PostgreSQL does."""
+    """QUANTILE (from percentile_cont) interpolates as PostgreSQL does; from
+    percentile_disc or quantile_disc it is a value of the group, as there."""
     if isinstance(node, exp.Quantile):
-        return exp.Anonymous(this="quantile_cont", expressions=[node.this, node.args["quantile"]])
+        name = "quantile_disc" if spelled(node).endswith("_disc") else "quantile_cont"
+        return exp.Anonymous(this=name, expressions=[node.this, node.args["quantile"]])
     return node
 
 

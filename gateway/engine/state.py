@@ -19,7 +19,9 @@ from gateway.policy.model import Analyst, CleanRoom, Template
 if TYPE_CHECKING:
     from gateway.dp.noising import Measurement
     from gateway.dp.plan import NoisePlan
+    from gateway.engine.admit import Admission
     from gateway.engine.context import EngineContext
+    from gateway.engine.timing import StatementClock
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class QueryState:
     context: "EngineContext" = field(repr=False, compare=False)
 
     recalled: bool = False  # recall: the analysis below came from the cache
+    describing: bool = False  # Engine.describe: parameters are stand-ins, nothing runs or is charged
     template: Template | None = None  # set by parse for template runs
     tree: exp.Expression | None = None  # parse: the statement with parameters bound as literals
     canonical_sql: str | None = None  # resolve: normalised text, the statement's identity
@@ -49,9 +52,11 @@ class QueryState:
     generated_sql: str | None = None  # rewrite: the only SQL DuckDB ever receives
     counts_suppressed: bool = False  # rewrite: the result ends with the k test's bookkeeping columns
     constant: bool = False  # rewrite: reads no data and calls no function, so its result follows from its text
-    charged: tuple[float, float] | None = None  # charge: (epsilon, delta) debited; (0, 0) when reused
+    admission: "Admission | None" = None  # admit: the analyst's quota slot, closed by the pipeline driver
+    charged: tuple[float, ...] | None = None  # charge: (epsilon, delta[, rho under zcdp]) debited; (0, 0) when reused
     measurement: "Measurement | None" = None  # charge (reused) or release (fresh): the noisy quantities
     result: pa.Table | None = None  # execute
+    clock: "StatementClock | None" = None  # execute: when it started and the padded time its answer leaves
     release: Release | None = None  # release
     rows_suppressed: int | None = None  # release: groups below k (None: not counted)
     audited: "Future | None" = None  # audit: completes once the statement's record is durable

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import pyarrow as pa
 
-from gateway.policy.model import Bounds, Role
+from gateway.policy.model import Bounds, Role, TimeBuckets
 
 
 def new_request_id() -> str:
@@ -54,6 +54,7 @@ class ColumnInfo:
     description: str = ""
     values: tuple | None = None
     bounds: Bounds | None = None
+    buckets: TimeBuckets | None = None  # public time range and the periods to group it by
 
 
 @dataclass(frozen=True)

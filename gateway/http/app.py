@@ -27,7 +27,7 @@ from werkzeug import exceptions as http_errors
 import gateway
 from gateway.auth import user_for_token
 from gateway.engine.types import QueryRequest, Release, new_request_id
-from gateway.errors import GatewayError, NotAuthenticated, UnknownCleanRoom
+from gateway.errors import GatewayError, NotAuthenticated, Refused, UnknownCleanRoom
 from gateway.http import problems
 from gateway.http.collaboration import blueprint as collaboration_blueprint
 
@@ -121,6 +121,18 @@ def create_app(engine_factory: Callable[[], object]) -> Flask:
             "cleanrooms_loaded": len(current.cleanrooms),
             "policies": current.policy_status(detail=False),  # counts only: health needs no token
         }
+
+    @app.get("/v1/metrics")
+    def metrics():
+        """Quota usage of every analyst and collaborator (Prometheus text), for operators only."""
+        from gateway.quotas.metrics import CONTENT_TYPE, exposition
+
+        current = engine()
+        if g.user not in current.config.operators:
+            raise Refused("only the gateway's operators may read its metrics", rule="metrics.operators_only",
+                          hint="the gateway config lists them under operators:")
+        context = current.context
+        return Response(exposition(context.quotas, context.cleanrooms), content_type=CONTENT_TYPE)
 
     @app.get("/v1/openapi.json")
     def openapi():
@@ -428,10 +440,17 @@ def table_json(table) -> dict:
                 "description": c.description,
                 "values": json_value(list(c.values)) if c.values is not None else None,
                 "bounds": {"lower": c.bounds.lower, "upper": c.bounds.upper} if c.bounds else None,
+                "buckets": _buckets_json(c.buckets),
             }
             for c in table.columns
         ],
     }
+
+
+def _buckets_json(buckets) -> dict | None:
+    if buckets is None:
+        return None
+    return {"from": buckets.start.isoformat(), "to": buckets.end.isoformat(), "by": [u.value for u in buckets.units]}
 
 
 def template_json(template) -> dict:

@@ -100,11 +100,17 @@ def problem_response(error: GatewayError, *, request_id: str, instance: str) -> 
         "rule": error.rule,
         "hint": error.hint,
     }
-    return Response(
+    retry_after = getattr(error, "retry_after", None)  # quotas (gateway.errors.QuotaExceeded)
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+    response = Response(
         json.dumps(body, ensure_ascii=False, separators=(",", ":")),
         status=error.http_status,
         mimetype=PROBLEM_MEDIA_TYPE,
     )
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)  # whole seconds (RFC 9110)
+    return response
 
 
 def internal_problem(*, request_id: str, instance: str) -> Response:

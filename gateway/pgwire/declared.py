@@ -32,7 +32,7 @@ def needs_lookup(schema: pa.Schema) -> bool:
 
 def declared_oids(engine, request) -> dict[str, int]:
     """Column name -> uuid/json/jsonb OID for the string columns that are one of those."""
-    state = engine.compile(request)
+    state = engine.compile(request, describing=True)  # the parameters may be stand-ins
     if state.release is not None or not state.generated_sql:  # answered by the catalog: text it is
         return {}
     cursor = engine.database.cursor()

@@ -79,7 +79,27 @@ def explain_target(sql: str) -> tuple[str, str]:
 
 
 def plan_table(explained: dict, form: str) -> pa.Table:
-    """Engine.explain's dict as rows of text: pretty JSON, one line a row (FORMAT JSON: one row)."""
+    """Engine.explain's dict as rows of text (FORMAT JSON: one row of JSON). FORMAT TEXT
+    starts with what an analyst reads first: the cost, each aggregate's 95% interval
+    and what can bias it; then the whole account as pretty JSON, one line a row."""
     text = json.dumps(explained, indent=2, default=str)
-    lines = [text] if form == "json" else text.splitlines()
+    lines = [text] if form == "json" else summary(explained) + text.splitlines()
     return pa.table({PLAN_COLUMN: pa.array(lines, pa.string())})
+
+
+def summary(explained: dict) -> list[str]:
+    """The readable head of EXPLAIN's text: nothing that is not also in the JSON below it."""
+    dp = explained.get("differential_privacy")
+    cost = explained.get("cost") or {}
+    if not dp:
+        return [f"no differential privacy: {explained.get('protection') or 'k-thresholds only'}", ""]
+    spent = ", ".join(f"{name} {value:g}" for name, value in cost.items() if isinstance(value, (int, float)))
+    lines = [f"cost: {spent}" + (" (answered before: free)" if explained.get("answered_before") else "")]
+    needed = (dp.get("groups") or {}).get("to_be_released") or {}
+    if needed.get("summary"):
+        lines.append(f"groups: {needed['summary']}")
+    for entry in dp.get("aggregates", []):
+        shown = ", ".join(entry["columns"]) or "in an expression"
+        lines.append(f"{shown}: {entry['sql']}: 95% interval (noise only) {entry['interval']['text']}")
+    lines += [note for note in dp.get("notes", []) if note.startswith("intervals cover")]
+    return lines + [""]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from sqlglot import expressions as exp
 
 from gateway.errors import Refused
-from gateway.plan import arithmetic
+from gateway.plan import arithmetic, quantiles
 from gateway.plan.arithmetic import mark as _mark
 from gateway.plan.arithmetic import typed
 from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
@@ -410,8 +410,9 @@ class Expressions:
             _only(node, "this", "quantile")
             fraction = node.args["quantile"]
             value = _summable(self._aggregated(node.this, inner))
-            return _mark(exp.Quantile(this=value, quantile=exp.Literal.number(fraction.this)),
-                         Typed(Kind.FLOAT, typed(value).range, aggregate=True))
+            built = exp.Quantile(this=value, quantile=exp.Literal.number(fraction.this))
+            built.meta["quantile"] = quantiles.spelled(node)  # how it was written
+            return _mark(built, Typed(Kind.FLOAT, typed(value).range, aggregate=True))
         _only(node, "this")
         value = self._aggregated(node.this, inner)
         if isinstance(node, (exp.Sum, exp.Avg, exp.Median)):
@@ -443,15 +444,15 @@ class Expressions:
         return self(argument, clause)
 
     def within_group(self, node: exp.WithinGroup, clause: Clause) -> exp.Expression:
-        """percentile_cont(q) WITHIN GROUP (ORDER BY x) is QUANTILE(x, q)."""
+        """percentile_cont / percentile_disc (q) WITHIN GROUP (ORDER BY x) is QUANTILE(x, q) (gateway.plan.quantiles)."""
         _only(node, "this", "expression")
-        order, function = node.expression, node.this
-        fraction = function.this if isinstance(function, exp.PercentileCont) else None
-        if not (isinstance(order, exp.Order) and len(order.expressions) == 1 and isinstance(fraction, exp.Literal)
-                and not fraction.is_string and 0 <= float(fraction.this) <= 1):
-            raise Refused("percentile_cont takes one fraction between 0 and 1 and one ORDER BY expression",
-                          rule="aggregate.quantile")
-        return self.aggregate(exp.Quantile(this=order.expressions[0].this, quantile=fraction), clause)
+        return self.aggregate(quantiles.from_within_group(node), clause)
+
+    def anonymous(self, node: exp.Anonymous, clause: Clause) -> exp.Expression:
+        """quantile_cont(x, q) / quantile_disc(x, q) likewise; any other function the parser did not know is refused."""
+        if str(node.name).lower() not in quantiles.FUNCTIONS:
+            refuse_unknown(node)
+        return self.aggregate(quantiles.from_function(node), clause)
 
     def filtered(self, node: exp.Filter, clause: Clause) -> exp.Expression:
         _only(node, "this", "expression")
@@ -572,6 +573,7 @@ _HANDLERS: dict[type, Callable] = {
     exp.Interval: Expressions.interval,
     exp.Filter: Expressions.filtered,
     exp.WithinGroup: Expressions.within_group,
+    exp.Anonymous: Expressions.anonymous,
     exp.Window: Expressions.window,
     exp.Subquery: Expressions.scalar_subquery,
     exp.Exists: Expressions.exists,

@@ -417,7 +417,7 @@ class Resolver:
 
 # PostgreSQL's names for unaliased output columns, so BI tools see `count`, not `count_star()`.
 FUNCTION_OUTPUT_NAMES = {exp.TimestampTrunc: "date_trunc", exp.DateTrunc: "date_trunc", exp.Case: "case", exp.If: "case",
-                         exp.PercentileCont: "percentile_cont"}
+                         exp.PercentileCont: "percentile_cont", exp.PercentileDisc: "percentile_disc"}
 
 
 def output_name(node: exp.Expression) -> str:
@@ -431,6 +431,8 @@ def output_name(node: exp.Expression) -> str:
     for kind, name in FUNCTION_OUTPUT_NAMES.items():
         if isinstance(node, kind):
             return name
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()  # quantile_cont(x, q)
     if isinstance(node, exp.Func) and not isinstance(node, exp.Binary):
         return node.sql_name().lower()
     return "?column?"

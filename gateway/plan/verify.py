@@ -18,7 +18,7 @@ from gateway.errors import Refused
 from gateway.plan.allowed import AGGREGATES
 
 # Functions the rewrite and the DP bounding SQL add (bookkeeping, keyed hashes, lists).
-INTERNAL_FUNCTIONS = frozenset({"hash", "list_slice", "flatten", "len", "quantile_cont", "min"})  # list(): ArrayAgg
+INTERNAL_FUNCTIONS = frozenset({"hash", "list_slice", "flatten", "len", "quantile_cont", "quantile_disc", "min"})  # list(): ArrayAgg
 
 SAFE_NODES: frozenset[type] = frozenset({
     exp.Select, exp.From, exp.Join, exp.Where, exp.Group, exp.Having, exp.Qualify, exp.Order, exp.Ordered,

@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from gateway.errors import PolicyInvalid
 from gateway.policy.model import (
+    Accounting,
     Aggregate,
     AggregationRule,
     Analyst,
@@ -41,7 +42,11 @@ from gateway.policy.model import (
     Role,
     Table,
     Template,
+    Timing,
+    TimingPad,
 )
+from gateway.policy.buckets import bucket_problems, buckets_from
+from gateway.policy.quotas import quota_problems, quotas_from
 from gateway.yamlsource import KeyPath, YamlDocument, load_schema, load_yaml, report, schema_problems
 
 Problems = list[tuple[KeyPath, str]]
@@ -119,6 +124,7 @@ def semantic_problems(data: dict) -> Problems:
     found += _member_problems(data, collaborators)
     found += _output_problems(templates, collaborators)
     found += _privacy_problems(data)
+    found += quota_problems(data)
     return found
 
 
@@ -133,6 +139,9 @@ def _privacy_problems(data: dict) -> Problems:
         if _is_number(budget.get("epsilon")) and _is_number(per_query) and budget["epsilon"] < per_query:
             found.append((at + ("budget", "epsilon"), f"a budget of {budget['epsilon']} cannot pay for one query "
                                                       f"of epsilon {per_query}"))
+        if room.get("accounting") == "zcdp" and budget and not (_is_number(budget.get("delta")) and budget["delta"] > 0):
+            found.append((at + ("budget",), "accounting zcdp converts the total rho to (epsilon, delta): "
+                                            "the budget needs a delta > 0, e.g. delta: 1.0e-5"))
     if any(_map(a.get("privacy")) for _, a in _entries(data.get("analysts"))) and not room:
         found.append((("analysts",), "analyst privacy settings need a clean-room privacy section"))
     for name, template in _entries(data.get("templates")):
@@ -236,6 +245,8 @@ def _column_problems(at: KeyPath, column: dict) -> Problems:
         if value in seen:
             found.append((at + ("values", i), f"duplicate value {value!r}"))
         seen.add(value)
+    if "buckets" in column:
+        found += bucket_problems(at + ("buckets",), column["buckets"], role, values is not None)
     return found
 
 
@@ -454,9 +465,15 @@ def _build(data: dict, source_file: str, version: str) -> CleanRoom:
             for name, spec in data.get("members", {}).items()
         },
         privacy=_privacy(data.get("privacy")),
+        quotas=quotas_from(data.get("quotas")),
+        timing=_timing(data.get("timing") or {}),
         source_file=source_file,
         version=version,
     )
+
+
+def _timing(spec: dict) -> Timing:
+    return Timing(TimingPad(spec.get("pad", Timing.pad.value)), float(spec.get("step_seconds", Timing.step_seconds)))
 
 
 def _budget(spec: dict) -> PrivacyBudget:
@@ -466,14 +483,20 @@ def _budget(spec: dict) -> PrivacyBudget:
 def _privacy(spec: dict | None) -> DifferentialPrivacy | None:
     if spec is None:
         return None
-    optional = {k: spec[k] for k in ("delta_per_query", "max_rows_per_unit", "max_groups_per_unit") if k in spec}
+    optional = {k: spec[k] for k in ("delta_per_query", "max_rows_per_unit", "max_groups_per_unit",
+                                     "max_contributions_per_unit") if k in spec}
+    if "report_clipping" in spec:
+        optional["report_clipping"] = float(spec["report_clipping"])
+    if "accounting" in spec:
+        optional["accounting"] = Accounting(spec["accounting"])
     return DifferentialPrivacy(epsilon_per_query=float(spec["epsilon_per_query"]), budget=_budget(spec["budget"]), **optional)
 
 
 def _privacy_override(spec: dict | None) -> PrivacyOverride | None:
     if spec is None:
         return None
-    fields = {k: spec[k] for k in ("epsilon_per_query", "delta_per_query", "max_rows_per_unit", "max_groups_per_unit") if k in spec}
+    fields = {k: spec[k] for k in ("epsilon_per_query", "delta_per_query", "max_rows_per_unit", "max_groups_per_unit",
+                                   "max_contributions_per_unit") if k in spec}
     return PrivacyOverride(**fields, budget=_budget(spec["budget"]) if "budget" in spec else None)
 
 
@@ -485,6 +508,7 @@ def _table(name: str, spec: dict) -> Table:
             description=c.get("description", ""),
             values=tuple(c["values"]) if "values" in c else None,
             bounds=Bounds(float(c["bounds"][0]), float(c["bounds"][1])) if "bounds" in c else None,
+            buckets=buckets_from(c["buckets"]) if "buckets" in c else None,
         )
         for column, c in spec["columns"].items()
     }

@@ -7,6 +7,7 @@ whole, so a query never sees half of an edit.
 from __future__ import annotations
 
 import enum
+import datetime
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -27,7 +28,7 @@ class Aggregate(str, enum.Enum):
     AVG = "avg"
     MIN = "min"
     MAX = "max"
-    MEDIAN = "median"  # median(x) and percentile_cont(q) WITHIN GROUP (ORDER BY x)
+    MEDIAN = "median"  # median(x), percentile_cont / percentile_disc (q) WITHIN GROUP (ORDER BY x), quantile_cont / quantile_disc (x, q)
 
 
 class Mechanism(str, enum.Enum):
@@ -37,6 +38,13 @@ class Mechanism(str, enum.Enum):
     # permute-and-flip over quantile scores for medians; pure epsilon-DP with basic composition
     # (private partition selection adds delta).
     LAPLACE = "laplace"
+
+
+class Accounting(str, enum.Enum):
+    """How the privacy loss of an analyst's queries adds up (gateway/dp/accounting.py)."""
+
+    PURE = "pure"  # epsilon-DP, basic composition: costs add up as epsilon
+    ZCDP = "zcdp"  # rho-zero-concentrated DP: rho adds up, converted to (epsilon, delta) for the budget
 
 
 class Refresh(str, enum.Enum):
@@ -63,8 +71,9 @@ class DifferentialPrivacy:
 
     Guarantee: each query is (epsilon_per_query, delta_per_query)-DP for the
     privacy unit, given that no unit adds more than max_rows_per_unit rows to
-    a group or touches more than max_groups_per_unit groups. The engine
-    enforces both limits by rewriting the query, so the guarantee holds
+    a group, touches more than max_groups_per_unit groups or (when set) adds
+    more than max_contributions_per_unit rows to the whole query. The engine
+    enforces these limits by rewriting the query, so the guarantee holds
     whatever the data are. delta is spent only when group keys are not public.
     """
 
@@ -74,6 +83,13 @@ class DifferentialPrivacy:
     max_rows_per_unit: int = 10
     max_groups_per_unit: int = 4
     mechanism: Mechanism = Mechanism.LAPLACE
+    accounting: Accounting = Accounting.PURE
+    # share of each query's loss spent on a noisy count, per released group, of the units with
+    # more than max_rows_per_unit rows in it (gateway/dp/families/clipping.py); None: not reported
+    report_clipping: float | None = None
+    # rows one unit adds to a whole query, over all its groups (gateway/dp/bounding.py keeps the
+    # first ones in keyed-hash order of its groups); None: only rows x groups bound it
+    max_contributions_per_unit: int | None = field(default=None, metadata={"canonical": "omit_when_unset"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ class PrivacyOverride:
     max_rows_per_unit: int | None = None
     max_groups_per_unit: int | None = None
     budget: PrivacyBudget | None = None  # analysts only
+    max_contributions_per_unit: int | None = field(default=None, metadata={"canonical": "omit_when_unset"})
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,60 @@ class Bounds:
     upper: float
 
 
+class BucketUnit(str, enum.Enum):
+    """A period a date or timestamp dimension may be grouped by as a public key."""
+
+    DAY = "day"
+    WEEK = "week"  # ISO weeks, starting on Monday (DuckDB's date_trunc('week', ...))
+    MONTH = "month"
+
+
+MAX_BUCKETS = 10_000  # per declared unit: a grid of public keys larger than this is refused at load
+
+
+@dataclass(frozen=True)
+class TimeBuckets:
+    """A public range of a date or timestamp dimension and the periods analysts may
+    group it by. Every period of the range is a public group key: known from the
+    policy alone, released whether or not rows fall in it."""
+
+    start: datetime.date  # first day of the range
+    end: datetime.date  # last day of the range, included whole
+    units: tuple[BucketUnit, ...]
+
+    def starts(self, unit: BucketUnit, low: datetime.date | None = None,
+               high: datetime.date | None = None) -> tuple[datetime.date, ...]:
+        """The first day of every `unit` period that holds a day of the range
+        (narrowed to [low, high] when given), in order."""
+        first = max(self.start, low) if low is not None else self.start
+        last = min(self.end, high) if high is not None else self.end
+        if first > last:
+            return ()
+        day, found = truncate(first, unit), []
+        while day <= last:
+            found.append(day)
+            day = following(day, unit)
+        return tuple(found)
+
+
+def truncate(day: datetime.date, unit: BucketUnit) -> datetime.date:
+    """The first day of the period `day` falls in (date_trunc)."""
+    if unit is BucketUnit.WEEK:
+        return day - datetime.timedelta(days=day.weekday())
+    if unit is BucketUnit.MONTH:
+        return day.replace(day=1)
+    return day
+
+
+def following(start: datetime.date, unit: BucketUnit) -> datetime.date:
+    """The first day of the period after the one starting on `start`."""
+    if unit is BucketUnit.WEEK:
+        return start + datetime.timedelta(days=7)
+    if unit is BucketUnit.MONTH:
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start + datetime.timedelta(days=1)
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -103,6 +174,9 @@ class Column:
     description: str = ""
     values: tuple[str | int | float, ...] | None = None  # public list of values of a dimension
     bounds: Bounds | None = None  # measures only
+    # dimensions of type DATE or TIMESTAMP: public periods to group by. Left out of
+    # approvals' canonical forms when unset, so declaring none keeps existing approvals.
+    buckets: TimeBuckets | None = field(default=None, metadata={"canonical": "omit_when_unset"})
 
 
 @dataclass(frozen=True)
@@ -237,6 +311,43 @@ class Member:
     roles: frozenset[MemberRole] = frozenset()
 
 
+class TimingPad(str, enum.Enum):
+    DP = "dp"  # rooms with differential privacy
+    ALWAYS = "always"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When answers over private tables leave: at the first step of the ladder
+    step_seconds * 2**i that the statement has not outrun (gateway/engine/timing.py)."""
+
+    pad: TimingPad = TimingPad.DP
+    step_seconds: float = 0.25
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """What one analyst, or all of one collaborator's analysts together, may take
+    of the gateway host (gateway/quotas/). None: not set at this level, the next
+    one decides (the room's default, then the operator's config)."""
+
+    concurrent_statements: int | None = None  # admitted and not yet finished
+    statements_per_minute: int | None = None  # admitted in the last 60 seconds
+    engine_seconds_per_hour: float | None = None  # spent running in the last hour
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """The policy's `quotas:` section: room-wide defaults and overrides by name.
+    The operator's config caps every value (gateway.quotas.limits)."""
+
+    per_analyst: QuotaLimits = QuotaLimits()
+    per_collaborator: QuotaLimits = QuotaLimits()
+    analysts: Mapping[str, QuotaLimits] = field(default_factory=dict)
+    collaborators: Mapping[str, QuotaLimits] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class CleanRoom:
     name: str  # also the database name over the wire
@@ -249,6 +360,8 @@ class CleanRoom:
     min_group_size: int = 10  # default k, raised by stricter table, rule or template settings
     description: str = ""
     privacy: DifferentialPrivacy | None = None  # None: k-thresholds only, no noise
+    timing: Timing = Timing()
+    quotas: Quotas = Quotas()  # empty: the operator's limits (gateway config) apply as they are
     source_file: str = ""
     version: str = ""  # sha256 of the policy file's bytes: cache keys and audit records use it
 
