@@ -9,7 +9,7 @@ are neither answered from the release cache nor stopped by the budget, and
 without timing padding, so that what is measured is scheduling.
 
 1. Light alone: the analyst `analyst` runs light statements one after another
-   over the wire (psycopg); median latency.
+   over the wire (psycopg); median latency, before and after step 2.
 2. The same while `heavy` keeps --heavy-clients HTTP clients busy with an
    expensive cross-party join, on the other front end.
 3. Prints both medians and their ratio (the issue's bar: at most 2x), with how
@@ -141,6 +141,8 @@ def main() -> None:
             stop.set()
             for thread in threads:
                 thread.join(120)
+            time.sleep(2)
+            alone += light_latencies(pg_port, args.light_statements)  # before and after: drift in the machine's load
         finally:
             for server in servers:
                 server.terminate()
@@ -148,7 +150,7 @@ def main() -> None:
                 server.wait(30)
         a, b = statistics.median(alone), statistics.median(loaded)
         print(f"light statement over the wire, {args.light_statements} runs each (median ms)")
-        print(f"  alone:                          {a * 1000:8.1f}")
+        print(f"  alone (before and after):       {a * 1000:8.1f}")
         print(f"  with {args.heavy_clients} heavy HTTP clients:       {b * 1000:8.1f}")
         print(f"  slowdown (with / alone):        {b / a:8.2f}x")
         print(f"  heavy analyst's statements:     {counts}")

@@ -36,6 +36,10 @@ def test_a_failing_case_is_reported_and_exits_1(demo_config_path, tmp_path, caps
         "    user: analyst\n"
         "    sql: SELECT region, COUNT(*) FROM purchases GROUP BY region\n"
         "    expect: {released: {epsilon: 0.5}}\n"
+        "  - name: a household adds 30 rows in all\n"
+        "    user: analyst\n"
+        "    sql: SELECT region, COUNT(*) FROM purchases GROUP BY region\n"
+        "    expect: {released: {max_contributions_per_unit: 30}}\n"
     )
     code = cli(["policy", "test", str(tmp_path), "--config", str(demo_config_path)])
     out = capsys.readouterr().out
@@ -44,7 +48,9 @@ def test_a_failing_case_is_reported_and_exits_1(demo_config_path, tmp_path, caps
     assert ("k is 10: expected min_group_size 25; got: allowed (authorised_by=rule:cross_party_aggregates, "
             "min_group_size=10, epsilon=0.1") in out
     assert "epsilon is 0.1: expected epsilon 0.5; got: allowed (" in out
-    assert "ok   " in out and "1 of 4 passed, 3 failed" in out
+    assert ("a household adds 30 rows in all: expected max_contributions_per_unit 30; got: allowed (" in out
+            and "max_contributions_per_unit=20)" in out)
+    assert "ok   " in out and "1 of 5 passed, 4 failed" in out
 
 
 def test_policy_tests_leave_no_trace_in_the_state_folder(demo_config_path, capsys):

@@ -52,7 +52,7 @@ def test_demo_releases_noisy_aggregates_that_say_how_they_were_protected(dp_http
     status, first = post(dp_http_server, "/v1/query", {"sql": sql})
     protection = first["protection"]
     # every declared region is a candidate (public keys); at the tests' 10,000 households and the demo's
-    # max_groups_per_unit 12, a small region's noisy count falls below k=10 now and then (scale 360)
+    # max_groups_per_unit 20, a small region's noisy count falls below k=10 now and then (scale 600)
     groups = protection["groups"]
     assert status == 200 and groups["candidates"] == 8 and first["row_count"] == groups["released"] == groups["returned"]
     assert groups["released"] + groups["suppressed_below_min_group_size"] == 8 and groups["released"] >= 6

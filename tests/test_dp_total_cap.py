@@ -130,13 +130,13 @@ def test_without_a_binding_total_the_bounds_are_the_per_group_ones():
 
 def kept_by_unit(engine, sql: str) -> dict:
     """From the bounding's own CTEs: per unit, its groups, rows kept (least(rows, allowance)
-    summed), most rows kept in one group, and least allowance."""
+    summed), most rows kept in one group, and largest allowance."""
     tree = sqlglot.parse_one(sql, read="duckdb")
-    probe = exp.select('"__unit"', 'COUNT(*)', 'SUM(LEAST("__n", "__k"))', 'MAX(LEAST("__n", "__k"))', 'MIN("__k")') \
+    probe = exp.select('"__unit"', 'COUNT(*)', 'SUM(LEAST("__n", "__k"))', 'MAX(LEAST("__n", "__k"))', 'MAX("__k")') \
         .from_('"__capped"').group_by('"__unit"')
     probe.set("with_", tree.args["with_"])
     rows = engine.database.cursor().sql(probe.sql(dialect="duckdb")).fetchall()
-    return {unit: {"groups": g, "rows": n, "most": most, "allowance": least} for unit, g, n, most, least in rows}
+    return {unit: {"groups": g, "rows": n, "most": most, "allowance": top} for unit, g, n, most, top in rows}
 
 
 @pytest.mark.parametrize("query", ["public keys", "private keys", "two keys"])
@@ -146,8 +146,9 @@ def test_no_unit_keeps_more_than_the_total_whatever_its_rows(engine, query):
     assert len(kept) == 303
     for unit, found in kept.items():
         assert found["rows"] <= C and found["most"] <= R and found["groups"] <= min(G, C), (unit, found)
-        assert found["allowance"] >= 1  # groups with nothing left dropped the unit
-    assert kept["whale"]["rows"] == C and kept["whale"]["most"] == R  # 10,000 rows: exactly C kept
+        assert 0 < found["allowance"] <= R
+    # 10,000 rows in every group: exactly C kept, in min(g, C) groups
+    assert kept["whale"]["rows"] == C and kept["whale"]["most"] == R and kept["whale"]["groups"] == min(G, C)
     assert kept["twin"] == {"groups": 1, "rows": R, "most": R, "allowance": R}  # 500 rows in one group: r
     # households no bound clips keep every row
     assert all(kept[f"h{i}"]["rows"] == 2 + i % 3 for i in range(300) if query == "public keys")
@@ -164,15 +165,17 @@ def test_hash_ties_and_null_groups_never_let_a_unit_past_the_total():
                    ('b', 'v', 1, 1), ('c', 'x', 5, 2)""")
     ctes: list[str] = []
     source, allowance = _total_cap(ctes, ['"__g0"'], R, C)
-    query = (f"WITH {', '.join(ctes)} SELECT \"__unit\", list(\"__g0\" ORDER BY \"__h\", \"__g0\"), "
-             f"SUM(LEAST(\"__n\", {allowance.replace('b.', '')})), MAX(\"__k\") FROM {source} GROUP BY 1 ORDER BY 1")
+    allowed = allowance.replace("b.", "")
+    query = (f"WITH {', '.join(ctes)} SELECT \"__unit\", list(\"__g0\" ORDER BY \"__h\", \"__g0\") "
+             f"FILTER (WHERE LEAST(\"__n\", {allowed}) > 0), SUM(LEAST(\"__n\", {allowed})), MAX({allowed}), "
+             f"MIN({allowed}) FROM {source} GROUP BY 1 ORDER BY 1")
     first = con.execute(query).fetchall()
     for _ in range(5):
         assert con.execute(query).fetchall() == first
-    kept = {unit: (groups, rows, most) for unit, groups, rows, most in first}
-    assert kept["a"][1] == C and kept["a"][2] <= R and len(kept["a"][0]) == 2  # 3 + 2 of its 18 rows
-    assert kept["b"][1] == C and len(kept["b"][0]) == C  # six groups of one row: C of them
-    assert kept["c"] == (["x"], 2, R)
+    kept = {unit: (groups, rows, most, least) for unit, groups, rows, most, least in first}
+    assert kept["a"][1:] == (C, R, 0) and len(kept["a"][0]) == 2  # 3 + 2 of its 18 rows; nothing for the rest
+    assert kept["b"][1:] == (C, R, 0) and len(kept["b"][0]) == C  # six groups of one row: C of them
+    assert kept["c"] == (["x"], 2, R, R)
 
 
 # -- one unit removed ----------------------------------------------------------------------------------
@@ -256,6 +259,21 @@ def test_the_noise_is_calibrated_to_the_total_bound_and_the_analyst_is_told(engi
     assert [n["sensitivity"] for n in noise["sum"]] == [pytest.approx(l2 * UPPER)]
 
 
+@pytest.mark.parametrize("total, named", [
+    (5, ["max_contributions_per_unit", "max_groups_per_unit", "bounds"]),  # C = r: the rows bound clips nothing more
+    (3, ["max_contributions_per_unit", "bounds"]),  # C < g as well: it is what limits the groups too
+])
+def test_each_bound_that_can_bias_is_named_once(tmp_path, total, named):
+    engine = make_engine(tmp_path, setup=[ORDINARY], max_rows_per_unit=5, max_contributions_per_unit=total)
+    try:
+        bias = engine.explain(request(QUERIES["public keys"]))["differential_privacy"]["bias"]
+    finally:
+        engine.close()
+    assert [b["bound"] for b in bias] == named
+    entry = bias[0]
+    assert ("count(DISTINCT hh)" in entry["affects"]) == (total < G)
+    assert ("counts in at most" in entry["effect"]) == (total < G) and "up to" not in entry["effect"]
+
 def test_a_total_that_cannot_bind_changes_nothing(tmp_path):
     loose = make_engine(tmp_path / "loose", setup=[ORDINARY], max_contributions_per_unit=R * G)
     plain = make_engine(tmp_path / "plain", setup=[ORDINARY], max_contributions_per_unit=None)
@@ -265,9 +283,10 @@ def test_a_total_that_cannot_bind_changes_nothing(tmp_path):
         assert '"__k"' not in sql and '"__n"' not in sql
         unkeyed = lambda text: re.sub(r"'[0-9a-f]{32}'", "KEY", text)  # each state folder has its own hash key
         assert unkeyed(sql) == unkeyed(plain.compile(request(QUERIES["public keys"])).generated_sql)
-        noise = [n["sensitivity"] for a in loose.explain(request(QUERIES["public keys"]))["differential_privacy"]
-                 ["aggregates"] for n in a["noise"]]
+        explained = loose.explain(request(QUERIES["public keys"]))["differential_privacy"]
+        noise = [n["sensitivity"] for a in explained["aggregates"] for n in a["noise"]]
         assert noise[:3] == [R * G, G, R * G * UPPER]
+        assert explained["contribution_bounds"] == {"max_rows_per_unit": R, "max_groups_per_unit": G}  # bounds nothing
         # fewer rows in all than groups: a unit is in at most C groups
         explained = tight.explain(request(QUERIES["public keys"]))["differential_privacy"]["aggregates"]
         assert [a["noise"][0]["sensitivity"] for a in explained][:3] == [2, 2, 2 * UPPER]

@@ -15,7 +15,7 @@ from gateway.engine.timing import StatementClock
 from gateway.errors import Refused
 from tests.roomkit import build_engine, private_table, simple_policy
 
-STEP = 1.0
+STEP = 1.5
 BIG = "repeat('abcd', 12500000)"  # 50 MB of text in each row a predicate keeps
 SETUP = [
     "CREATE TABLE a AS SELECT 'f' || i AS hh, 'other' AS tag, 'x' AS note FROM range(1000) t(i) "
@@ -97,7 +97,8 @@ def test_refusals_are_not_padded(padded):
 def test_k_only_rooms_pad_when_the_policy_says_always(tmp_path):
     engine = room(tmp_path, "always", dp=False)
     try:
-        assert STEP <= seconds(engine, "two", PREDICATES[0]) < STEP + 0.3
+        seconds(engine, "none", PREDICATES[0])  # compile caches warm
+        assert STEP <= seconds(engine, "none", PREDICATES[0]) < 2 * STEP  # padded to the first step
     finally:
         engine.close()
 

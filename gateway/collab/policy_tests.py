@@ -134,7 +134,9 @@ def _guarantees(state) -> dict:
         found.update(epsilon=plan.epsilon, delta=plan.delta,
                      keys="public" if plan.public_keys else "selected privately",
                      max_rows_per_unit=plan.privacy.max_rows_per_unit, max_groups_per_unit=plan.groups_per_unit)
-        if plan.privacy.max_contributions_per_unit is not None:  # shown only where the policy sets it
+        from gateway.dp.families import Contribution
+
+        if Contribution.of(plan).binds:  # shown where it bounds more than rows x groups do
             found["max_contributions_per_unit"] = plan.privacy.max_contributions_per_unit
     return found
 

@@ -10,14 +10,15 @@ most max_groups_per_unit groups, chosen by a keyed hash of unit and group (not
 by random(), which a query could seed, and not by anything an analyst can steer).
 
 With max_contributions_per_unit (C) below max_rows_per_unit x groups, a unit
-also adds at most C rows to the whole query: its kept groups are taken in the
-order of the same keyed hash (then group key, to break a tie), and each gets
-what the unit may still add, least(r, C - the rows its earlier groups kept),
-its allowance `__k`; groups left with none drop the unit altogether. Counts
-keep least(rows, __k), sums are scaled by least(1, __k / rows), quantiles keep
-__k values: at most C rows in all, picked without looking at any value, so the
-choice cannot favour large or small ones. Without C, or when it cannot bind,
-the allowance is r and the SQL is what it was.
+also adds at most C rows to the whole query: it keeps min(max_groups_per_unit,
+C) groups, taken in the order of the same keyed hash (then group key, to break
+a tie), and each gets what the unit may still add, greatest(0, least(r, C - the
+rows its earlier groups kept)), its allowance `__k`. Counts keep least(rows,
+__k), sums are scaled by least(1, __k / rows), quantiles keep __k values: at
+most C rows in all, picked without looking at any value, so the choice cannot
+favour large or small ones. The unit still counts once in each group it keeps
+(COUNT(DISTINCT unit), thresholds), allowance or not: at most min(g, C) groups.
+Without C, or when it cannot bind, the allowance is r and the SQL is what it was.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
         # Each unit keeps its max_groups_per_unit groups of lowest keyed hash, found with a
         # top-k aggregate instead of sorting every row. A tie at the k-th hash (two groups
         # of one unit with equal 64-bit hashes) drops the tied groups: fewer, never more.
-        limit = privacy.max_groups_per_unit
+        limit = bounds.groups  # min(max_groups_per_unit, C): the unit count's sensitivity
         measures.insert(0, f'hash({", ".join(per_unit)}, {_string(key)}) AS "__h"')
         ctes.append(f'"__per_unit" AS (SELECT {", ".join(per_unit + measures)} '
                     f'FROM "__rows" GROUP BY {", ".join(per_unit)})')
@@ -82,16 +83,16 @@ def bounded_sql(plan: NoisePlan, rows: exp.Select, key: str) -> str:
 
 def _total_cap(ctes: list[str], groups: list[str], rows_cap: int, total: int) -> tuple[str, str]:
     """At most `total` rows per unit over the whole query: each kept group, in keyed-hash
-    order, is allowed least(r, total - what the unit's earlier groups kept). What an
-    earlier group keeps is at most least(its rows, r), so the allowances used add up to
-    at most `total`; a group allowed nothing drops the unit. Returns the CTE to
-    aggregate and the allowance column."""
+    order, is allowed greatest(0, least(r, total - what the unit's earlier groups kept)).
+    What an earlier group keeps is least(its rows, r, its allowance): until the running
+    sum of least(rows, r) passes `total` that is least(rows, r), then the one group that
+    passes it gets the rest and every later one 0, so the rows kept add up to at most
+    `total`. Returns the CTE to aggregate and the allowance column."""
     order = ", ".join(['"__h"', *groups])
     before = (f'SUM(LEAST("__n", {rows_cap})) OVER (PARTITION BY "__unit" ORDER BY {order} '
               'ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)')
-    ctes.append(f'"__allowed" AS (SELECT *, LEAST({rows_cap}, {total} - COALESCE({before}, 0)) AS "__k" '
-                'FROM "__kept")')
-    ctes.append('"__capped" AS (SELECT * FROM "__allowed" WHERE "__k" > 0)')
+    ctes.append(f'"__capped" AS (SELECT *, GREATEST(0, LEAST({rows_cap}, {total} - COALESCE({before}, 0))) '
+                'AS "__k" FROM "__kept")')
     return '"__capped"', 'b."__k"'
 
 

@@ -7,7 +7,8 @@ quantiles), all computed from the same input: the bounded table, one row per
 
 - input domain: the bounded per-unit contributions (at most max_rows_per_unit
   rows of values within their declared bounds per group, in at most
-  max_groups_per_unit groups);
+  max_groups_per_unit groups, and at most max_contributions_per_unit rows in
+  all when the policy sets it);
 - input metric: adding or removing one privacy unit (symmetric distance 1 on
   units, which the families turn into each quantity's own d_in);
 - output measure: `max_divergence` (pure epsilon-DP, Laplace noise) or
@@ -90,7 +91,8 @@ class Composition:
     total: PrivacyLoss  # what the query is charged (the sum of the parts)
     parts: tuple[Part, ...]
 
-    input_domain = "bounded contributions of each privacy unit (max_rows_per_unit, max_groups_per_unit, bounds)"
+    input_domain = ("bounded contributions of each privacy unit (max_rows_per_unit, max_groups_per_unit, "
+                    "max_contributions_per_unit, bounds)")
     input_metric = "symmetric distance on privacy units (one unit added or removed)"
 
     @property

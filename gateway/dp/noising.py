@@ -150,8 +150,10 @@ def _static(plan: NoisePlan, built: dict) -> dict:
 
 
 def _bounds_json(bounds: Contribution) -> dict:
+    """The bounds this query's guarantee rests on: the total only where it is tighter than
+    rows x groups (otherwise it bounds nothing the other two do not)."""
     shown = {"max_rows_per_unit": bounds.rows_per_unit, "max_groups_per_unit": bounds.groups_per_unit}
-    if bounds.total_per_unit is not None:
+    if bounds.binds:
         shown["max_contributions_per_unit"] = bounds.total_per_unit
     return shown
 

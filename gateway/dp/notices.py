@@ -32,21 +32,25 @@ def biases(plan: NoisePlan, unit: str = "privacy unit") -> list[dict]:
             capped.append(label)
             if _CAPPED[output.aggregate] not in effects:
                 effects.append(_CAPPED[output.aggregate])
-    rows = plan.privacy.max_rows_per_unit
-    if capped:
+    rows, groups = plan.privacy.max_rows_per_unit, plan.groups_per_unit
+    total = getattr(plan.privacy, "max_contributions_per_unit", None)
+    binds = total is not None and total < rows * groups  # gateway.dp.bounding applies it
+    # a bound at or above the total clips nothing the total does not (named once, as the total)
+    if capped and not (binds and total <= rows):
         found.append({"bound": "max_rows_per_unit", "value": rows, "affects": capped,
                       "effect": f"a {unit} with more than {rows} row(s) in a group: " + ", ".join(effects)})
-    total = getattr(plan.privacy, "max_contributions_per_unit", None)
-    if total is not None and total < rows * plan.groups_per_unit:  # it binds (gateway.dp.bounding)
-        labels = [label for output, label in _labelled(plan) if output.aggregate in _CAPPED or total < plan.groups_per_unit]
+    if binds:
+        labels = [label for output, label in _labelled(plan)
+                  if output.aggregate in _CAPPED or (total < groups and _more_groups(plan, total))]
+        each = f" up to {rows} each" if rows < total else ""
+        dropped = (f", and it counts in at most {total} group(s)" if total < groups and _more_groups(plan, total)
+                   else "")
         if labels:
             found.append({"bound": "max_contributions_per_unit", "value": total, "affects": labels,
                           "effect": f"a {unit} with more than {total} row(s) in all keeps {total}, filling its "
-                                    f"groups in keyed-hash order up to {rows} each: its rows beyond are not "
-                                    "counted, its sums are scaled down alike, and groups it has no rows left for "
-                                    "leave it out"})
-    if plan.groups and (not plan.public_keys or _combinations(plan) > plan.groups_per_unit):
-        groups = plan.groups_per_unit
+                                    f"groups in keyed-hash order{each}: its rows beyond are not counted, its sums "
+                                    f"are scaled down alike{dropped}"})
+    if _more_groups(plan, groups) and not (binds and total < groups):
         found.append({"bound": "max_groups_per_unit", "value": groups,
                       "affects": [label for _, label in _labelled(plan)] or ["the number of groups"],
                       "effect": f"a {unit} in more than {groups} group(s) is left out of the others (chosen by a "
@@ -59,6 +63,11 @@ def biases(plan: NoisePlan, unit: str = "privacy unit") -> list[dict]:
         found.append({"bound": "bounds", "value": [lower, upper], "affects": labels,
                       "effect": f"values outside [{lower:g}, {upper:g}] are clamped into it"})
     return found
+
+
+def _more_groups(plan: NoisePlan, bound: int) -> bool:
+    """The query can put one unit in more than `bound` groups."""
+    return bool(plan.groups) and (not plan.public_keys or _combinations(plan) > bound)
 
 
 def _labelled(plan: NoisePlan):

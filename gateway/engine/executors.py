@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from typing import Callable
 import pyarrow as pa
 
 from gateway.config_model import GatewayConfig
+from gateway.engine.foreground import Foreground
 from gateway.errors import ExecutionFailed, QueryCancelled, QueryTimeout, ResultTooLarge
 
 log = logging.getLogger("gateway.executors")
@@ -52,6 +54,11 @@ USAGE_SECONDS = 10.0
 HEAVY_EXECUTORS = 1.5
 BACKGROUND_NICE = 19  # the lowest: CFS gives a nice-19 thread about 1.5% of a nice-0 one
 REPRIORITISE_SECONDS = 0.25  # how often running statements are looked at again
+# While a light statement runs on the host, heavy ones pause (foreground.py): checked every
+# PAUSE_TICK; a pause lasts at most PAUSE_MAX, then they run RUN_MIN, so they are never starved.
+PAUSE_TICK = 0.02
+PAUSE_MAX = 0.3
+RUN_MIN = 0.15
 
 
 class Executor:
@@ -67,6 +74,7 @@ class Executor:
         self.pipe = Connection(ours.detach())
         self.stopped_for: str | None = None  # why it was killed on purpose: "timeout", "cancel", ...
         self.nice = 0  # its scheduling priority: 0, or BACKGROUND_NICE for a heavy analyst's statements
+        self.paused = False  # SIGSTOPped while a light statement runs on the host
         self.pipe.send(config)
         ready = self._receive(min(deadline, time.monotonic() + START_SECONDS))
         if ready is None or ready[0] != "ready":
@@ -82,11 +90,20 @@ class Executor:
         if nice == self.nice:
             return True
         try:
-            os.setpriority(os.PRIO_PROCESS, self.process.pid, nice)
+            for thread in _threads(self.process.pid):  # Linux keeps a priority per thread: DuckDB's too
+                os.setpriority(os.PRIO_PROCESS, thread, nice)
         except (PermissionError, ProcessLookupError):
             return False
         self.nice = nice
         return True
+
+    def pause(self, paused: bool) -> None:
+        if paused != self.paused and self.process.poll() is None:
+            try:
+                os.kill(self.process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+            except ProcessLookupError:
+                return
+        self.paused = paused
 
     def run(self, sql: str, max_rows: int, deadline: float) -> pa.Table:
         self.pipe.send(("run", sql, max_rows))
@@ -131,6 +148,15 @@ class Executor:
         self.pipe.close()
 
 
+def _threads(pid: int) -> list[int]:
+    """The process's threads (its DuckDB workers run in them), or the process alone where
+    /proc does not list them."""
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except (FileNotFoundError, NotADirectoryError):
+        return [pid]
+
+
 class _Stopped(Exception):
     """The executor was killed (why: timeout / cancel) or died."""
 
@@ -167,6 +193,9 @@ class ExecutorPool:
         self._order = itertools.count()
         self._watcher: threading.Thread | None = None
         self._closed = False
+        self._foreground = Foreground(config.state_dir)
+        self._paused_since: float | None = None  # heavy statements paused since, for the duty cycle
+        self._run_until = 0.0  # heavy statements run unpaused until then
 
     def run(self, request_id: str, *, principal: str, sql: str, max_rows: int, deadline: float,
             on_engine_seconds: Callable[[float], None] | None = None) -> pa.Table:
@@ -208,7 +237,12 @@ class ExecutorPool:
                     self._watcher.start()
             if not executor.prioritise(BACKGROUND_NICE if heavy else 0):
                 replace = True  # it runs this statement at the lower priority, then makes way
-            table = executor.run(sql, max_rows, deadline)
+            executor.pause(False)  # a heavy statement's, paused as its answer left
+            if heavy:
+                table = executor.run(sql, max_rows, deadline)
+            else:
+                with self._foreground.running():  # heavy statements on the host pause meanwhile
+                    table = executor.run(sql, max_rows, deadline)
             healthy = not replace
             return table
         except (ResultTooLarge, QueryCancelled):
@@ -356,15 +390,33 @@ class ExecutorPool:
 
     def _reprioritise(self) -> None:
         """Lower the priority of running statements whose analyst became heavy meanwhile
-        (a long statement started while its analyst was not)."""
+        (a long statement started while its analyst was not), and pause heavy statements
+        while a light one runs on the host."""
         while not self._closed:
-            time.sleep(REPRIORITISE_SECONDS)
             now = time.monotonic()
             with self._lock:
-                lower = [s.executor for s in self._statements.values() if s.started is not None
-                         and s.executor.nice != BACKGROUND_NICE and self._heavy(s.principal, now)]
-            for executor in lower:
+                heavy = [s.executor for s in self._statements.values() if s.started is not None
+                         and (s.executor.nice == BACKGROUND_NICE or self._heavy(s.principal, now))]
+            for executor in heavy:
                 executor.prioritise(BACKGROUND_NICE)  # lowering a priority is always allowed
+            self._pause(heavy, now)
+            time.sleep(PAUSE_TICK if heavy else REPRIORITISE_SECONDS)
+        self._foreground.close()
+
+    def _pause(self, heavy: list[Executor], now: float) -> None:
+        """Pause heavy statements while a light one runs, for PAUSE_MAX at a time at most;
+        every other executor runs."""
+        pausing = bool(heavy) and now >= self._run_until and self._foreground.active()
+        if pausing:
+            self._paused_since = self._paused_since or now
+            if now - self._paused_since > PAUSE_MAX:  # paused long enough: let them run a while
+                pausing, self._run_until = False, now + RUN_MIN
+        if not pausing:
+            self._paused_since = None
+        with self._lock:
+            running = [s.executor for s in self._statements.values() if s.executor is not None]
+        for executor in running:
+            executor.pause(pausing and executor in heavy)
 
     def _decayed(self, principal: str, now: float) -> float:
         seconds, as_of = self._usage.get(principal, (0.0, now))

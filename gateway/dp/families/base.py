@@ -51,9 +51,9 @@ class Contribution:
 
     @property
     def groups(self) -> int:
-        """Groups one unit can be in: at most g, and at most C, since every group it is
-        kept in holds at least one of its at most C rows (the bounding drops groups it
-        has no rows left for)."""
+        """Groups one unit can be in: min(g, C). A unit with C rows has rows in at most C
+        groups anyway, so the bounding keeps a unit's min(g, C) groups of lowest keyed
+        hash (gateway.dp.bounding), whatever its allowance in each."""
         if self.total_per_unit is None:
             return self.groups_per_unit
         return min(self.groups_per_unit, self.total_per_unit)

@@ -2,8 +2,8 @@
 what min_group_size and private group selection are applied to).
 
 Sensitivity: a unit is in at most max_groups_per_unit groups, once each, and
-(with max_contributions_per_unit C) in at most C, as every group it is kept in
-holds one of its C rows: l1 = min(g, C), l2 = sqrt(min(g, C)). Bounding: the per-(unit, group) rows are one row each, so the count
+with max_contributions_per_unit C the bounding keeps it in at most min(g, C):
+l1 = min(g, C), l2 = sqrt(min(g, C)). Bounding: the per-(unit, group) rows are one row each, so the count
 of bounded rows per group is the count of units. Measurement: on public keys,
 (discrete) Laplace or Gaussian on the vector of counts; on keys not known from
 the policy, OpenDP's threshold mechanisms select the groups (Laplace threshold,
