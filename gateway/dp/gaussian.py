@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from statistics import NormalDist
 
 import opendp.prelude as dp
 
-from gateway.dp.mechanisms import _FLOAT_MAX, _INT, _INT_MAX, _calibrate, _loss, _positive, _sensitivity
+from gateway.dp.mechanisms import _INT, _INT_MAX, _calibrate, _loss, _positive, _sensitivity, apply_vector
 
 dp.enable_features("contrib")
 
@@ -77,16 +77,7 @@ class GaussianNoise:
         return self.rho
 
     def apply(self, values: list) -> list:
-        if self.mechanism == "discrete_gaussian":
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, Integral) or abs(v) > _INT_MAX:
-                    raise ValueError(f"integer noise needs 64-bit integers, not {v!r}")
-            return [int(v) for v in self._measurement([int(v) for v in values])] if values else []
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-                raise ValueError(f"float noise needs finite numbers, not {v!r}")
-        noisy = self._measurement([float(v) for v in values]) if values else []
-        return [min(max(float(v), -_FLOAT_MAX), _FLOAT_MAX) for v in noisy]
+        return apply_vector(self._measurement, self.mechanism == "discrete_gaussian", values)
 
     def ci95(self) -> float:
         return self.ci(_CI)

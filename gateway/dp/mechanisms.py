@@ -94,17 +94,7 @@ class VectorNoise:
     _measurement: object
 
     def apply(self, values: list) -> list:
-        if self.mechanism == "discrete_laplace":
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, Integral) or abs(v) > _INT_MAX:
-                    raise ValueError(f"integer_noise needs 64-bit integers, not {v!r}")
-            return [int(v) for v in self._measurement([int(v) for v in values])] if values else []
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-                raise ValueError(f"float_noise needs finite numbers, not {v!r}")
-        noisy = self._measurement([float(v) for v in values]) if values else []
-        # a huge scale can overflow to +-inf; clamping it back is post-processing
-        return [min(max(float(v), -_FLOAT_MAX), _FLOAT_MAX) for v in noisy]
+        return apply_vector(self._measurement, self.mechanism == "discrete_laplace", values)
 
     def ci95(self) -> float:
         """Half-width of the central 95% interval of the noise on one element."""
@@ -335,3 +325,19 @@ def quantile(alpha: float, lower: float, upper: float, max_contributions: int, e
 
 _MEASURES = {"max_divergence": dp.max_divergence, "zero_concentrated_divergence": dp.zero_concentrated_divergence}
 
+
+
+def apply_vector(measurement, integers: bool, values: list) -> list:
+    """Run a vector measurement on checked inputs: 64-bit integers (integer noise) or
+    finite floats. A huge scale can overflow a float to +-inf; clamping it back is
+    post-processing."""
+    if integers:
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, Integral) or abs(v) > _INT_MAX:
+                raise ValueError(f"integer noise needs 64-bit integers, not {v!r}")
+        return [int(v) for v in measurement([int(v) for v in values])] if values else []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
+            raise ValueError(f"float noise needs finite numbers, not {v!r}")
+    noisy = measurement([float(v) for v in values]) if values else []
+    return [min(max(float(v), -_FLOAT_MAX), _FLOAT_MAX) for v in noisy]
