@@ -24,12 +24,16 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from gateway.config_model import GatewayConfig, Source
 from gateway.errors import PolicyInvalid
 from gateway.policy.model import CleanRoom, Table
+
+if TYPE_CHECKING:
+    import sqlglot.expressions as exp
 
 MEMORY_CATALOG = "memory"  # the name DuckDB gives the in-memory database
 FILE_KINDS = ("parquet", "csv")
@@ -46,7 +50,7 @@ def source_namespace(source_name: str) -> str:
     return f"src_{source_name}"
 
 
-def relation_for(table: Table) -> "exp.Table":
+def relation_for(table: Table) -> exp.Table:
     """The fully qualified, quoted reference the engine uses for a policy table."""
     import sqlglot.expressions as exp  # here: executor processes import this module without sqlglot
 

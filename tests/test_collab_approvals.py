@@ -11,7 +11,7 @@ from gateway.collab.approvals import Collaboration
 from gateway.collab.canonical import template_hash
 from gateway.collab.store import Store
 from gateway.engine import Engine, QueryRequest
-from gateway.engine.audit_log import AuditLog
+from gateway.audit_log import AuditLog
 from gateway.errors import Refused
 from tests.collabkit import build, rewrite_policy, room_of
 

@@ -50,7 +50,7 @@ def test_an_edited_record_is_detected(engine, capsys):
 
 
 def test_an_edited_record_with_a_recomputed_hash_breaks_the_chain(engine, capsys):
-    from gateway.engine.audit_log import record_hash
+    from gateway.audit_log import record_hash
 
     text = lines(engine)
     record = json.loads(text[2])
@@ -87,7 +87,7 @@ def test_emptying_or_deleting_the_log_is_detected_by_the_anchor(engine, capsys):
 
 
 def test_replacing_the_last_record_is_detected_by_the_anchor(engine, capsys):
-    from gateway.engine.audit_log import record_hash
+    from gateway.audit_log import record_hash
 
     text = lines(engine)
     last = json.loads(text[-1])
@@ -197,7 +197,7 @@ def test_outputs_over_http(tmp_path):
 
 
 def _append_many(path: str, tag: str, count: int, log=None) -> None:
-    from gateway.engine.audit_log import AuditLog
+    from gateway.audit_log import AuditLog
 
     log = log or AuditLog(path)
     for number in range(count):
@@ -215,7 +215,7 @@ def _append_from_threads(log, tag: str, threads: int, count: int) -> None:
 
 
 def _forked_writer(path: str, tag: str, threads: int, count: int) -> None:
-    from gateway.engine.audit_log import AuditLog
+    from gateway.audit_log import AuditLog
 
     _append_from_threads(AuditLog(path), tag, threads, count)
 
@@ -225,7 +225,7 @@ def _inheriting_writer(log, tag: str, threads: int, count: int) -> None:
 
 
 def _assert_complete(path, expected: dict[str, int]) -> list[dict]:
-    from gateway.engine.audit_log import AuditLog, verify
+    from gateway.audit_log import AuditLog, verify
 
     assert verify(path) == []
     records = AuditLog(path).records()
@@ -240,7 +240,7 @@ def _assert_complete(path, expected: dict[str, int]) -> list[dict]:
 def test_appends_from_threads_and_processes_keep_one_verifiable_chain(tmp_path):
     import multiprocessing
 
-    from gateway.engine.audit_log import AuditLog
+    from gateway.audit_log import AuditLog
 
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path)
@@ -268,7 +268,7 @@ def test_appends_from_threads_and_processes_keep_one_verifiable_chain(tmp_path):
 def test_an_append_returns_its_record_as_stored_and_anchored(tmp_path):
     import datetime as dt
 
-    from gateway.engine.audit_log import AuditLog, record_hash
+    from gateway.audit_log import AuditLog, record_hash
 
     log = AuditLog(tmp_path / "audit.jsonl")
     first = log.append({"at": dt.date(2026, 1, 2), "params": ("a", 1), "hash": "forged"})
@@ -280,7 +280,7 @@ def test_an_append_returns_its_record_as_stored_and_anchored(tmp_path):
 
 
 def test_a_log_moved_away_is_followed_by_a_new_one_at_its_path(tmp_path):
-    from gateway.engine.audit_log import GENESIS, AuditLog, verify
+    from gateway.audit_log import GENESIS, AuditLog, verify
 
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path)
@@ -293,8 +293,8 @@ def test_a_log_moved_away_is_followed_by_a_new_one_at_its_path(tmp_path):
 
 
 def test_a_failed_write_fails_its_statements_and_the_next_append_rereads_the_head(tmp_path, monkeypatch):
-    from gateway.engine import audit_log
-    from gateway.engine.audit_log import AuditLog, verify
+    from gateway import audit_log
+    from gateway.audit_log import AuditLog, verify
 
     log = AuditLog(tmp_path / "audit.jsonl")
     log.append({"n": 1})
@@ -317,8 +317,8 @@ def test_an_event_loop_commits_a_turns_records_with_one_fsync(tmp_path, monkeypa
     import asyncio
     import threading
 
-    from gateway.engine import audit_log
-    from gateway.engine.audit_log import AuditLog
+    from gateway import audit_log
+    from gateway.audit_log import AuditLog
 
     log = AuditLog(tmp_path / "audit.jsonl")
     log.append({"n": "created"})  # (creating the log also fsyncs its folder)
@@ -354,8 +354,8 @@ def test_an_event_loop_commits_a_turns_records_with_one_fsync(tmp_path, monkeypa
 def test_a_failed_commit_on_the_loop_fails_its_statements_only(tmp_path, monkeypatch):
     import asyncio
 
-    from gateway.engine import audit_log
-    from gateway.engine.audit_log import AuditLog
+    from gateway import audit_log
+    from gateway.audit_log import AuditLog
 
     log = AuditLog(tmp_path / "audit.jsonl")
     log.append({"n": 0})

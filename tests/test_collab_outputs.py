@@ -12,7 +12,7 @@ from gateway.collab.store import Store
 from gateway.collab.approvals import Collaboration
 from gateway.collab import outputs
 from gateway.engine import QueryRequest
-from gateway.engine.audit_log import AuditLog
+from gateway.audit_log import AuditLog
 from tests.collabkit import build, room_of
 
 

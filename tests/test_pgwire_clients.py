@@ -942,7 +942,7 @@ def test_repeated_select_1_from_many_sessions_is_answered_and_audited_each_time(
 
     import psycopg
 
-    from gateway.engine.audit_log import verify
+    from gateway.audit_log import verify
 
     log = Path(yaml.safe_load(Path(pg.process.args[4]).read_text())["state_dir"]) / "audit.jsonl"
     before = len(log.read_text().splitlines())

@@ -36,7 +36,7 @@ from gateway.collab.canonical import (
 )
 from gateway.collab.store import Store
 from gateway.config_model import GatewayConfig
-from gateway.engine.audit_log import AuditLog
+from gateway.audit_log import AuditLog
 from gateway.errors import GatewayError, Refused, UnknownTemplate
 from gateway.policy.model import AggregationRule, CleanRoom, MemberRole, Template
 

@@ -1,6 +1,6 @@
 """Reading the audit log: verify its chain, show its end, filter it for auditors.
 
-The log itself (gateway.engine.audit_log) is append-only and hash-chained;
+The log itself (gateway.audit_log) is append-only and hash-chained;
 these only read it.
 """
 
@@ -10,7 +10,7 @@ import json
 from collections import deque
 from pathlib import Path
 
-from gateway.engine.audit_log import Anchor, verify
+from gateway.audit_log import Anchor, verify
 
 
 def verify_file(path: Path, store=None) -> tuple[list[str], int]:

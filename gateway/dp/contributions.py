@@ -29,7 +29,6 @@ for sharing with the other collaborators.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import secrets
 from dataclasses import dataclass
 
@@ -415,7 +414,7 @@ def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = Non
     refusals included. Under DP the stated epsilon is recorded in the ledger as a
     charge to the account `owner:<collaborator>` (no analyst's budget is touched)
     before any row is read."""
-    from gateway.engine.audit_log import AuditLog
+    from gateway.audit_log import AuditLog
 
     audit = AuditLog(config.state_dir / "audit.jsonl")
     record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(), "user": user,

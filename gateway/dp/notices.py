@@ -121,7 +121,7 @@ def _groups(groups: dict, unit: str) -> str:
     candidates = groups.get("candidates")
     if groups["keys"] == "public":
         return f"{candidates} group(s) on the declared keys: {released} released, {below}{after}"
-    return (f"one group (no GROUP BY): " + ("released" if released else f"suppressed (noisy count of {unit} "
+    return ("one group (no GROUP BY): " + ("released" if released else f"suppressed (noisy count of {unit} "
                                                                        f"below {k})") + after)
 
 

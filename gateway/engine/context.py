@@ -11,7 +11,7 @@ from typing import Mapping
 import duckdb
 
 from gateway.config_model import GatewayConfig
-from gateway.engine.audit_log import AuditLog
+from gateway.audit_log import AuditLog
 from gateway.engine.executors import ExecutorPool
 from gateway.engine.recall import LruCache
 from gateway.engine.watchdog import Watchdog

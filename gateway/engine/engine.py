@@ -12,7 +12,7 @@ import pyarrow as pa
 from gateway import sources
 from gateway.config_model import GatewayConfig
 from gateway.engine import pipeline, recall
-from gateway.engine.audit_log import AuditLog
+from gateway.audit_log import AuditLog
 from gateway.engine.resolve import visible_tables
 from gateway.engine.context import EngineContext
 from gateway.engine.executors import ExecutorPool

@@ -131,7 +131,7 @@ class PgServer:
 
     async def start(self, host: str, port: int, sock=None, reuse_port: bool = False):
         audit = getattr(getattr(self.state.engine, "context", None), "audit", None)
-        if audit is not None:  # gateway.engine.audit_log.AuditLog.commit_on says why
+        if audit is not None:  # gateway.audit_log.AuditLog.commit_on says why
             audit.commit_on(asyncio.get_running_loop())
         if sock is not None:
             self.server = await asyncio.start_server(self.handle, sock=sock, limit=READ_LIMIT)
