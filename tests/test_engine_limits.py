@@ -80,7 +80,7 @@ def test_results_over_the_row_cap_are_refused_not_truncated(engine):
     assert run(engine, "SELECT n FROM lookup ORDER BY n LIMIT 1000").table.num_rows == 1000
 
 
-def test_many_queries_arm_and_disarm_the_watchdog(engine):
+def test_many_statements_in_a_row_keep_the_engine_serving(engine):
     for _ in range(200):
         run(engine, "SELECT count(*) FROM lookup")
     assert run(engine, "SELECT 1 AS one").table.to_pylist() == [{"one": 1}]

@@ -18,7 +18,8 @@ from statistics import NormalDist
 
 import opendp.prelude as dp
 
-from gateway.dp.mechanisms import _INT, _INT_MAX, _calibrate, _loss, _positive, _sensitivity, apply_vector
+from gateway.dp.mechanisms import (_INT, _INT_MAX, _calibrate, _loss, _positive, _selection_sizes, _sensitivity,
+                                   apply_vector, smallest_threshold)
 
 dp.enable_features("contrib")
 
@@ -187,15 +188,7 @@ def _selection(d_in: tuple[int, float, float], rho: float, delta: float) -> tupl
     linf = int(d_in[2])
     _, scale = _calibrate(lambda s: dp.m.make_gaussian_threshold(*_threshold_space(), scale=s, threshold=linf),
                           d_in, rho, _start(d_in[1], rho))
-    low, high = linf + 1, 2 * linf + 1
-    while not fits(scale, high):
-        low, high = high, 2 * high
-        if high > _INT_MAX // 2:
-            raise ValueError(f"no threshold reaches delta {delta}")  # pragma: no cover
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if fits(scale, middle) else (middle, high)
-    return scale, (low if fits(scale, low) else high)
+    return scale, smallest_threshold(lambda threshold: fits(scale, threshold), linf, delta)
 
 
 def partition_selection(max_partitions: int, max_contribution: int, rho: float,
@@ -209,9 +202,7 @@ def partition_selection(max_partitions: int, max_contribution: int, rho: float,
     threshold are dropped; the threshold is the smallest whose (corrected) loss is
     within (rho, delta). Privacy loss (rho, delta)-approximate zCDP.
     """
-    for name, value in (("max_partitions", max_partitions), ("max_contribution", max_contribution)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+    _selection_sizes(max_partitions, max_contribution)
     rho = _positive("rho", rho)
     if not 0 < _positive("delta", delta) < 1:
         raise ValueError(f"delta must be in (0, 1), not {delta!r}")

@@ -206,15 +206,27 @@ def _selection(d_in: tuple[int, int, int], epsilon: float, delta: float) -> tupl
     _, scale = _calibrate(
         lambda s: dp.m.make_laplace_threshold(*_threshold_space(), scale=s, threshold=linf), d_in, epsilon,
         d_in[1] / epsilon)
-    low, high = linf + 1, 2 * linf + 1  # delta falls as the threshold rises: find one that fits, then the least
-    while not fits(scale, high):
+    return scale, smallest_threshold(lambda threshold: fits(scale, threshold), linf, delta)
+
+
+def smallest_threshold(fits, linf: int, delta: float) -> int:
+    """The least threshold above linf that fits. Delta falls as the threshold rises:
+    double until one fits, then bisect."""
+    low, high = linf + 1, 2 * linf + 1
+    while not fits(high):
         low, high = high, 2 * high
         if high > _INT_MAX // 2:
             raise ValueError(f"no threshold reaches delta {delta}")  # pragma: no cover
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if fits(scale, middle) else (middle, high)
-    return scale, (low if fits(scale, low) else high)
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return low if fits(low) else high
+
+
+def _selection_sizes(max_partitions, max_contribution) -> None:
+    for name, value in (("max_partitions", max_partitions), ("max_contribution", max_contribution)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
 
 
 def partition_selection(max_partitions: int, max_contribution: int, epsilon: float,
@@ -230,9 +242,7 @@ def partition_selection(max_partitions: int, max_contribution: int, epsilon: flo
     map, corrected as in _threshold_loss) is within (epsilon, delta).
     Privacy loss (epsilon, delta)-DP; delta pays for keys held by few units.
     """
-    for name, value in (("max_partitions", max_partitions), ("max_contribution", max_contribution)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+    _selection_sizes(max_partitions, max_contribution)
     epsilon = _positive("epsilon", epsilon)
     if not 0 < _positive("delta", delta) < 1:
         raise ValueError(f"delta must be in (0, 1), not {delta!r}")

@@ -1,5 +1,12 @@
-"""One thread that fires every query's timeout. A timer thread per query cost
-more than running `SELECT 1` itself.
+"""One thread that fires timed callbacks: since statements run in executor
+processes (executors.py, which enforce their own deadlines), its one user is
+timing.pad, which completes a padded answer's future at its release time. A
+timer thread per statement cost more than running `SELECT 1` itself.
+
+The lanes below were designed for one timeout length per gateway. Padding delays
+vary, so each usually gets a lane of its own: still correct (the thread looks at
+every lane's first alarm, and drops idle lanes past 8), but the shortest delay
+seen sets how often an idle thread wakes (at most every RESOLUTION).
 
 Arming and disarming are O(1) and do not wake the thread. Alarms are kept in one
 insertion-ordered lane per timeout length: every query of a gateway has the same
