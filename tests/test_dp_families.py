@@ -401,6 +401,39 @@ def test_without_differential_privacy_percentile_disc_is_a_value_of_the_group(tm
     assert (row["d"], row["c"], row["qd"]) == (expected[0], expected[1], expected[0])
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT percentile_cont(1.0) WITHIN GROUP (ORDER BY spend) FROM visits",
+    "SELECT percentile_disc(0.0) WITHIN GROUP (ORDER BY spend) FROM visits",
+    "SELECT percentile_disc(1) WITHIN GROUP (ORDER BY spend) FROM visits",
+    "SELECT quantile_disc(spend, 0.2) FROM visits",  # 1/k: the smallest value of a group of exactly k rows
+    "SELECT region, QUANTILE_CONT(spend, 0.99) FROM visits GROUP BY region",
+    "SELECT count(*) FROM visits HAVING percentile_disc(0.01) WITHIN GROUP (ORDER BY spend) > 3",
+    "SELECT region FROM visits GROUP BY region ORDER BY quantile_disc(spend, 0.999)",
+])
+def test_without_differential_privacy_the_median_permission_gives_no_extreme_value(tmp_path, sql):
+    """percentile_disc(0) is MIN: under k alone, a median permission admits quantiles
+    from the second value in from either end of a group of k rows (2/k .. 1 - 2/k)."""
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)}, aggregates=("count", "median"), k=5)
+    engine = build_engine(tmp_path, policy, ROWS)
+    with pytest.raises(Refused) as refused:
+        engine.run(request(sql))
+    assert refused.value.rule == "aggregate.quantile_extreme"
+    assert "0.4" in refused.value.hint and "0.6" in refused.value.hint
+
+
+def test_without_differential_privacy_extreme_quantiles_follow_min_and_max_permissions(tmp_path):
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)}, aggregates=("count", "median", "min"), k=5)
+    engine = build_engine(tmp_path, policy, ROWS)
+    low = engine.run(request("SELECT percentile_disc(0.0) WITHIN GROUP (ORDER BY spend) AS low FROM visits"))
+    with duckdb.connect() as con:
+        con.execute(ROWS[0])
+        assert low.table.column("low").to_pylist() == [con.execute("SELECT min(spend) FROM visits").fetchone()[0]]
+    engine.run(request("SELECT quantile_cont(spend, 0.4), quantile_cont(spend, 0.6), median(spend) FROM visits"))
+    with pytest.raises(Refused) as refused:
+        engine.run(request("SELECT percentile_cont(1.0) WITHIN GROUP (ORDER BY spend) FROM visits"))
+    assert refused.value.rule == "aggregate.quantile_extreme" and "MAX" in refused.value.hint
+
+
 def test_a_declared_share_counts_clipped_units_per_released_group(tmp_path):
     """report_clipping: a noisy count, per group, of the households over max_rows_per_unit,
     paid from the query's own epsilon (the query costs what it did)."""

@@ -222,6 +222,8 @@ class AggregateQueryCheck:
                     rule="aggregate.not_allowed",
                     hint=f"allowed aggregates: {allowed}",
                 )
+            if isinstance(aggregate, exp.Quantile):
+                self.check_quantile(aggregate)
             arguments = aggregate.this.expressions if distinct else [aggregate.this]
             if distinct and len(arguments) != 1:
                 raise Refused("COUNT(DISTINCT ...) takes one expression", rule="aggregate.not_allowed")
@@ -238,6 +240,29 @@ class AggregateQueryCheck:
             if isinstance(parent, exp.Filter):
                 self.check_dimensions_only(parent.expression.this, clause="FILTER")
         return found
+
+    def check_quantile(self, node: exp.Quantile) -> None:
+        """Without noise, a quantile near 0 or 1 is a group's smallest or largest value:
+        percentile_disc(0) is MIN, and over a group of exactly k rows percentile_disc(1/k)
+        is too. A fraction q with min(q, 1 - q) >= 2/k lands at the second value or
+        further in from either end of every released group (at least k rows), so only
+        those pass under the median permission; the ends need MIN or MAX. Under
+        differential privacy every quantile is noised (gateway/dp/families/quantiles.py)."""
+        room = self.state.cleanroom
+        if room.privacy is not None:
+            return
+        q = float(node.args["quantile"].this)
+        k = group_size(room, self.state.tables_read, self.rule.min_group_size)
+        inner = min(0.5, 2 / k)
+        allowed = {a.value for a in self.rule.aggregates}
+        needs = "min" if q < inner else "max" if q > 1 - inner else None
+        if needs is not None and needs not in allowed:
+            raise Refused(
+                f"a quantile at {q:g} is too close to the group's {'smallest' if needs == 'min' else 'largest'} "
+                f"value for rule {self.rule.name} (k = {k})",
+                rule="aggregate.quantile_extreme",
+                hint=f"use a fraction between {inner:.4g} and {1 - inner:.4g}, or ask for {needs.upper()} permission",
+            )
 
     def check_dimensions_only(self, expression: exp.Expression, clause: str) -> None:
         for column in expression.find_all(exp.Column):
