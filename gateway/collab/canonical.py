@@ -23,7 +23,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
-from gateway.policy.model import AggregationRule, CleanRoom, Template
+from gateway.policy.model import AggregationRule, CleanRoom, Template, group_size
 
 
 def canonical_sql(sql: str) -> str:
@@ -44,8 +44,6 @@ def owners(room: CleanRoom, tables: frozenset[str]) -> frozenset[str]:
 
 
 def canonical_form(room: CleanRoom, template: Template) -> dict:
-    from gateway.engine.authorise import group_size  # late: the engine imports this package
-
     parameters = [
         {
             "name": p.name, "type": p.type.value, "values": list(p.values) if p.values is not None else None,

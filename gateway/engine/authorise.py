@@ -10,7 +10,7 @@ from sqlglot import expressions as exp
 from gateway.engine.allowlist import AGGREGATES, ALLOWED, NAMED_REFUSALS, function_name
 from gateway.engine.state import Authorisation, QueryState, TableUse
 from gateway.errors import Refused
-from gateway.policy.model import AggregationRule, CleanRoom, ColumnRef, Role
+from gateway.policy.model import AggregationRule, ColumnRef, Role, group_size
 
 
 def authorise(state: QueryState) -> QueryState:
@@ -61,13 +61,6 @@ def rule_approvals(state: QueryState, rule: AggregationRule) -> tuple[str, ...]:
     a revoked approval takes effect on the very next statement."""
     approvals = state.context.collab.require_rule_approved(state.cleanroom, rule)
     return tuple(sorted(a.approval_sha256 for a in approvals))
-
-
-def group_size(room: CleanRoom, tables: frozenset[str], extra: int | None) -> int:
-    """k: the strictest of the clean room's, the tables' and the rule's or template's."""
-    sizes = [room.min_group_size, extra or 0]
-    sizes += [room.tables[t].min_group_size or 0 for t in tables]
-    return max(sizes)
 
 
 def check_allowed_nodes(tree: exp.Expression) -> None:

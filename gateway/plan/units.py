@@ -1,7 +1,8 @@
 """Privacy units and roles in a resolved statement: which policy tables the
 outer query reads (and whether an outer join may leave them out of a row),
-which of its columns carry each private table's unit, and how a measure is
-clamped to its declared bounds. The k rewrite and DP bounding both read these.
+which of its columns carry each private table's unit (gateway.policy.units,
+which the policy's template check shares), and how a measure is clamped to its
+declared bounds. The k rewrite and DP bounding both read these.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlglot import expressions as exp
-from sqlglot.optimizer.scope import Scope as SqlScope
-from sqlglot.optimizer.scope import build_scope
 
-from gateway.errors import Refused
 from gateway.policy.model import CleanRoom, Table
+from gateway.policy.units import optional_aliases, unit_columns, unit_outputs
+
+__all__ = ["TableUse", "clamp", "cte_names", "optional_aliases", "outer_uses", "unit_columns", "unit_outputs"]
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,6 @@ class TableUse:
 def cte_names(tree: exp.Expression) -> set[str]:
     """The resolver names CTEs so that none shadows a policy table."""
     return {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-
-
-def optional_aliases(select: exp.Select) -> set[str]:
-    """Aliases of the outermost FROM that an outer join may leave out of a row:
-    the right side of a LEFT join, both sides of a FULL join, and everything
-    before a RIGHT or FULL join."""
-    entries = [(select.args["from_"].this, "")] if select.args.get("from_") else []
-    entries += [(j.this, (j.side or "").upper()) for j in select.args.get("joins") or []]
-    optional = set()
-    for i, (node, side) in enumerate(entries):
-        later = {s for _, s in entries[i + 1 :]}
-        if side in ("LEFT", "FULL") or later & {"RIGHT", "FULL"}:
-            optional.add(node.alias_or_name)
-    return optional
 
 
 def outer_uses(tree: exp.Expression, cleanroom: CleanRoom) -> tuple[TableUse, ...]:
@@ -65,51 +52,3 @@ def clamp(value: exp.Expression, lower: float, upper: float) -> exp.Expression:
     at_least = exp.Greatest(this=value.copy(), expressions=[low], ignore_nulls=True)
     bounded = exp.Least(this=at_least, expressions=[high], ignore_nulls=True)
     return exp.Case(ifs=[exp.If(this=exp.Is(this=value, expression=exp.null()), true=exp.null())], default=bounded)
-
-
-def unit_columns(tree: exp.Expression, room: CleanRoom, tables_read: frozenset[str]) -> list[tuple[exp.Column, bool]]:
-    """For each private table read, a column of the outermost SELECT that carries
-    its privacy unit, and whether an outer join makes that column optional.
-
-    A unit reaches the outer query directly (alias.unit) or through CTEs and
-    derived tables that project it unchanged. A private table whose unit cannot
-    be followed cannot be threshold-checked, so the query is refused.
-    """
-    if not isinstance(tree, exp.Select):
-        raise Refused("the outermost query must be a SELECT to be threshold-checked", rule="query.set_operation")
-    scope = build_scope(tree)
-    nullable = optional_aliases(tree)
-    found: dict[str, tuple[exp.Column, bool]] = {}
-    for alias, (_, source) in scope.selected_sources.items():
-        for output, table_name in unit_outputs(source, room):
-            candidate = (exp.column(output, table=alias, quoted=True), alias in nullable)
-            if table_name not in found or (found[table_name][1] and not candidate[1]):
-                found[table_name] = candidate
-    private = sorted(t for t in tables_read if not room.tables[t].public)
-    missing = [t for t in private if t not in found]
-    if missing:
-        raise Refused(
-            f"the privacy unit of {', '.join(missing)} does not reach the outer query, "
-            "so its group sizes cannot be checked",
-            rule="query.untraceable_unit",
-            hint="project the unit column through every CTE and derived table",
-        )
-    return [found[t] for t in private]
-
-
-def unit_outputs(source: exp.Table | SqlScope, room: CleanRoom):
-    """(output column name, private table) pairs for the unit columns a source exposes."""
-    if isinstance(source, exp.Table):
-        table = room.tables.get(source.name)
-        if table is not None and not table.public:
-            yield table.privacy_unit, table.name
-        return
-    select = source.expression
-    if not isinstance(select, exp.Select):
-        return
-    for projection in select.expressions:
-        inner = projection.unalias()
-        if isinstance(inner, exp.Column) and inner.table in source.selected_sources:
-            for name, table_name in unit_outputs(source.selected_sources[inner.table][1], room):
-                if name == inner.name:
-                    yield projection.alias_or_name, table_name

@@ -379,3 +379,10 @@ class CleanRoom:
             return member.collaborator
         analyst = self.analysts.get(user)
         return analyst.collaborator if analyst else None
+
+
+def group_size(room: CleanRoom, tables: frozenset[str], extra: int | None) -> int:
+    """k: the strictest of the clean room's, the tables' and the rule's or template's."""
+    sizes = [room.min_group_size, extra or 0]
+    sizes += [room.tables[t].min_group_size or 0 for t in tables]
+    return max(sizes)

@@ -2,7 +2,8 @@
 
 A template is trusted SQL, but its released rows still need the group-size
 test: each private table it reads must have its privacy unit reach the outer
-query. That is checked here, once, so a broken template never goes live.
+query. That is checked here, once, when gateway.policy.loader loads the
+policy, so a broken template never goes live.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from sqlglot.optimizer.qualify import qualify
 
 from gateway.errors import GatewayError
 from gateway.policy.model import CleanRoom
+from gateway.policy.units import unit_columns
 
 
 def check_templates(cleanroom: CleanRoom) -> list[tuple[str, str]]:
     """Problems with the clean room's templates as (key path, message)."""
-    from gateway.plan.units import unit_columns
-
     # Column names are all qualify needs; types come from the sources at run time.
     schema = {t.name: {c: "VARCHAR" for c in t.visible()} for t in cleanroom.tables.values()}
     problems = []
