@@ -72,6 +72,15 @@ class BadParameter(GatewayError):
     type_slug = "bad-parameter"
 
 
+class InvalidDatetimeFormat(GatewayError):
+    """A date or time literal that does not match its format (to_date('x', 'YYYY'))."""
+
+    sqlstate = "22007"
+    http_status = 400
+    title = "Invalid date or time"
+    type_slug = "invalid-datetime"
+
+
 class NotAuthenticated(GatewayError):
     sqlstate = "28000"
     http_status = 401

@@ -51,6 +51,23 @@ SAME_AS_FLAT = {
         "WITH baby AS (SELECT region, amount FROM purchases WHERE category = 'baby') "
         "SELECT region, AVG(amount) AS a FROM baby GROUP BY region ORDER BY region",
         "SELECT region, AVG(amount) AS a FROM purchases WHERE category = 'baby' GROUP BY region ORDER BY region"),
+    "superset filter values (DISTINCT is GROUP BY)": (
+        "SELECT DISTINCT region AS region FROM purchases ORDER BY region LIMIT 10000",
+        "SELECT region FROM purchases GROUP BY region ORDER BY region LIMIT 10000"),
+    "distinct over two dimensions": (
+        "SELECT DISTINCT category, region FROM purchases WHERE region = 'north' ORDER BY 1, 2",
+        "SELECT category, region FROM purchases WHERE region = 'north' GROUP BY category, region ORDER BY 1, 2"),
+    "superset time range (functions of literals are values)": (
+        "SELECT region, COUNT(*) AS n FROM purchases WHERE purchased_on >= TO_DATE('2026-03-01', 'YYYY-MM-DD') "
+        "AND purchased_on < TO_TIMESTAMP('2026-04-01 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') "
+        "GROUP BY region ORDER BY region",
+        "SELECT region, COUNT(*) AS n FROM purchases WHERE purchased_on >= DATE '2026-03-01' "
+        "AND purchased_on < TIMESTAMP '2026-04-01 00:00:00' GROUP BY region ORDER BY region"),
+    "make_date of literals": (
+        "SELECT region, COUNT(*) AS n FROM purchases WHERE purchased_on < make_date(2026, 2, 1) "
+        "GROUP BY region ORDER BY region",
+        "SELECT region, COUNT(*) AS n FROM purchases WHERE purchased_on < DATE '2026-02-01' "
+        "GROUP BY region ORDER BY region"),
 }
 
 
@@ -68,6 +85,12 @@ def test_bi_tool_sql_gives_the_rows_of_the_flat_query(engine, tool):
     ("SELECT n FROM (SELECT region, COUNT(*) AS n FROM purchases GROUP BY region) x "
      "WHERE region IN (SELECT region FROM purchases)", "query.subquery"),
     ('SELECT MAX(n) FROM (SELECT region, COUNT(*) AS n FROM purchases GROUP BY region) "_"', "query.subquery"),
+    ("SELECT DISTINCT household_id FROM purchases", "column.join_key_in_group_by"),
+    ("SELECT DISTINCT amount FROM purchases", "group_by.measure"),
+    ("SELECT DISTINCT region, amount FROM purchases", "group_by.measure"),
+    ("SELECT DISTINCT * FROM purchases", "column.join_key_in_group_by"),
+    ("SELECT region FROM purchases WHERE to_date(region, 'YYYY') > purchased_on GROUP BY region",
+     "function.not_allowed"),
 ])
 def test_what_is_refused_flat_stays_refused_wrapped(engine, sql, rule):
     with pytest.raises(Refused) as refused:
@@ -83,3 +106,24 @@ def test_a_wrapped_query_is_the_same_measurement_as_the_flat_one(tmp_path):
                                  'from "public"."visits" group by "region") "_" limit 1000'))
     assert spent(engine)[1] == 1  # the same noisy answer, free: it is the same query
     assert wrapped.table.to_pylist() == flat.table.to_pylist() and wrapped.protection["reused"]
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("SELECT region FROM purchases WHERE to_date(region, 'YYYY') > purchased_on GROUP BY region", "to_date()"),
+    ("SELECT region FROM purchases WHERE purchased_on < to_timestamp(region, 'YYYY') GROUP BY region",
+     "to_timestamp()"),
+])
+def test_refusals_name_functions_as_the_analyst_wrote_them(engine, sql, message):
+    with pytest.raises(Refused) as refused:
+        rows(engine, sql)
+    assert message in str(refused.value) and "str_to" not in str(refused.value)
+
+
+@pytest.mark.parametrize("literal", ["TO_DATE('2026-02-30', 'YYYY-MM-DD')", "TO_DATE('01/02/2026', 'YYYY-MM-DD')",
+                                     "TO_DATE('1 Jan 2026', 'DD Mon YYYY')", "make_date(2026, 13, 1)",
+                                     "to_timestamp(1e20)"])
+def test_a_literal_that_is_no_date_is_a_clear_error_before_anything_runs(engine, literal):
+    from gateway.errors import InvalidDatetimeFormat
+    with pytest.raises(InvalidDatetimeFormat) as error:
+        rows(engine, f"SELECT region, COUNT(*) FROM purchases WHERE purchased_on < {literal} GROUP BY region")
+    assert error.value.sqlstate == "22007" and error.value.rule == "function.literal_value"

@@ -12,6 +12,8 @@ anything is authorised. What is authorised, rewritten and run is the flat query:
   aggregate query becomes part of it: its filter joins the HAVING, its order and
   limit replace the inner ones (which must have none).
 
+- `SELECT DISTINCT cols` (no aggregate) is `SELECT cols ... GROUP BY cols`.
+
 Anything else is left as written, and authorise decides. Templates are left as
 approved.
 """
@@ -27,14 +29,33 @@ from gateway.plan.units import outer_uses
 
 def flatten(state: QueryState) -> QueryState:
     tree = state.tree
-    if state.template is not None or not isinstance(tree, exp.Select) or tree.find(exp.Subquery, exp.CTE) is None:
+    if state.template is not None or not isinstance(tree, exp.Select):
         return state
-    flat = merge_subqueries(_inline_ctes(tree.copy()), leave_tables_isolated=False)
-    while isinstance(flat, exp.Select) and (lifted := _lift_outer(flat)) is not None:
-        flat = lifted
+    flat = tree
+    if tree.find(exp.Subquery, exp.CTE) is not None:
+        flat = merge_subqueries(_inline_ctes(tree.copy()), leave_tables_isolated=False)
+        while isinstance(flat, exp.Select) and (lifted := _lift_outer(flat)) is not None:
+            flat = lifted
+    if isinstance(flat, exp.Select):
+        flat = _distinct_as_group_by(flat)
     if flat == tree:
         return state
     return state.evolve(tree=flat, uses=outer_uses(flat, state.cleanroom), canonical_sql=flat.sql(dialect="duckdb"))
+
+
+def _distinct_as_group_by(select: exp.Select) -> exp.Select:
+    """`SELECT DISTINCT a, b FROM t` is `SELECT a, b FROM t GROUP BY a, b` (BI tools ask
+    for filter values this way): the same thresholds and noise then apply to it as to
+    the grouped query. DISTINCT over aggregates is left alone: it runs on released rows."""
+    distinct = select.args.get("distinct")
+    if distinct is None or distinct.args.get("on") or select.args.get("group") is not None:
+        return select
+    if any(p.find(exp.AggFunc, exp.Window, exp.Star) is not None for p in select.expressions):
+        return select
+    grouped = select.copy()
+    grouped.set("distinct", None)
+    grouped.set("group", exp.Group(expressions=[p.unalias().copy() for p in select.expressions]))
+    return grouped
 
 
 def _inline_ctes(select: exp.Select) -> exp.Select:

@@ -18,6 +18,7 @@ from gateway.engine.parameters import literal, template_arguments
 from gateway.engine.state import QueryState
 from gateway.errors import BadParameter, Refused, SyntaxProblem, UnknownTemplate
 from gateway.policy.model import CleanRoom, Template
+from gateway.plan.literals import fold_literal_functions
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its fallback warnings are not ours to print
 
@@ -55,7 +56,7 @@ def parse(state: QueryState) -> QueryState:
         arguments = call.values(request.params)
         request = dataclasses.replace(request, sql=None, template=call.template.name, params=arguments)
         return _parse_template(state.evolve(request=request))
-    tree = bind_parameters(tree, request.params)
+    tree = fold_literal_functions(bind_parameters(tree, request.params))
     return state.evolve(tree=tree)
 
 

@@ -77,10 +77,20 @@ OPERATOR_NAMES = {exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT
                   exp.Like: "LIKE", exp.ILike: "ILIKE", exp.And: "AND", exp.Or: "OR", exp.Not: "NOT", exp.Is: "IS"}
 
 
+# PostgreSQL spellings of functions sqlglot parses into its own nodes, whose names
+# (str_to_date, unix_to_time) the analyst never wrote.
+SPELLINGS = {exp.StrToDate: "to_date", exp.StrToTime: "to_timestamp", exp.UnixToTime: "to_timestamp",
+             exp.TsOrDsToDate: "to_date", exp.TimeToStr: "to_char", exp.StrPosition: "strpos",
+             exp.ArrayAgg: "array_agg", exp.GroupConcat: "string_agg", exp.RegexpLike: "regexp_like",
+             exp.CurrentTimestamp: "now", exp.Rand: "random"}
+
+
 def function_name(node: exp.Expression) -> str:
     """The name an analyst wrote, for messages (e.g. 'setseed', 'random', '+')."""
     if type(node) in OPERATOR_NAMES:
         return OPERATOR_NAMES[type(node)]
+    if type(node) in SPELLINGS:
+        return SPELLINGS[type(node)]
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     if isinstance(node, exp.Func):
