@@ -88,7 +88,8 @@ def create_app(engine_factory: Callable[[], object]) -> Flask:
         g.user = None
         # Routes are public (see /v1/openapi.json): a wrong path or method is
         # answered as such (404/405) before asking for a token.
-        if request.routing_exception is None and request.endpoint not in PUBLIC_ENDPOINTS:
+        if request.routing_exception is None and request.endpoint not in PUBLIC_ENDPOINTS \
+                and request.blueprint != "console":  # the console checks its own session cookie
             g.user = authenticate(engine().config)
 
     @app.after_request
@@ -193,6 +194,9 @@ def create_app(engine_factory: Callable[[], object]) -> Flask:
         return release_response(engine().run(query_request), media_type)
 
     app.register_blueprint(collaboration_blueprint)
+    from gateway.http.console import register as add_console  # /console: the web console
+
+    add_console(app)
     return app
 
 
