@@ -15,6 +15,7 @@ from gateway.audit_log import AuditLog
 from gateway.engine.executors import ExecutorPool
 from gateway.engine.recall import LruCache
 from gateway.engine.watchdog import Watchdog
+from gateway.pgcatalog import CatalogCache
 from gateway.policy.model import CleanRoom
 
 
@@ -31,7 +32,8 @@ class EngineContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: LruCache = field(default_factory=LruCache)  # see recall.py
     constant_results: LruCache = field(default_factory=lambda: LruCache(256))  # see execute.py
-    watchdog: Watchdog = field(default_factory=Watchdog)  # padded answers' release times (timing.py)
+    watchdog: Watchdog = field(default_factory=Watchdog)  # padded answers' release times, catalog deadlines
+    catalogs: CatalogCache = field(default_factory=CatalogCache)  # the catalog pass's databases and translations
     _privacy: object = field(default=None, repr=False)
     _quotas: object = field(default=None, repr=False)
 

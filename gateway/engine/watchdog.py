@@ -1,7 +1,9 @@
 """One thread that fires timed callbacks: since statements run in executor
-processes (executors.py, which enforce their own deadlines), its one user is
-timing.pad, which completes a padded answer's future at its release time. A
-timer thread per statement cost more than running `SELECT 1` itself.
+processes (executors.py, which enforce their own deadlines), its users are
+timing.pad, which completes a padded answer's future at its release time, and
+the catalog pass, which interrupts a catalog statement at its deadline
+(gateway.pgcatalog.answer). A timer thread per statement cost more than running
+`SELECT 1` itself.
 
 The lanes below were designed for one timeout length per gateway. Padding delays
 vary, so each usually gets a lane of its own: still correct (the thread looks at

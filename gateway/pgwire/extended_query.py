@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlglot
 from sqlglot.errors import SqlglotError
 
-from gateway.engine.catalog import parameter_oid
+from gateway import pgtypes
+from gateway.pgtypes import parameter_oid
 from gateway.engine.parse import TemplateCall, template_call
 from gateway.engine.types import QueryRequest
 from gateway.errors import GatewayError
@@ -38,14 +39,14 @@ class ExtendedQuery:
         if statement.kind in ("query", "explain"):
             count = parameter_count(message.sql)
             types = statement.param_types + [0] * max(0, count - len(statement.param_types))
-            if 0 in types or t.UNKNOWN in types:
+            if 0 in types or pgtypes.UNKNOWN in types:
                 sql = explain_target(message.sql)[0] if statement.kind == "explain" else message.sql
                 call = self._template_call(sql)
                 if call is not None:  # a template's $n take its declared parameter types
                     inferred = [_parameter_oid(call, i + 1) for i in range(count)]
                 else:
                     inferred = infer_parameter_types(sql, count, self._column_types())
-                types = [inferred[i] if types[i] in (0, t.UNKNOWN) else types[i] for i in range(len(types))]
+                types = [inferred[i] if types[i] in (0, pgtypes.UNKNOWN) else types[i] for i in range(len(types))]
             statement.param_types = types
         self.statements[message.name] = statement
         self.send(m.PARSE_COMPLETE)
@@ -110,7 +111,7 @@ class ExtendedQuery:
                 tables = self.engine.tables(self.user, self.database)
             except GatewayError:
                 tables = []
-            cached = {table.name: {c.name: t.duckdb_type_oid(c.type) for c in table.columns} for table in tables}
+            cached = {table.name: {c.name: pgtypes.duckdb_type_oid(c.type) for c in table.columns} for table in tables}
             self.server.describe_cache[key] = cached
         return cached
 
@@ -165,7 +166,7 @@ class ExtendedQuery:
             declared = await self.declared_types(statement.sql, dummies, schema)
             fields = []
             for field, oid in zip(schema, field_oids(schema, declared)):
-                fields.append(m.Field(field.name, oid, t.TYPE_SIZES.get(oid, -1), t.type_modifier(field.type)))
+                fields.append(m.Field(field.name, oid, pgtypes.TYPE_SIZES.get(oid, -1), t.type_modifier(field.type)))
             cached = (list(statement.param_types), fields)
             if len(self.server.describe_cache) > MAX_CACHED_DESCRIPTIONS:
                 self.server.describe_cache.clear()
@@ -198,4 +199,4 @@ def _parameter_oid(call: TemplateCall, number: int) -> int:
 
 
 def _fields(schema) -> list[m.Field]:
-    return [m.Field(f.name, oid, t.TYPE_SIZES.get(oid, -1)) for f, oid in ((f, t.field_oid(f)) for f in schema)]
+    return [m.Field(f.name, oid, pgtypes.TYPE_SIZES.get(oid, -1)) for f, oid in ((f, t.field_oid(f)) for f in schema)]

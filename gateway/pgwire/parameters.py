@@ -10,6 +10,7 @@ import sqlglot
 from sqlglot import expressions as exp
 from sqlglot.errors import SqlglotError
 
+from gateway import pgtypes
 from gateway.pgwire import types as t
 
 
@@ -46,7 +47,7 @@ def infer_parameter_types(sql: str, count: int, columns: dict[str, dict[str, int
         parent = node.parent
         oid = None
         if isinstance(parent, (exp.Cast, exp.TryCast)):
-            oid = t.duckdb_type_oid(parent.to.sql(dialect="duckdb"))
+            oid = pgtypes.duckdb_type_oid(parent.to.sql(dialect="duckdb"))
         elif isinstance(parent, (exp.Limit, exp.Offset, exp.Fetch)):
             oid = t.INT8
         elif isinstance(parent, exp.Binary):

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from gateway import pgtypes
 from gateway.engine.types import QueryRequest, Release
 from gateway.pgwire import messages as m
 from gateway.pgwire import types as t
@@ -207,5 +208,5 @@ def _encode_fields(schema: pa.Schema, formats: tuple[int, ...], declared: dict |
         fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
         if fmt == 1 and oid not in t.BINARY_OIDS:
             fmt = 0
-        fields.append(m.Field(f.name, oid, t.TYPE_SIZES.get(oid, -1), t.type_modifier(f.type), fmt))
+        fields.append(m.Field(f.name, oid, pgtypes.TYPE_SIZES.get(oid, -1), t.type_modifier(f.type), fmt))
     return EncodedFields(fields, m.row_description(fields), [f.type_oid for f in fields], [f.format for f in fields])

@@ -17,36 +17,9 @@ from decimal import Decimal, InvalidOperation
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# OIDs of the types we speak (pg_type.dat).
-BOOL, BYTEA, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 19, 20, 21, 23, 25, 26
-JSON, FLOAT4, FLOAT8, UNKNOWN, VARCHAR, BPCHAR = 114, 700, 701, 705, 1043, 1042
-DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, NUMERIC, UUID, JSONB = 1082, 1083, 1114, 1184, 1186, 1700, 2950, 3802
-CHAR = 18
-REGPROC, REGCLASS, REGTYPE = 24, 2205, 2206
-INT2VECTOR, OIDVECTOR = 22, 30
-TEXT_ARRAY, INT4_ARRAY, INT2_ARRAY, OID_ARRAY, NAME_ARRAY, CHAR_ARRAY = 1009, 1007, 1005, 1028, 1003, 1002
-
-TYPE_SIZES = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, OID: 4, DATE: 4, TIME: 8,
-              TIMESTAMP: 8, TIMESTAMPTZ: 8, INTERVAL: 16, UUID: 16, NAME: 64, CHAR: 1, REGCLASS: 4,
-              REGTYPE: 4, REGPROC: 4}
-
-# DuckDB type names (as the engine reports columns) to OIDs, for the catalog.
-DUCKDB_TYPES = {
-    "BOOLEAN": BOOL, "TINYINT": INT2, "SMALLINT": INT2, "INTEGER": INT4, "BIGINT": INT8,
-    "UTINYINT": INT2, "USMALLINT": INT4, "UINTEGER": INT8, "UBIGINT": NUMERIC, "HUGEINT": NUMERIC,
-    "FLOAT": FLOAT4, "DOUBLE": FLOAT8, "VARCHAR": TEXT, "DATE": DATE, "TIME": TIME,
-    "TIMESTAMP": TIMESTAMP, "TIMESTAMP WITH TIME ZONE": TIMESTAMPTZ, "INTERVAL": INTERVAL,
-    "BLOB": BYTEA, "UUID": UUID, "JSON": JSON,
-}
-
-
-def duckdb_type_oid(name: str) -> int:
-    upper = name.upper()
-    if upper.startswith("DECIMAL"):
-        return NUMERIC
-    if upper.startswith("TIMESTAMP") and "TIME ZONE" not in upper:
-        return TIMESTAMP
-    return DUCKDB_TYPES.get(upper, TEXT)
+# The OIDs are gateway.pgtypes', whose table the catalog's pg_type lists too.
+from gateway.pgtypes import (BOOL, BYTEA, CHAR, DATE, FLOAT4, FLOAT8, INT2, INT4, INT8, INTERVAL, JSON, JSONB, NAME,
+                              NUMERIC, OID, TEXT, TIME, TIMESTAMP, TIMESTAMPTZ, UUID, VARCHAR, numeric_typmod)
 
 
 def arrow_type_oid(kind: pa.DataType) -> int:
@@ -109,7 +82,7 @@ def _plain(column: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def type_modifier(kind: pa.DataType) -> int:
     if pa.types.is_decimal(kind):
-        return ((kind.precision << 16) | kind.scale) + 4
+        return numeric_typmod(kind.precision, kind.scale)
     return -1
 
 
