@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real Postgres clients the wire-protocol tests drive (psql, pgbench, pgjdbc, psqlodbc).
-APT_PACKAGES=(postgresql-client postgresql-contrib libpostgresql-jdbc-java odbc-postgresql unixodbc default-jdk-headless)
+APT_PACKAGES=(postgresql-client postgresql-contrib libpostgresql-jdbc-java odbc-postgresql unixodbc default-jdk-headless chromium chromium-driver)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
