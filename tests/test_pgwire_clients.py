@@ -656,6 +656,72 @@ def test_tls(demo_config_path, tmp_path):
         server.stop()
 
 
+# Fullwidth letters, a no-break space and a soft hyphen: SASLprep makes it "Pass word",
+# and every client below prepares it so before hashing, as PostgreSQL does.
+PREPARED_PASSWORD = "\uff30\uff41\uff53\uff53\u00a0\uff57\uff4f\uff52\u00add"
+LOGIN_JAVA = """import java.sql.*;
+public class Login {
+    public static void main(String[] args) throws Exception {
+        try (Connection c = DriverManager.getConnection(args[0], "analyst", "%s");
+             ResultSet r = c.createStatement().executeQuery("SELECT 1")) {
+            r.next();
+            System.out.println("one=" + r.getInt(1));
+        }
+    }
+}
+"""
+
+
+def test_a_password_saslprep_changes_logs_in_with_every_client(demo_config_path, tmp_path):
+    import psycopg
+    from gateway.pgwire.scram import make_verifier
+
+    config_path = wire_config(demo_config_path, tmp_path)
+    config = yaml.safe_load(config_path.read_text())
+    config["users"]["analyst"]["scram_sha256"] = make_verifier(PREPARED_PASSWORD)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    server = PgServer(config_path, tmp_path / "server.log")
+    try:
+        with psycopg.connect(server.dsn(password=PREPARED_PASSWORD)) as conn:  # libpq
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        login = dict(host="127.0.0.1", port=server.port, dbname="demo", user="analyst", sslmode="disable")
+        with psycopg.connect(**login, password="Pass word") as conn:  # what SASLprep makes of it
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(**login, password="Password")
+        if shutil.which("psql"):
+            result = subprocess.run(["psql", "-X", "-A", "-t", "-c", "SELECT 1", server.dsn(password=None)],
+                                    capture_output=True, text=True, timeout=60,
+                                    env={**psql_env(), "PGPASSWORD": PREPARED_PASSWORD})
+            assert (result.returncode, result.stdout.strip()) == (0, "1"), result.stderr
+        pg8000 = pytest.importorskip("pg8000.native")
+        conn = pg8000.Connection("analyst", host="127.0.0.1", port=server.port, password=PREPARED_PASSWORD,
+                                 database="demo")
+        assert conn.run("SELECT 1") == [[1]]
+        conn.close()
+        asyncpg = pytest.importorskip("asyncpg")
+
+        async def with_asyncpg():
+            conn = await asyncpg.connect(host="127.0.0.1", port=server.port, user="analyst",
+                                         password=PREPARED_PASSWORD, database="demo", ssl=False)
+            try:
+                return await conn.fetchval("SELECT 1")
+            finally:
+                await conn.close()
+
+        assert asyncio.run(with_asyncpg()) == 1
+        if shutil.which("javac") and JDBC_JAR.exists():
+            escaped = "".join(c if c.isascii() else f"\\u{ord(c):04x}" for c in PREPARED_PASSWORD)
+            (tmp_path / "Login.java").write_text(LOGIN_JAVA % escaped)
+            subprocess.run(["javac", "-cp", str(JDBC_JAR), "Login.java"], cwd=tmp_path, check=True, timeout=120)
+            result = subprocess.run(["java", "-cp", f"{JDBC_JAR}:{tmp_path}", "Login",
+                                     f"jdbc:postgresql://127.0.0.1:{server.port}/demo"],
+                                    capture_output=True, text=True, timeout=120)
+            assert result.stdout.strip() == "one=1", result.stderr
+    finally:
+        server.stop()
+
+
 def test_workers_share_the_port(demo_config_path, tmp_path):
     import psycopg
 
