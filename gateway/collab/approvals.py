@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from gateway.collab.canonical import (
     RULE_PREFIX,
+    canonical_form,
     form_hash,
     loosenings,
     owners,
@@ -239,6 +240,7 @@ class Collaboration:
             self._audit_refusal(user, room, name, front_end, refusal)
             raise refusal
         digest = self.template_hash(room, template)
+        self._remember_form(room.name, name, digest, canonical_form(room, template))  # what a later version is diffed with
         fields = {
             "cleanroom": room.name, "template": name, "template_sha256": digest,
             "collaborator": collaborator, "approver": user, "approved_at": _now(),

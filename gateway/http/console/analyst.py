@@ -22,7 +22,7 @@ MAX_HISTORY_TEXT = 20_000  # characters of a statement kept in the history
 
 def _statement(body: dict) -> dict:
     """{"sql": ...} or {"template": ...} with checked params, from a JSON body or a form."""
-    from gateway.http.app import check_params
+    from gateway.http.requests import check_params
 
     sql, template = body.get("sql"), body.get("template")
     if (sql is None) == (template is None) or not isinstance(sql or template, str):
@@ -37,7 +37,7 @@ def _request(statement: dict, room) -> QueryRequest:
 
 
 def _json_body() -> dict:
-    from gateway.http.app import json_body
+    from gateway.http.requests import json_body
 
     return json_body(allowed={"sql", "template", "params"}, required=True)
 
@@ -62,7 +62,7 @@ def _run(statement: dict, room):
 
 @blueprint.get("/analyst")
 def analyst():
-    from gateway.http.app import table_json, template_json
+    from gateway.http.render import table_json, template_json
 
     room = require_page("analyst")
     user = session().user
@@ -80,7 +80,7 @@ def explain():
 
 @blueprint.post("/api/run")
 def run():
-    from gateway.http.app import release_json
+    from gateway.http.render import release_json
 
     room = require_page("analyst")
     body = json.dumps(release_json(_run(_statement(_json_body()), room)), allow_nan=False, separators=(",", ":"))
@@ -103,7 +103,8 @@ def history():
 def download():
     """The statement's result as a CSV or Arrow file (a form POST, so nothing is in the URL).
     Runs it again: under differential privacy a repeat is the same answer, free."""
-    from gateway.http.app import ARROW_TYPE, CSV_TYPE, release_response
+    from gateway.http.render import release_response
+    from gateway.http.requests import ARROW_TYPE, CSV_TYPE
 
     room = require_page("analyst")
     try:

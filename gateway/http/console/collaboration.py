@@ -174,7 +174,8 @@ def outputs():
 def download_output():
     from gateway.collab.outputs import read_output
     from gateway.engine.types import Release
-    from gateway.http.app import CSV_TYPE, release_response
+    from gateway.http.render import release_response
+    from gateway.http.requests import CSV_TYPE
 
     room = require_page("outputs")
     info, table = read_output(_collab(), room, session().user, request.form.get("output", ""))

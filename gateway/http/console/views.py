@@ -72,6 +72,7 @@ def require_page(page: str):
     """The clean room this page shows for the session's user, or Refused: the
     same policy roles the API checks (a role's page is not for other roles)."""
     current = session()
+    engine().cleanrooms_for(current.user)  # polls the policy files, as every API call does: a change shows at once
     rooms = rooms_for(page, current.user)
     if not rooms:
         raise Refused(f"user {current.user!r} has no role in any clean room that opens the {page} page",
@@ -130,7 +131,7 @@ def failed(error: Exception):
     """Refusals and bad input as the API states them (rule id and hint); JSON
     for the page's scripts, a page otherwise; internal faults show the request id only."""
     from gateway.http import problems
-    from gateway.http.app import as_problem
+    from gateway.http.problems import as_problem
 
     request_id = g.get("request_id") or "-"
     problem = as_problem(error)
