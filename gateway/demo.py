@@ -17,6 +17,10 @@ import time
 from pathlib import Path
 
 import gateway
+from gateway.collab.demo import approve_demo, demo_users_text
+from gateway.config import load_config
+from gateway.dp.policy import describe
+from gateway.policy.loader import load_policy
 
 VERSION = 1  # bump when the generated data changes, so old generations are replaced
 MARKER = "generation.json"  # written last: its presence means the generation is complete
@@ -192,19 +196,17 @@ def _run_demo(args) -> int:
     print(f"Data ready in {time.perf_counter() - started:.1f} s.")
     if data_dir != default_data_dir.resolve():
         config = _relocated_config(config, default_data_dir.resolve(), data_dir)
-    from gateway.collab.demo import approve_demo, demo_users_text
-
     for approval in approve_demo(config):  # both owners, through the approvers' own code path
         print(f"{approval.subject.capitalize()} approved by {approval.approver} for {approval.collaborator} "
               f"(hash {approval.template_sha256[:12]})")
     print(f"Serving {config}\n\n{_instructions(args.http_port, args.pg_port, _privacy(config))}", flush=True)
     print(f"Collaboration users:\n{demo_users_text()}\n", flush=True)
 
-    from gateway.http.serve import run_server  # the HTTP stack is only needed from here on
-
-    # --- Postgres wire front end (issue 3): a child process serving --pg-port ---
+    # load cost only: the HTTP and wire stacks are needed from here on (tests import this module for generate)
+    from gateway.http.serve import run_server
     from gateway.pgwire.server import start_in_background
 
+    # --- Postgres wire front end (issue 3): a child process serving --pg-port ---
     start_in_background(config, "127.0.0.1", args.pg_port)
     # --- end of Postgres wire front end ---
 
@@ -239,10 +241,6 @@ def _relocated_config(config: Path, old_data_dir: Path, new_data_dir: Path) -> P
 
 def _privacy(config: Path) -> str:
     """How the served clean rooms protect results, from their policies."""
-    from gateway.config import load_config
-    from gateway.dp.policy import describe
-    from gateway.policy.loader import load_policy
-
     rooms = [load_policy(path) for path in load_config(config).policies]
     return "; ".join(f"{room.name}: differential privacy, {describe(room.privacy)} per analyst, repeats free"
                      if room.privacy else f"{room.name}: k-thresholds only (k={room.min_group_size})"
@@ -258,6 +256,7 @@ def _instructions(http_port: int, pg_port: int, privacy: str) -> str:
     return f"""Clean room: demo (a retailer's purchases x a publisher's impressions)
 Analyst:    user analyst, bearer token "analyst" (password "analyst" over the wire)
 Privacy:    {privacy} (docs/privacy.md)
+Console:    {base}/console/ (web console: log in with a user's token or password, e.g. analyst; docs/console.md)
 
   curl -s {auth} {base}/v1/tables
   curl -s {auth} {base}/v1/budget
