@@ -30,6 +30,8 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+from gateway.storage import Connection, Database
+
 GENESIS = "0" * 64
 
 
@@ -60,9 +62,9 @@ class AuditLog:
     An event loop serving many sessions commits on its own thread instead (commit_on).
     """
 
-    def __init__(self, path: Path, store=None):
-        """`store`: a gateway.collab.store.Store for the anchor; by default the SQLite
-        store beside the log (where Store.from_config puts it without a DSN)."""
+    def __init__(self, path: Path, store: Database | None = None):
+        """`store`: where the anchor is kept (the gateway's store, gateway.collab.store);
+        by default the SQLite file beside the log, where the store is without a DSN."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.anchor = Anchor(store, self.path)
@@ -316,7 +318,7 @@ def _read_head(fd: int, size: int) -> tuple[int, str, str | None]:
 class Anchor:
     """The log's head in the store: one row per log, upserted once per group commit.
 
-    It is written on a connection of its own, kept open (Store opens one per call,
+    It is written on a connection of its own, kept open (one per transaction would be
     too slow for every commit) and without waiting for the store's own fsync: a head
     lost in a crash of the store leaves the anchor behind the log, which verifies;
     it is never ahead of what the log made durable.
@@ -330,22 +332,26 @@ class Anchor:
             hash = excluded.hash, anchored_at = excluded.anchored_at
         WHERE audit_anchors.seq < excluded.seq"""
 
-    def __init__(self, store, log_path: Path):
+    def __init__(self, store: Database | None, log_path: Path):
         self._store, self.log_path = store, Path(log_path)
-        self._connection, self._pid = None, None
+        self._created = False
+        self._connection: Connection | None = None
+        self._pid = None
         self._location: str | None = None  # location(log_path), resolved once
 
     @property
-    def store(self):
+    def store(self) -> Database:
+        """The store given, or the SQLite file beside the log (where the gateway's
+        store is without a DSN: gateway.collab.store)."""
         if self._store is None:
-            from gateway.collab.store import Store
-
-            self._store = Store(sqlite_path=self.log_path.parent / "collab.sqlite")
+            self._store = Database(sqlite_path=self.log_path.parent / "collab.sqlite")
+        if not self._created:
+            self._store.create([self.TABLE])
+            self._created = True
         return self._store
 
     def describe(self) -> str:
-        store = self.store
-        return f"the store at {store.sqlite_path}" if store.kind == "sqlite" else "the PostgreSQL store"
+        return self.store.describe()
 
     def save(self, log_id: str, seq: int, hash_: str) -> None:
         if self._location is None:
@@ -353,7 +359,7 @@ class Anchor:
         params = (log_id, self._location, seq, hash_, dt.datetime.now(dt.timezone.utc).isoformat())
         for attempt in (1, 2):  # a dropped connection (store restarted) is retried once
             try:
-                self._connect().execute(self._sql(self.UPSERT), params)
+                self._connect().execute(self.UPSERT, params)
                 return
             except Exception:
                 self._connection = None
@@ -363,7 +369,6 @@ class Anchor:
     def load(self, log_id: str | None) -> dict | None:
         """The anchored head of the log named log_id; with None, of any log that lived
         at this log's location (the log is empty or gone)."""
-        self.store.execute(self.TABLE)
         if log_id is not None:
             rows = self.store.query("SELECT * FROM audit_anchors WHERE log_id = ?", (log_id,))
         else:
@@ -371,29 +376,13 @@ class Anchor:
                                     (location(self.log_path),))
         return rows[0] if rows else None
 
-    def _sql(self, sql: str) -> str:
-        return sql if self.store.kind == "sqlite" else sql.replace("?", "%s")
-
-    def _connect(self):
+    def _connect(self) -> Connection:
         if self._connection is not None and self._pid == os.getpid():
             return self._connection
         # A connection inherited through fork is left unclosed: closing SQLite's copy
-        # could drop the parent's WAL.
-        store = self.store
-        store.execute(self.TABLE)
-        if store.kind == "sqlite":
-            import sqlite3
-
-            con = sqlite3.connect(store.sqlite_path, timeout=30, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")  # see the class comment
-        else:
-            import psycopg
-
-            con = psycopg.connect(store.postgres_dsn, autocommit=True)
-            con.execute("SET synchronous_commit = off")  # see the class comment
-        self._connection, self._pid = con, os.getpid()
-        return con
+        # could drop the parent's WAL. Written by the anchorer thread or an event loop's.
+        self._connection, self._pid = self.store.connect(durable=False, any_thread=True), os.getpid()
+        return self._connection
 
 
 def verify(path: Path) -> list[str]:

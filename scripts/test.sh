@@ -20,4 +20,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+.venv/bin/lint-imports --no-cache  # the layer contract in pyproject.toml: imports point one way
 exec .venv/bin/pytest -q "$@"

@@ -286,11 +286,8 @@ def test_kill_9_loses_no_reported_charge(where):
 def cli_config(tmp_path, monkeypatch) -> Path:
     """A config with the demo policy whose analyst has a monthly budget of 1.0
     (budgets_for stubbed: the policy's privacy section is not this test's subject)."""
-    from gateway.dp.ledger import Budget as LedgerBudget
-
-    stub = types.ModuleType("gateway.dp.policy")
-    stub.budgets_for = lambda room: {"analyst": LedgerBudget(1.0, refresh="monthly"), "zed": LedgerBudget(2.0)}
-    monkeypatch.setitem(sys.modules, "gateway.dp.policy", stub)
+    budgets = {"analyst": Budget(1.0, refresh="monthly"), "zed": Budget(2.0)}
+    monkeypatch.setattr("gateway.cli.dp.budgets_for", lambda room: budgets)
     path = tmp_path / "gateway.yaml"
     path.write_text(
         f"policies: [{REPO / 'policies' / 'demo.yaml'}]\n"

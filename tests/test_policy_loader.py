@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import PolicyInvalid
-from gateway.policy import check
+from gateway.cli import policy_check as check
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Aggregate, Bounds, ColumnRef, ParamType, Role
 
@@ -222,7 +222,7 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path):
 
 
 def test_template_check_problems_are_located(tmp_path):
-    # problems from gateway.engine.template_checks come back as key paths; they get a position too
+    # problems from gateway.policy.templates come back as key paths; they get a position too
     path = variant(tmp_path, "FROM orders AS o JOIN", "FROM nowhere AS n, orders AS o JOIN")
     with pytest.raises(PolicyInvalid) as info:
         load_policy(path)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from gateway.auth import user_for_token
 from gateway.collab.approvals import Approval, Collaboration
+from gateway.collab.canonical import owners, rule_tables, tables_touched
 from gateway.config import load_config
+from gateway.policy.loader import load_policy
 
 # (token, role shown at start) of the demo users; config/demo.yaml stores sha256 of each token.
 DEMO_USERS = {
@@ -25,9 +27,6 @@ def approve_demo(config_path: str | Path) -> list[Approval]:
     rooms as every demo approver that owns a table it reads or covers, through
     Collaboration.approve / approve_rule (idempotent: approving twice keeps the
     first). Returns the approvals, templates first (Approval.subject names each)."""
-    from gateway.collab.canonical import owners, rule_tables, tables_touched
-    from gateway.policy.loader import load_policy
-
     config = load_config(config_path)
     collab = Collaboration.from_config(config)
     templates, rules = [], []

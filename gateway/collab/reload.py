@@ -11,6 +11,7 @@ and GET /v1/health is a request.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,6 +19,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
+
+from gateway.errors import PolicyInvalid
+from gateway.policy.loader import load_policy
 
 log = logging.getLogger("gateway.reload")
 
@@ -113,11 +117,6 @@ def load_with_fallback(config) -> tuple[dict, list[str]]:
     A policy that does not validate is replaced by its last good copy, if there
     is one (its problems are returned, for the log and /v1/health); without a
     copy the error propagates: a gateway never starts on an invalid policy."""
-    import dataclasses
-
-    from gateway.errors import PolicyInvalid
-    from gateway.policy.loader import load_policy
-
     rooms, problems, good = {}, [], []
     for path in config.policies:
         try:

@@ -1,7 +1,7 @@
 """How a data owner's table contributes, and the bias each candidate bound would
 cause: the evidence for a policy's max_rows_per_unit, max_groups_per_unit,
 max_contributions_per_unit and measure bounds (`cleanroom contributions`,
-gateway/dp/cli.py).
+gateway/cli/dp.py).
 
 Only an owner runs it, on its own tables: the user must be a member of the
 clean room with the `approver` role for the collaborator that owns every table

@@ -12,7 +12,7 @@ Where it lives: SQLite (`<state_dir>/ledger.sqlite`, WAL, synchronous=FULL,
 PostgreSQL (table `dp_ledger`, one transaction holding a transaction-level
 advisory lock on the account), so threads, gunicorn's forks and several
 gateway hosts sharing one database all see one budget. Connections are opened
-per call, as in gateway/collab/store.py.
+per call (gateway/storage.py).
 
 Exactness: amounts are integers, epsilon in units of 1e-12 and delta in units
 of 1e-18. A float is taken at its shortest decimal form (what the policy says:
@@ -40,19 +40,16 @@ month, or forever).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import math
-import sqlite3
-import time
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 from gateway.dp.accounting import ACCOUNTINGS, PURE, ZCDP, epsilon_units_of_rho, max_rho_units
 from gateway.errors import BudgetExhausted
+from gateway.storage import Connection, Database, lock_key
 
 EPSILON_SCALE = 10**12  # ledger units per 1 epsilon
 RHO_SCALE = 10**12  # ledger units per 1 rho (zCDP)
@@ -249,133 +246,12 @@ def next_period(start: dt.datetime, refresh: str) -> dt.datetime | None:
     return None
 
 
-# -- the database ----------------------------------------------------------------
-
-
-class Database:
-    """Parameterised SQL (written with `?`) on SQLite or PostgreSQL, one
-    connection per call. `transaction(lock=...)` serialises writers: SQLite's
-    `BEGIN IMMEDIATE` (the whole file), PostgreSQL's transaction-level advisory
-    lock on `lock` (one account). Shared by the ledger and the release cache."""
-
-    def __init__(self, sqlite_path: Path | None = None, postgres_dsn: str | None = None):
-        if (sqlite_path is None) == (postgres_dsn is None):
-            raise ValueError("give exactly one of sqlite_path and postgres_dsn")
-        self.sqlite_path = Path(sqlite_path) if sqlite_path is not None else None
-        self.postgres_dsn = postgres_dsn
-        if self.sqlite_path is not None:
-            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def kind(self) -> str:
-        return "postgres" if self.postgres_dsn else "sqlite"
-
-    def create(self, statements: Sequence[str], **types: str) -> None:
-        """Create tables and indexes; `types` fill `{name}` per dialect:
-        each value is "sqlite type|postgres type"."""
-        chosen = {name: value.split("|")[1 if self.postgres_dsn else 0] for name, value in types.items()}
-        if self.sqlite_path is not None:
-            con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
-            try:
-                mode = _journal_mode_wal(con)  # persistent: set once per file
-                if mode.lower() != "wal":
-                    raise RuntimeError(f"{self.sqlite_path}: could not switch to WAL (journal_mode={mode})")
-            finally:
-                con.close()
-        # Several workers may start at once: create under the lock, not racing.
-        with self.transaction(lock=_lock_key("dp schema")) as tx:
-            for statement in statements:
-                tx.execute(statement.format(**chosen))
-
-    @contextlib.contextmanager
-    def transaction(self, lock: int | None = None) -> Iterator["_Tx"]:
-        """One transaction; committed when the block ends cleanly, rolled back on
-        any exception. With SQLite every transaction here takes the write lock
-        at once (`BEGIN IMMEDIATE`), so `lock` is implied."""
-        if self.postgres_dsn:
-            import psycopg  # only deployments with a DSN need the driver
-
-            with psycopg.connect(self.postgres_dsn) as con:  # commits on clean exit, rolls back on error
-                tx = _Tx(con, qmark=True)
-                if lock is not None:
-                    tx.execute("SELECT pg_advisory_xact_lock(?)", (lock,))
-                yield tx
-            return
-        con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
-        try:
-            con.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield _Tx(con, qmark=False)
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-        finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator["_Tx"]:
-        """A read: no write lock (WAL readers never wait for the writer)."""
-        if self.postgres_dsn:
-            import psycopg
-
-            with psycopg.connect(self.postgres_dsn) as con:
-                yield _Tx(con, qmark=True)
-            return
-        con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
-        try:
-            con.execute("BEGIN")  # one snapshot for all the reads in the block
-            yield _Tx(con, qmark=False)
-            con.execute("COMMIT")
-        finally:
-            con.close()
-
-
-def _journal_mode_wal(con: sqlite3.Connection) -> str:
-    """Switch a file to WAL. The switch needs the file to itself and SQLite answers
-    "database is locked" at once (no busy wait) while another process holds it, as
-    when several workers open one ledger together: wait and retry, up to 30 s."""
-    for attempt in range(300):
-        try:
-            return con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or attempt == 299:
-                raise
-            time.sleep(0.1)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-class _Tx:
-    def __init__(self, con, qmark: bool):
-        self.con = con
-        self.qmark = qmark
-
-    def execute(self, sql: str, params: Sequence[Any] = ()):
-        if self.qmark:
-            sql = sql.replace("?", "%s")  # the SQL here has no literal `?` or `%`
-        return self.con.execute(sql, tuple(params))
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        return self.execute(sql, params).fetchone()
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        cursor = self.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def _lock_key(text: str) -> int:
-    """A signed 64-bit advisory lock key for `text`."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+# -- the database (gateway/storage.py) --------------------------------------------
 
 
 def database_for(config) -> Database:
     """The ledger's and release cache's database for a GatewayConfig."""
-    if config.store.postgres_dsn:
-        return Database(postgres_dsn=config.store.postgres_dsn)
-    return Database(sqlite_path=Path(config.state_dir) / "ledger.sqlite")
+    return Database.for_config(config, "ledger.sqlite")
 
 
 class OnDatabase:
@@ -434,24 +310,6 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def migrate(db: Database) -> list[str]:
-    """Add the columns an older dp_ledger lacks; returns their names. Runs under
-    the schema lock, so several workers opening an old ledger add them once."""
-    added = []
-    with db.transaction(lock=_lock_key("dp schema")) as tx:
-        if db.kind == "postgres":
-            have = {row[0] for row in tx.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = 'dp_ledger'").fetchall()}
-        else:
-            have = {row[1] for row in tx.execute("PRAGMA table_info(dp_ledger)").fetchall()}
-        for name, definition in ADDED_COLUMNS:
-            if name not in have:
-                tx.execute(f"ALTER TABLE dp_ledger ADD COLUMN {name} {definition}")
-                added.append(name)
-    return added
-
-
 class Ledger(OnDatabase):
     """Charges and balances of privacy budgets. Thread- and fork-safe: it holds
     no connection, only where the database is.
@@ -463,7 +321,7 @@ class Ledger(OnDatabase):
         self.db = database
         self.clock = clock
         self.db.create(SCHEMA, serial="INTEGER PRIMARY KEY AUTOINCREMENT|BIGSERIAL PRIMARY KEY")
-        self.migrated = migrate(self.db)  # columns this open added to an older ledger
+        self.migrated = self.db.add_columns("dp_ledger", ADDED_COLUMNS)  # what this open added to an older ledger
 
     # -- what the pipeline calls
 
@@ -529,10 +387,10 @@ class Ledger(OnDatabase):
 
     @staticmethod
     def _lock(account: Account) -> int:
-        return _lock_key(f"dp_ledger\0{account.cleanroom}\0{account.analyst}")
+        return lock_key(f"dp_ledger\0{account.cleanroom}\0{account.analyst}")
 
     @staticmethod
-    def _spent(tx: _Tx, account: Account, start: dt.datetime | None) -> Totals:
+    def _spent(tx: Connection, account: Account, start: dt.datetime | None) -> Totals:
         sql, params = _SPENT, [account.cleanroom, account.analyst, account.cleanroom, account.analyst]
         if start is not None:
             sql += " AND at >= ?"

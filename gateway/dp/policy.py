@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.dp.accounting import PURE, ZCDP, query_rho
+from gateway.dp.ledger import Budget, Spend
 from gateway.policy.model import CleanRoom, DifferentialPrivacy, Mechanism, PrivacyOverride
 
 
@@ -70,8 +71,6 @@ def _analyst_override(room: CleanRoom, analyst: str) -> PrivacyOverride | None:
 
 def budget_for(room: CleanRoom, analyst: str):
     """The ledger's Budget for this analyst, or None without differential privacy."""
-    from gateway.dp.ledger import Budget  # the ledger module needs the store drivers; load it on use
-
     if room.privacy is None:
         return None
     override = _analyst_override(room, analyst)
@@ -98,8 +97,6 @@ def plan_cost(plan):
     """What the ledger debits for a NoisePlan: Spend(epsilon, delta) under pure
     accounting, Spend(0, delta, rho, "zcdp") under zcdp, rho being the sum of the
     plan's measurements' rho (delta: private key selection only)."""
-    from gateway.dp.ledger import Spend
-
     if plan.privacy.accounting != ZCDP:
         return Spend(plan.epsilon, plan.delta)
     return Spend(0.0, plan.delta, plan.rho, ZCDP)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from gateway.dp.ledger import Database, OnDatabase
+from gateway.dp.ledger import OnDatabase
+from gateway.storage import Database
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS dp_releases (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+from gateway.dp.policy import spent_json
 from gateway.engine.state import QueryState
 from gateway.errors import GatewayError
 
@@ -40,8 +41,6 @@ def audit(state: QueryState) -> QueryState:
 def _spent(state: QueryState) -> dict | None:
     if state.charged is None:
         return None
-    from gateway.dp.policy import spent_json
-
     return spent_json(state.charged)
 
 

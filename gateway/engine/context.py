@@ -10,13 +10,16 @@ from typing import Mapping
 
 import duckdb
 
-from gateway.config_model import GatewayConfig
 from gateway.audit_log import AuditLog
+from gateway.collab.approvals import Collaboration
+from gateway.config_model import GatewayConfig
+from gateway.dp.services import PrivacyServices
 from gateway.engine.executors import ExecutorPool
 from gateway.engine.recall import LruCache
 from gateway.engine.watchdog import Watchdog
 from gateway.pgcatalog import CatalogCache
 from gateway.policy.model import CleanRoom
+from gateway.quotas.service import QuotaService
 
 
 @dataclass
@@ -27,34 +30,30 @@ class EngineContext:
     column_types: Mapping[str, Mapping[str, Mapping[str, str]]]  # room -> table -> column -> type
     audit: AuditLog
     executors: ExecutorPool  # where statements run (a killable process each)
-    collab: object = None  # gateway.collab.approvals.Collaboration: approvals and outputs
+    collab: Collaboration | None = None  # approvals and outputs
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.engine"))
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: LruCache = field(default_factory=LruCache)  # see recall.py
     constant_results: LruCache = field(default_factory=lambda: LruCache(256))  # see execute.py
     watchdog: Watchdog = field(default_factory=Watchdog)  # padded answers' release times, catalog deadlines
     catalogs: CatalogCache = field(default_factory=CatalogCache)  # the catalog pass's databases and translations
-    _privacy: object = field(default=None, repr=False)
-    _quotas: object = field(default=None, repr=False)
+    _privacy: PrivacyServices | None = field(default=None, repr=False)
+    _quotas: QuotaService | None = field(default=None, repr=False)
 
     @property
-    def quotas(self):
-        """gateway.quotas.service.QuotaService, opened on first use."""
+    def quotas(self) -> QuotaService:
+        """The quota service, opened on first use."""
         if self._quotas is None:
-            from gateway.quotas.service import QuotaService
-
             with self.lock:
                 if self._quotas is None:
                     self._quotas = QuotaService.from_config(self.config)
         return self._quotas
 
     @property
-    def privacy(self):
-        """gateway.dp.services.PrivacyServices, opened on first use (only clean
-        rooms with differential privacy need a ledger)."""
+    def privacy(self) -> PrivacyServices:
+        """The ledger, release cache and bounding key, opened on first use (only
+        clean rooms with differential privacy need a ledger)."""
         if self._privacy is None:
-            from gateway.dp.services import PrivacyServices
-
             with self.lock:
                 if self._privacy is None:
                     self._privacy = PrivacyServices.from_config(self.config)

@@ -10,23 +10,28 @@ from pathlib import Path
 import pyarrow as pa
 
 from gateway import sources
-from gateway.config_model import GatewayConfig
-from gateway.engine import pipeline, recall
 from gateway.audit_log import AuditLog
-from gateway.engine.resolve import visible_tables
+from gateway.collab.approvals import Collaboration
+from gateway.collab.reload import PolicyWatcher, load_with_fallback, remember_good
+from gateway.config import load_config
+from gateway.config_model import GatewayConfig
+from gateway.dp import noising, thresholds
+from gateway.dp.ledger import Account
+from gateway.dp.policy import budget_for
+from gateway.engine import pipeline, recall
 from gateway.engine.context import EngineContext
 from gateway.engine.executors import ExecutorPool
+from gateway.engine.resolve import visible_tables
+from gateway.engine.rewrite import BOOKKEEPING_COLUMNS
 from gateway.engine.state import QueryState
 from gateway.engine.types import ColumnInfo, QueryRequest, Release, TableInfo
 from gateway.errors import PolicyInvalid, UnknownCleanRoom
+from gateway.policy.loader import load_policy
 from gateway.policy.model import CleanRoom, Template
 
 
 class Engine:
     def __init__(self, config: GatewayConfig, cleanrooms: dict[str, CleanRoom] | None = None):
-        from gateway.collab.approvals import Collaboration
-        from gateway.collab.reload import PolicyWatcher, load_with_fallback
-
         self.config = config
         from_files = cleanrooms is None
         problems: list[str] = []
@@ -56,9 +61,6 @@ class Engine:
         """Re-read the config's policy files and swap them in whole. On any
         problem the old policies keep serving, and the problem is logged and
         reported by policy_status() (GET /v1/health). Returns whether it swapped."""
-        from gateway.collab.reload import remember_good
-        from gateway.policy.loader import load_policy
-
         with self._reload_lock:
             serving = self.context.cleanrooms
             try:
@@ -98,8 +100,6 @@ class Engine:
 
     @classmethod
     def from_config_file(cls, path: str | Path) -> "Engine":
-        from gateway.config import load_config
-
         return cls(load_config(Path(path)))
 
     @property
@@ -186,21 +186,14 @@ class Engine:
         finally:
             cursor.close()
         if state.noise_plan is not None:  # the bounded SQL's columns are not what is released
-            from gateway.dp.noising import released_schema
-
-            return released_schema(state.noise_plan, schema)
+            return noising.released_schema(state.noise_plan, schema)
         if state.counts_suppressed:  # the k test's bookkeeping never leaves
-            from gateway.engine.rewrite import BOOKKEEPING_COLUMNS
-
             return pa.schema(list(schema)[: len(schema) - BOOKKEEPING_COLUMNS])
         return schema
 
     # -- differential privacy ---------------------------------------------
     def budget(self, user: str, cleanroom: str) -> dict:
         """The user's privacy budget in this clean room: spent, remaining, renewal."""
-        from gateway.dp.ledger import Account
-        from gateway.dp.policy import budget_for
-
         room = self._room_for(user, cleanroom)
         if room.privacy is None:
             return {"cleanroom": room.name, "enabled": False,
@@ -211,8 +204,6 @@ class Engine:
     def explain(self, request: QueryRequest) -> dict:
         """What a statement would cost and how its result would be protected, from
         its text and the policy alone: nothing runs and nothing is charged."""
-        from gateway.dp import noising
-
         state = self.compile(request)
         plan = state.noise_plan
         explained = {"authorised_by": state.authorisation.authorised_by if state.authorisation else "catalog",
@@ -244,8 +235,6 @@ class Engine:
 def _described(state, described: dict) -> dict:
     """noising.describe's dict, with the privacy unit named and, under private group
     selection, what a group needs to be released said in that unit."""
-    from gateway.dp import thresholds
-
     room = state.cleanroom
     unit = " / ".join(sorted({room.tables[t].privacy_unit for t in state.tables_read if not room.tables[t].public}))
     described = {**described, "privacy_unit": unit}

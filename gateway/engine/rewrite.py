@@ -19,6 +19,7 @@ from __future__ import annotations
 from sqlglot import expressions as exp
 
 from gateway import sources
+from gateway.dp.bounding import bounded_sql
 from gateway.engine.state import QueryState
 from gateway.plan.quantiles import spelled
 from gateway.plan.units import clamp, cte_names, unit_columns
@@ -28,8 +29,6 @@ from gateway.policy.model import CleanRoom, Role, Table
 def rewrite(state: QueryState) -> QueryState:
     room = state.cleanroom
     if state.noise_plan is not None:
-        from gateway.dp.bounding import bounded_sql  # gateway.dp.plan imports this module
-
         rows = _for_engine(state.noise_plan.rows.copy(), room)
         return state.evolve(generated_sql=bounded_sql(state.noise_plan, rows, state.context.privacy.hash_key))
     tree = state.tree.copy()

@@ -34,7 +34,6 @@ import atexit
 import collections
 import contextlib
 import functools
-import hashlib
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from gateway.quotas.leases import Leases, lease_size
+from gateway.storage import Database, lock_key
 
 log = logging.getLogger("gateway.quotas")
 
@@ -125,9 +125,7 @@ class UsageStore:
 
     def __init__(self, sqlite_path: Path | None = None, postgres_dsn: str | None = None,
                  clock: Callable[[], float] = time.time):
-        if (sqlite_path is None) == (postgres_dsn is None):
-            raise ValueError("give exactly one of sqlite_path and postgres_dsn")
-        self.sqlite_path = Path(sqlite_path) if sqlite_path is not None else None
+        self.db = Database(sqlite_path, postgres_dsn)
         self.postgres_dsn = postgres_dsn
         self.clock = clock
         self.leases = Leases()
@@ -143,13 +141,12 @@ class UsageStore:
 
     @classmethod
     def from_config(cls, config, clock: Callable[[], float] = time.time) -> "UsageStore":
-        if config.store.postgres_dsn:
-            return cls(postgres_dsn=config.store.postgres_dsn, clock=clock)
-        return cls(sqlite_path=Path(config.state_dir) / "quotas" / "usage.sqlite", clock=clock)
+        db = Database.for_config(config, "quotas/usage.sqlite")
+        return cls(db.sqlite_path, db.postgres_dsn, clock=clock)
 
     @property
     def kind(self) -> str:
-        return "postgres" if self.postgres_dsn else "sqlite"
+        return self.db.kind
 
     # -- what admission calls ----------------------------------------------------
 
@@ -320,22 +317,7 @@ class UsageStore:
         return sql  # written with ? (sqlite3); _Batch binds them for PostgreSQL
 
     def _create(self) -> None:
-        if self.sqlite_path is not None:
-            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
-            try:
-                con.execute("PRAGMA journal_mode=WAL")  # persistent: readers never wait for the writer
-                for statement in SCHEMA:
-                    con.execute(statement.format(without_rowid=" WITHOUT ROWID"))
-            finally:
-                con.close()
-            return
-        import psycopg
-
-        with psycopg.connect(self.postgres_dsn, autocommit=True) as con, con.transaction():
-            con.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("quota schema"),))  # workers start at once
-            for statement in SCHEMA:
-                con.execute(statement.format(without_rowid=""))
+        self.db.create(SCHEMA, without_rowid=" WITHOUT ROWID|")  # SQLite: the key is the table
 
     @contextlib.contextmanager
     def _transaction(self, subjects: Sequence[str]) -> Iterator:
@@ -345,7 +327,7 @@ class UsageStore:
         if self.postgres_dsn:
             batch = _Batch(con)
             batch.execute("BEGIN")
-            keys = sorted({_lock_key(subject) for subject in subjects})  # one order: no deadlock
+            keys = sorted({lock_key("quota " + subject) for subject in subjects})  # one order: no deadlock
             if keys:
                 batch.execute("SELECT " + ", ".join(f"pg_advisory_xact_lock({key})" for key in keys))
             try:
@@ -374,15 +356,10 @@ class UsageStore:
         held = getattr(self._local, "held", None)
         if held is not None and held[0] == os.getpid():
             return held[1]
+        # Not durable: a crash of the machine or the database may forget the last counts.
+        con = self.db.connect(durable=False).raw
         if self.postgres_dsn:
-            import psycopg  # only deployments with a DSN need the driver
-
-            con = psycopg.connect(self.postgres_dsn, autocommit=True)
-            con.execute("SET synchronous_commit = off")  # a crash of the database may forget the last counts
             _prepare(con)
-        else:
-            con = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
-            con.execute("PRAGMA synchronous=NORMAL")
         self._local.held = (os.getpid(), con)  # a forked child opens its own
         return con
 
@@ -478,8 +455,3 @@ def _room_for_one(total: float, limit: float) -> bool:
 
 def _below(total: float, limit: float) -> bool:
     return total < limit
-
-
-def _lock_key(subject: str) -> int:
-    """A signed 64-bit advisory lock key."""
-    return int.from_bytes(hashlib.sha256(b"quota " + subject.encode()).digest()[:8], "big", signed=True)

@@ -34,8 +34,14 @@ from pathlib import Path
 
 import yaml
 
+from gateway.collab.canonical import owners, rule_tables, tables_touched
+from gateway.config import load_config
 from gateway.config_model import StoreSettings
+from gateway.dp.families import Contribution
+from gateway.engine.engine import Engine
+from gateway.engine.types import QueryRequest
 from gateway.errors import GatewayError, PolicyInvalid
+from gateway.policy.loader import load_policy
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,6 @@ def find_tests_files(paths: list[str]) -> list[Path]:
 def run_file(tests_path: Path, config_path: str | Path | None = None) -> list[CaseResult]:
     """Run every case of one tests file. Raises PolicyInvalid if the policy or
     the tests file itself is broken."""
-    from gateway.config import load_config
-    from gateway.engine.engine import Engine
-    from gateway.policy.loader import load_policy
-
     tests_path = Path(tests_path)
     spec = yaml.safe_load(tests_path.read_text()) or {}
     if not isinstance(spec, dict) or not isinstance(spec.get("cases"), list):
@@ -88,9 +90,6 @@ def run_file(tests_path: Path, config_path: str | Path | None = None) -> list[Ca
 
 
 def _run_case(engine, room, tests_path: Path, index: int, case: dict) -> CaseResult:
-    from gateway.collab.canonical import owners, rule_tables, tables_touched
-    from gateway.engine.types import QueryRequest
-
     name = str(case.get("name") or f"case {index + 1}")
     expect = case.get("expect", "allowed")
     collab = engine.context.collab
@@ -134,7 +133,6 @@ def _guarantees(state) -> dict:
         found.update(epsilon=plan.epsilon, delta=plan.delta,
                      keys="public" if plan.public_keys else "selected privately",
                      max_rows_per_unit=plan.privacy.max_rows_per_unit, max_groups_per_unit=plan.groups_per_unit)
-        from gateway.dp.families import Contribution
 
         if Contribution.of(plan).binds:  # shown where it bounds more than rows x groups do
             found["max_contributions_per_unit"] = plan.privacy.max_contributions_per_unit
@@ -171,8 +169,6 @@ def _mismatch(wanted: dict, outcome: str, rule, guarantees: dict) -> str | None:
 
 
 def main(args) -> int:
-    from gateway.config import load_config
-
     paths = args.paths
     if not paths:
         if not args.config:

@@ -18,10 +18,17 @@ import os
 import sys
 from pathlib import Path
 
+from gateway.auth import user_for_token
+from gateway.collab.approvals import Collaboration
+from gateway.collab.audit_tools import tail, verify_file
+from gateway.collab.store import Store
+from gateway.config import load_config
+from gateway.demo import repo_dir
+from gateway.errors import GatewayError, PolicyInvalid
+from gateway.policy.loader import load_policy
+
 
 def _default_config() -> Path:
-    from gateway.demo import repo_dir
-
     return Path(os.environ.get("CLEANROOM_CONFIG") or repo_dir() / "config" / "demo.yaml")
 
 
@@ -54,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.set_defaults(handler=audit_verify)
     tail.set_defaults(handler=audit_tail)
 
-    policy = subparsers.choices.get("policy")  # `cleanroom policy` belongs to gateway.policy.check
+    policy = subparsers.choices.get("policy")  # `cleanroom policy` belongs to gateway.cli.policy_check
     if policy is None:
         policy = subparsers.add_parser("policy", help="work with policy files")
         policy.add_subparsers(dest="policy_command", required=True)
@@ -65,9 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     test.add_argument("paths", nargs="*", metavar="PATH", help="a policy, its .tests.yaml, or a folder")
     test.add_argument("--config", help="gateway config whose sources the cases compile against")
-    from gateway.collab import policy_tests
+    test.set_defaults(handler=_policy_test)
 
-    test.set_defaults(handler=policy_tests.main)
+
+def _policy_test(args) -> int:
+    from gateway.cli import policy_tests  # load cost only: it compiles through the engine (DuckDB, OpenDP)
+
+    return policy_tests.main(args)
 
 
 def _fail(message: str) -> int:
@@ -86,10 +97,6 @@ def rule_command(args) -> int:
 def load_rooms(config_path: Path | None):
     """(config, {name: CleanRoom}) for a command's --config, or exit code 1 after
     printing every policy problem."""
-    from gateway.config import load_config
-    from gateway.errors import PolicyInvalid
-    from gateway.policy.loader import load_policy
-
     try:
         config = load_config(config_path or _default_config())
         return config, {room.name: room for room in map(load_policy, config.policies)}
@@ -99,10 +106,6 @@ def load_rooms(config_path: Path | None):
 
 
 def _approval_command(args, kind: str) -> int:
-    from gateway.auth import user_for_token
-    from gateway.collab.approvals import Collaboration
-    from gateway.errors import GatewayError
-
     loaded = load_rooms(args.config)
     if loaded == 1:
         return 1
@@ -142,20 +145,13 @@ def _approval_command(args, kind: str) -> int:
 def _log_path(args) -> Path:
     if args.log:
         return args.log
-    from gateway.config import load_config
-
     return Path(load_config(args.config or _default_config()).state_dir) / "audit.jsonl"
 
 
 def audit_verify(args) -> int:
-    from gateway.collab.audit_tools import verify_file
-
     path = _log_path(args)
     store = None  # with --log only: the store beside the log, if there is one
     if not args.log:
-        from gateway.collab.store import Store
-        from gateway.config import load_config
-
         store = Store.from_config(load_config(args.config or _default_config()))
     problems, count = verify_file(path, store)
     for problem in problems:
@@ -167,8 +163,6 @@ def audit_verify(args) -> int:
 
 
 def audit_tail(args) -> int:
-    from gateway.collab.audit_tools import tail
-
     try:
         for record in tail(_log_path(args), args.n):
             print(json.dumps(record, sort_keys=True), flush=True)

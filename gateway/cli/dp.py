@@ -25,8 +25,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from pathlib import Path
+
+from gateway.auth import user_for_token
+from gateway.cli.collab import load_rooms
+from gateway.dp.contributions import report_for
+from gateway.dp.contributions_text import render
+from gateway.dp.ledger import Account, Ledger
+from gateway.dp.policy import budgets_for
+from gateway.errors import GatewayError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,14 +91,6 @@ def _bounds(text: str) -> list[int]:
 
 
 def contributions_command(args) -> int:
-    import os
-
-    from gateway.auth import user_for_token
-    from gateway.collab.cli import load_rooms
-    from gateway.dp.contributions import report_for
-    from gateway.dp.contributions_text import render
-    from gateway.errors import GatewayError
-
     loaded = load_rooms(args.config)
     if loaded == 1:
         return 1
@@ -123,9 +124,6 @@ def _fail(message: str, command: str = "budget") -> int:
 
 def _load(args):
     """(config, {room name: CleanRoom}, budgets_for), or an exit code."""
-    from gateway.collab.cli import load_rooms
-    from gateway.dp.policy import budgets_for
-
     loaded = load_rooms(args.config)
     if loaded == 1:
         return 1
@@ -136,8 +134,6 @@ def _load(args):
 
 
 def show_command(args) -> int:
-    from gateway.dp.ledger import Account, Ledger
-
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded
@@ -163,8 +159,6 @@ def show_command(args) -> int:
 
 
 def reset_command(args) -> int:
-    from gateway.dp.ledger import Account, Ledger
-
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded

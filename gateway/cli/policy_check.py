@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gateway.config import load_config, source_problems
 from gateway.errors import PolicyInvalid
+from gateway.policy.loader import load_policy
 from gateway.policy.model import CleanRoom
+from gateway.yamlsource import load_yaml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,10 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gateway.config import load_config, source_problems
-    from gateway.policy.loader import load_policy
-    from gateway.yamlsource import load_yaml
-
     failed = False
     config = None
     if getattr(args, "config", None):

@@ -1,24 +1,24 @@
-"""`cleanroom` command line: each subcommand lives in the module that owns it."""
+"""`cleanroom` command line: the top layer. The commands of the lower layers'
+features live here (`cli/collab.py`, `cli/dp.py`, `cli/policy_check.py`,
+`cli/policy_tests.py`); the servers and the demo register their own."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from gateway import demo, users
+from gateway.cli import collab as collab_cli
+from gateway.cli import dp as dp_cli
+from gateway.cli import policy_check
+from gateway.http import serve
+from gateway.pgwire import server as pg_server
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cleanroom", description="Privacy-preserving SQL gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from gateway import demo
-    from gateway.collab import cli as collab_cli
-    from gateway.dp import cli as dp_cli
-    from gateway import users
-    from gateway.http import serve
-    from gateway.pgwire import server as pg_server
-    from gateway.policy import check
-
-    check.register(sub)  # cleanroom policy check PATH...
+    policy_check.register(sub)  # cleanroom policy check PATH...
     serve.register(sub)  # cleanroom serve --config FILE [--workers N]
     pg_server.register(sub)  # cleanroom pg --config FILE [--port] [--workers N]
     users.register(sub)  # cleanroom user add NAME
