@@ -31,7 +31,6 @@ from pathlib import Path
 
 from gateway.auth import user_for_token
 from gateway.cli.collab import load_rooms
-from gateway.dp.contributions import report_for
 from gateway.dp.contributions_text import render
 from gateway.dp.ledger import Account, Ledger
 from gateway.dp.policy import budgets_for
@@ -91,6 +90,8 @@ def _bounds(text: str) -> list[int]:
 
 
 def contributions_command(args) -> int:
+    from gateway.dp.contributions import report_for  # load cost only: DuckDB and OpenDP for this command
+
     loaded = load_rooms(args.config)
     if loaded == 1:
         return 1

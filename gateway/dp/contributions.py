@@ -29,11 +29,19 @@ for sharing with the other collaborators.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-from dataclasses import dataclass
 
+from gateway import sources
+from gateway.audit_log import AuditLog
+from gateway.dp import gaussian, mechanisms
+from gateway.dp.accounting import query_rho
+from gateway.dp.contributions_dp import dp_report
+from gateway.dp.contributions_model import Dimension, Measure, Policy, dimensions, fresh_salt, literal, measures, quote
+from gateway.dp.families.base import Contribution, Sensitivity
+from gateway.dp.ledger import MAX_EPSILON, Account, Budget, Ledger, Spend
 from gateway.errors import Refused
-from gateway.policy.model import CleanRoom, MemberRole, Role, Table
+from gateway.policy.model import CleanRoom, MemberRole, Table
+
+__all__ = ["Dimension", "Measure", "NotAnOwner", "Policy", "count_noise_ci95", "dimensions", "measures", "report_for"]
 
 ROWS_CANDIDATES = (1, 2, 3, 5, 10, 20, 50)
 GROUPS_CANDIDATES = (1, 2, 3, 4, 6, 8, 12)
@@ -83,85 +91,6 @@ def owned_tables(room: CleanRoom, user: str, asked: list[str] | None) -> tuple[s
     return collaborator, tables
 
 
-# -- the dimensions and measures of a table -----------------------------------------
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One way of grouping: a dimension column, or one declared time bucket of it."""
-
-    name: str  # "category", "purchased_on by week"
-    expression: str  # SQL over the table's columns
-    in_keys: str  # SQL condition: the row's group is one the gateway would release (TRUE: any)
-    public: bool  # its keys are public (declared values or buckets)
-
-
-@dataclass(frozen=True)
-class Measure:
-    name: str
-    column: str
-    lower: float
-    upper: float
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value)
-
-
-def dimensions(table: Table) -> list[Dimension]:
-    found = []
-    for column in table.columns.values():
-        if column.role is not Role.DIMENSION:
-            continue
-        quoted = _quote(column.name)
-        buckets = getattr(column, "buckets", None)
-        if buckets is not None:
-            end = buckets.end + dt.timedelta(days=1)
-            in_range = (f"{quoted} >= DATE '{buckets.start.isoformat()}' AND {quoted} < DATE '{end.isoformat()}'")
-            for unit in buckets.units:
-                found.append(Dimension(f"{column.name} by {unit.value}",
-                                       f"date_trunc('{unit.value}', {quoted})", in_range, True))
-        elif column.values is not None:
-            values = ", ".join(_literal(v) for v in column.values)
-            found.append(Dimension(column.name, quoted, f"{quoted} IN ({values})", True))
-        else:
-            found.append(Dimension(column.name, quoted, "TRUE", False))
-    return found
-
-
-def measures(table: Table) -> list[Measure]:
-    return [Measure(c.name, _quote(c.name), float(c.bounds.lower), float(c.bounds.upper))
-            for c in table.columns.values() if c.role is Role.MEASURE and c.bounds is not None]
-
-
-# -- candidate bounds ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The bounds the policy sets now (defaults of DifferentialPrivacy when it has no privacy section)."""
-
-    max_rows_per_unit: int
-    max_groups_per_unit: int
-    epsilon: float | None  # per query; None: no differential privacy
-    accounting: str
-    max_contributions_per_unit: int | None = None
-
-    @classmethod
-    def of(cls, room: CleanRoom) -> "Policy":
-        privacy = room.privacy
-        if privacy is None:
-            return cls(10, 4, None, "pure")
-        return cls(privacy.max_rows_per_unit, privacy.max_groups_per_unit, privacy.epsilon_per_query,
-                   privacy.accounting.value, privacy.max_contributions_per_unit)
-
-
 def candidates(given, default, current: int | None) -> list[int]:
     values = set(given or default) | ({current} if current is not None else set())
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > 100_000]
@@ -180,16 +109,9 @@ def count_noise_ci95(policy: Policy, groups: int, rows: int, total: int | None =
     zcdp (gateway/dp/families/base.py, Sensitivity.of_rows)."""
     if policy.epsilon is None:
         return None
-    from gateway.dp.families.base import Contribution, Sensitivity
-
     sensitivity = Sensitivity.of_rows(Contribution(rows, groups, total))
     if policy.accounting == "zcdp":
-        from gateway.dp import gaussian
-        from gateway.dp.accounting import query_rho
-
         return gaussian.integer_noise(sensitivity.l2, query_rho(policy.epsilon) / 2).ci95()
-    from gateway.dp import mechanisms
-
     return mechanisms.integer_noise(int(sensitivity.l1), policy.epsilon / 2).ci95()
 
 
@@ -212,7 +134,7 @@ def _quantiles(values) -> dict:
 def exact_report(con, relation: str, table: Table, policy: Policy, rows_candidates: list[int],
                  groups_candidates: list[int], totals_candidates: list[int] = ()) -> dict:
     """Exact statistics of `relation` (SQL naming the table in `con`, a DuckDB connection)."""
-    unit = _quote(table.privacy_unit)
+    unit = quote(table.privacy_unit)
     kept = policy.max_rows_per_unit, policy.max_groups_per_unit
     total_rows, null_units = con.execute(
         f"SELECT COUNT(*), COUNT(*) FILTER (WHERE {unit} IS NULL) FROM {relation}").fetchone()
@@ -332,7 +254,7 @@ def _exact_totals(con, relation, unit, dimension: Dimension, table_measures: lis
     base = (f"WITH base AS (SELECT {unit} AS __u, {dimension.expression} AS __g, * FROM {relation} "
             f"WHERE {unit} IS NOT NULL AND ({dimension.in_keys})), "
             f"pairs AS (SELECT __u, __g, COUNT(*) AS __c{sums}, row_number() OVER (PARTITION BY __u "
-            f"ORDER BY hash(__u, __g, {_literal(fresh_salt())}), __g) AS __rank FROM base GROUP BY __u, __g), "
+            f"ORDER BY hash(__u, __g, {literal(fresh_salt())}), __g) AS __rank FROM base GROUP BY __u, __g), "
             f"kept AS (SELECT *, SUM(LEAST(__c, {k_now})) OVER (PARTITION BY __u ORDER BY __rank ROWS BETWEEN "
             f"UNBOUNDED PRECEDING AND 1 PRECEDING) AS __before, SUM(CASE WHEN __rank <= {g_now} THEN LEAST(__c, {k_now}) "
             f"ELSE 0 END) OVER (PARTITION BY __u) AS __all, __rank <= {g_now} AS __in FROM pairs) ")
@@ -398,12 +320,6 @@ def _exact_measure(con, relation, unit, measure: Measure) -> dict:
             "min": minimum, "max": maximum, "quantiles": quantiles, "upper_bound": by_upper}
 
 
-def fresh_salt() -> str:
-    """A key for the DP report's hash picks (which groups and values of a unit are
-    kept), new every run and never shown."""
-    return secrets.token_hex(16)
-
-
 # -- one run, as the command makes it ----------------------------------------------------
 
 
@@ -414,8 +330,6 @@ def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = Non
     refusals included. Under DP the stated epsilon is recorded in the ledger as a
     charge to the account `owner:<collaborator>` (no analyst's budget is touched)
     before any row is read."""
-    from gateway.audit_log import AuditLog
-
     audit = AuditLog(config.state_dir / "audit.jsonl")
     record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(), "user": user,
               "collaborator": room.collaborator_of(user), "cleanroom": room.name, "policy_version": room.version,
@@ -436,17 +350,13 @@ def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = Non
         result["dp"] = _charge_owner(config, room, collaborator, user, epsilon, [t.name for t in tables])
     audit.append({**record, "tables": [t.name for t in tables], "decision": "reported",
                   "rule": "contributions.report", **({"epsilon": epsilon} if epsilon is not None else {})})
-    from gateway.sources import open_database, relation_for
-
-    con = open_database(config)
+    con = sources.open_database(config)
     try:
         for table in tables:
-            relation = relation_for(table).sql(dialect="duckdb")
+            relation = sources.relation_for(table).sql(dialect="duckdb")
             if epsilon is None:
                 result["tables"].append(exact_report(con, relation, table, policy, rows, groups, totals))
             else:
-                from gateway.dp.contributions_dp import dp_report
-
                 result["tables"].append(dp_report(con, relation, table, policy, rows, groups, epsilon / len(tables)))
     finally:
         con.close()
@@ -454,8 +364,6 @@ def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = Non
 
 
 def _charge_owner(config, room: CleanRoom, collaborator: str, user: str, epsilon: float, tables: list[str]) -> dict:
-    from gateway.dp.ledger import MAX_EPSILON, Account, Budget, Ledger, Spend
-
     account = Account(room.name, f"owner:{collaborator}")
     ledger = Ledger.from_config(config)
     balance = ledger.charge(account, Spend(epsilon), Budget(MAX_EPSILON), request_id=f"contributions:{user}",

@@ -36,7 +36,7 @@ import bisect
 import math
 
 from gateway.dp import mechanisms
-from gateway.dp.contributions import Dimension, Measure, Policy, _quote, dimensions, fresh_salt, measures
+from gateway.dp.contributions_model import Dimension, Measure, Policy, dimensions, fresh_salt, measures, quote
 from gateway.policy.model import Table
 
 ALPHAS = (0.5, 0.9, 0.95, 0.99)
@@ -52,7 +52,7 @@ def dp_report(con, relation: str, table: Table, policy: Policy, rows_candidates:
     salt = fresh_salt()
     share = epsilon / measurement_count(table)
     spent = []
-    unit = _quote(table.privacy_unit)
+    unit = quote(table.privacy_unit)
 
     def noisy(counts: list[int], sensitivity: int) -> list[int]:
         """Post-processing after the noise: a count below the noise's 95% bound over
