@@ -19,10 +19,14 @@ a role. Errors are the app's problems (403 refused, 404 unknown).
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 
-from gateway.auth import user_for_token
-from gateway.errors import NotAuthenticated, Refused, UnknownCleanRoom
+from gateway.collab.audit_tools import tail
+from gateway.collab.outputs import list_outputs, read_output
+from gateway.engine.types import Release
+from gateway.errors import Refused, UnknownCleanRoom
+from gateway.http.render import release_response
+from gateway.http.requests import authenticate, current_engine, result_media_type
 from gateway.policy.model import CleanRoom, MemberRole
 
 blueprint = Blueprint("collaboration", __name__)
@@ -30,22 +34,15 @@ blueprint = Blueprint("collaboration", __name__)
 MAX_AUDIT_RECORDS = 1000
 
 
-def _engine():
-    return current_app.extensions["cleanroom_engine"].get()
+_engine = current_engine
 
 
 def _user() -> str:
     """The authenticated user: the app's before_request has set g.user; else
     authenticate the same way it does."""
-    user = g.get("user")
-    if user:
-        return user
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    user = user_for_token(_engine().config, token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-    if user is None:
-        raise NotAuthenticated("a valid bearer token is required", rule="auth.bearer_token")
-    g.user = user
-    return user
+    if not g.get("user"):
+        g.user = authenticate(_engine().config)
+    return g.user
 
 
 def _room(user: str) -> CleanRoom:
@@ -124,8 +121,6 @@ def rule_status(name: str):
 
 @blueprint.get("/v1/audit")
 def audit():
-    from gateway.collab.audit_tools import tail
-
     user = _user()
     engine = _engine()
     rooms = {n for n, r in engine.context.cleanrooms.items() if r.has_role(user, MemberRole.AUDITOR)}
@@ -142,8 +137,6 @@ def audit():
 
 @blueprint.get("/v1/outputs")
 def outputs():
-    from gateway.collab.outputs import list_outputs
-
     user = _user()
     room = _room(user)
     return {"cleanroom": room.name, "outputs": [o.as_json() for o in list_outputs(_collab(), room, user)]}
@@ -151,10 +144,6 @@ def outputs():
 
 @blueprint.get("/v1/outputs/<name>")
 def output(name: str):
-    from gateway.collab.outputs import read_output
-    from gateway.engine.types import Release
-    from gateway.http.app import release_response, result_media_type
-
     user = _user()
     media_type = result_media_type()
     info, table = read_output(_collab(), _room(user), user, name)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from flask import Response
+from flask import Response, current_app, request
+from werkzeug import exceptions as http_errors
 
 from gateway.errors import GatewayError
 
@@ -120,3 +121,20 @@ def internal_problem(*, request_id: str, instance: str) -> Response:
         hint="the operator can look up the request id in the gateway log",
     )
     return problem_response(error, request_id=request_id, instance=instance)
+
+
+def as_problem(error: Exception) -> GatewayError | None:
+    """The client-safe form of an error, or None for an internal fault."""
+    if isinstance(error, GatewayError):
+        return error
+    if isinstance(error, http_errors.RequestEntityTooLarge):
+        return BodyTooLarge(f"the request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes")
+    if isinstance(error, http_errors.NotFound):
+        return RouteNotFound(f"no such endpoint: {request.path}")
+    if isinstance(error, http_errors.MethodNotAllowed):
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+    if isinstance(error, http_errors.HTTPException) and error.code and 400 <= error.code < 500:
+        problem = HttpProblem(error.description or "bad request")
+        problem.http_status = error.code  # an instance attribute: the class keeps 400
+        return problem
+    return None
