@@ -33,13 +33,29 @@ class _Recording:
         return self.made[-1]
 
 
+OUTPUT_TEMPLATE = """
+  baskets_for_retailer:
+    description: Households and average basket by region, delivered to the retailer as an output.
+    sql: SELECT region, COUNT(DISTINCT household_id) AS households, AVG(amount) AS basket FROM purchases GROUP BY region
+    output: {name: baskets_by_region, receivers: [retailer]}
+"""
+
+
+def with_output_template(policy: str) -> str:
+    """The demo policy plus a template whose result goes to the retailer as an output
+    (the demo has none), granted to the analyst; approve_demo approves it."""
+    assert policy.count("\nanalysts:") == 1 and policy.count("templates: [campaign_reach]") == 1
+    policy = policy.replace("\nanalysts:", OUTPUT_TEMPLATE + "\nanalysts:")
+    return policy.replace("templates: [campaign_reach]", "templates: [campaign_reach, baskets_for_retailer]")
+
+
 @pytest.fixture(scope="module")
 def console_server(demo_data_dir, tmp_path_factory):
     """Base URL of a gateway serving the demo as shipped (differential privacy),
     with its own state: approvals revoked here touch no other test's server."""
     folder = tmp_path_factory.mktemp("console-config")
     policy = folder / "demo.yaml"  # a copy the approver's test may edit (the gateway reloads it)
-    policy.write_text(DEMO_POLICY.read_text())
+    policy.write_text(with_output_template(DEMO_POLICY.read_text()))
     config = write_demo_config(folder, demo_data_dir, policy)
     recording = _Recording(tmp_path_factory)
     for base in serve_http(config, recording):

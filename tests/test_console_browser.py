@@ -252,14 +252,30 @@ def test_approver_revokes_and_approves_with_a_diff(browser, console_server):
     assert problems_in_console(browser) == []
 
 
-def test_data_owner_sees_outputs_and_their_retention(browser, console_server):
+def test_data_owner_sees_outputs_and_their_retention(browser, console_server, downloads):
+    status, receipt = bearer(console_server, "/v1/templates/baskets_for_retailer/run", "analyst", {})
+    assert status == 200 and receipt["columns"][0]["name"] == "output", receipt
+    log_in(browser, console_server, "analyst")  # the publisher's analyst ran it, but the output is the retailer's
+    browser.find_element(By.ID, "nav-outputs").click()
+    assert "No output has been delivered to publisher." in browser.find_element(By.ID, "outputs").text
+
     log_in(browser, console_server, "retailer_approver")
     browser.find_element(By.ID, "nav-outputs").click()
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "Outputs delivered to retailer in demo" in page
     assert re.search(r"deleted 720\.0 hours after it is written", page)
-    assert "No output has been delivered to retailer." in page  # the demo's template returns its result
+    (row,) = browser.find_elements(By.CSS_SELECTOR, "#outputs tbody tr")
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    written = dict(zip([c["name"] for c in receipt["columns"]], receipt["rows"][0]))  # the run's receipt
+    assert cells[0] == written["output"] == "baskets_by_region" and cells[1].startswith("baskets_for_retailer")
+    assert cells[2] == str(written["rows"]) and cells[3] == written["receivers"] == "retailer"
+    assert cells[5] > cells[4]  # kept until after it was written (ISO times compare as text)
     screenshot(browser, "outputs")
+    row.find_element(By.TAG_NAME, "button").click()
+    wait(browser, lambda d: list(downloads.glob("baskets_by_region-*.csv")))
+    (csv_file,) = downloads.glob("baskets_by_region-*.csv")
+    assert csv_file.read_text().splitlines()[0] == "region,households,basket"
+
     browser.find_element(By.ID, "logout").click()
     wait(browser, lambda d: d.current_url.endswith("/console/login"))
     browser.get(console_server + "/console/approver")
