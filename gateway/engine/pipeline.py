@@ -6,8 +6,8 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, parse, plan_noise,
-                            recall, release, resolve, rewrite, timing, verify)
+from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, over_released, parse,
+                            plan_noise, recall, release, resolve, rewrite, timing, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -16,6 +16,7 @@ COMPILE = (
     catalog.catalog,  # catalog-only statements are answered here, from the policy
     resolve.resolve,  # every name bound by scope; the statement generated anew from that binding
     flatten.flatten,  # the derived tables BI tools wrap around a query, merged into it
+    over_released.peel,  # an outer query over one aggregate: run later on its released rows
     authorise.authorise,
     plan_noise.plan_noise,  # differential privacy: what is released and what it costs
     rewrite.rewrite,
@@ -24,6 +25,7 @@ COMPILE = (
 
 # Once a statement has its release, only these still run.
 AFTER_RELEASE = (
+    over_released.post_process,  # the peeled outer query, on the released rows only
     deliver.deliver,  # templates with an output store their result instead of returning it
     audit.audit,
     timing.pad,  # an answer over private tables leaves at a time the rows do not decide

@@ -25,7 +25,7 @@ RULE = "rule:"
 # What the analysis passes produce, and so what a recalled analysis restores
 # (the differential-privacy plan among them, where the state has one: a repeat
 # must be noised and charged like the first run).
-ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "authorisation", "noise_plan",
+ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "outer", "authorisation", "noise_plan",
                    "measurement_key", "generated_sql", "counts_suppressed", "constant")
 
 

@@ -46,6 +46,7 @@ class QueryState:
     canonical_sql: str | None = None  # resolve: normalised text, the statement's identity
     uses: tuple[TableUse, ...] = ()  # resolve: policy tables read by the outermost SELECT, by alias
     tables_read: frozenset[str] = frozenset()  # resolve: every policy table read anywhere
+    outer: exp.Select | None = None  # peel: a query over the released rows of `tree` (over_released.py)
     authorisation: Authorisation | None = None  # authorise
     noise_plan: "NoisePlan | None" = None  # plan_noise: differential privacy (None: k-thresholds only)
     measurement_key: str | None = None  # plan_noise: identity of the noisy measurement (release cache key)
