@@ -61,6 +61,8 @@ def measurements(plan: NoisePlan) -> dict:
     bounds, composition = contribution(plan), plan.composition
     built, spent = {}, {}
     for quantity in plan.quantities:
+        if quantity.kind is Kind.UNITS and not plan.unit_count:
+            continue  # public keys released whatever their size: the unit count is neither noised nor paid
         family, loss = QUANTITIES[quantity.kind], composition.part(quantity.column).loss
         if quantity.kind is Kind.UNITS and not plan.public_keys:
             measurement = family.selection(bounds, loss)
@@ -77,22 +79,27 @@ def measure(plan: NoisePlan, bounded: pa.Table, privacy_unit: str) -> Measuremen
     """Steps 1 to 3: the only place private numbers meet noise."""
     columns = {name: bounded.column(name).to_pylist() for name in bounded.column_names}
     built = measurements(plan)
-    units, counter = columns["__units"], built["__units"]
-    if plan.public_keys:
-        noisy_units = dict(enumerate(counter.apply(units)))
+    units = columns["__units"]
+    if not plan.unit_count:
+        noisy_units = None
+        kept = list(range(len(units)))
     else:
-        released = counter.apply({str(i): count for i, count in enumerate(units)})
-        noisy_units = {int(i): count for i, count in released.items()}
-    kept = [i for i in sorted(noisy_units) if noisy_units[i] >= plan.min_group_size]
+        counter = built["__units"]
+        if plan.public_keys:
+            noisy_units = dict(enumerate(counter.apply(units)))
+        else:
+            released = counter.apply({str(i): count for i, count in enumerate(units)})
+            noisy_units = {int(i): count for i, count in released.items()}
+        kept = [i for i in sorted(noisy_units) if noisy_units[i] >= plan.min_group_size]
     groups = _groups(plan, built)
     # Counted among released noisy counts only (post-processing); with private selection,
     # how many candidates failed the selection is never counted.
-    groups["suppressed_below_min_group_size"] = len(noisy_units) - len(kept)
+    groups["suppressed_below_min_group_size"] = (len(units) if noisy_units is None else len(noisy_units)) - len(kept)
     groups["released"] = len(kept)
     if plan.public_keys:
         groups["candidates"] = len(units)
 
-    noisy = {"__units": [noisy_units[i] for i in kept]}
+    noisy = {"__units": [noisy_units[i] for i in kept]} if noisy_units is not None else {}
     for quantity in plan.quantities[1:]:
         family = QUANTITIES[quantity.kind]
         noisy[quantity.column] = family.noise(built[quantity.column], [columns[quantity.column][i] for i in kept])
@@ -122,7 +129,8 @@ def _add_released(arrays: list, names: list, column: str, released: list, intege
 
 def _groups(plan: NoisePlan, built: dict) -> dict:
     if plan.public_keys:
-        return {"keys": "public" if plan.groups else "none (one group)", "min_group_size": plan.min_group_size}
+        k = plan.min_group_size if plan.unit_count else None  # None: every group released, k not applied
+        return {"keys": "public" if plan.groups else "none (one group)", "min_group_size": k}
     selector = built["__units"]
     return {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta,
             "min_group_size": plan.min_group_size}
@@ -132,7 +140,8 @@ def _static(plan: NoisePlan, built: dict) -> dict:
     """What the plan and its measurements say, before any data (internal names kept:
     publish() and describe() turn them into the analyst's)."""
     bounds = contribution(plan)
-    quantities = {q.column: QUANTITIES[q.kind].describe(q, bounds, built[q.column]) for q in plan.quantities}
+    quantities = {q.column: QUANTITIES[q.kind].describe(q, bounds, built[q.column]) for q in plan.quantities
+                  if q.column in built}
     intervals = {o.column: AGGREGATES[o.aggregate].interval(o, built) for o in plan.outputs}
     summary = {
         "mechanism": plan.privacy.mechanism.value,
@@ -276,7 +285,8 @@ def describe(plan: NoisePlan) -> dict:
     built = measurements(plan)
     stored = _static(plan, built)
     groups = _groups(plan, built)
-    groups.update(applied_to="noisy unit count")
+    groups.update(applied_to="noisy unit count" if plan.unit_count else "nothing: every group on public keys "
+                                                                         "is released")
     if plan.public_keys:
         groups["candidates"] = _combinations(plan)
     else:  # what a group must clear, in units, before anything is paid

@@ -119,6 +119,9 @@ def _groups(groups: dict, unit: str) -> str:
                 f"{max(groups['threshold'], k):,}; groups that did not are neither shown nor counted; "
                 f"{released} released" + (f", {below}" if suppressed else "") + after)
     candidates = groups.get("candidates")
+    if k is None:  # min_group_size_on_public_keys: false
+        where = f"{candidates} group(s) on the declared keys" if groups["keys"] == "public" else "one group (no GROUP BY)"
+        return f"{where}: all released, whatever their size (the noise protects small ones){after}"
     if groups["keys"] == "public":
         return f"{candidates} group(s) on the declared keys: {released} released, {below}{after}"
     return ("one group (no GROUP BY): " + ("released" if released else f"suppressed (noisy count of {unit} "

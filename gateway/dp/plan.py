@@ -95,6 +95,9 @@ class NoisePlan:
     key_filter: str | None = None  # WHERE conjuncts over public keys only, applied to the grid of declared values
     composition: Composition | None = None  # how the query's loss is split over its quantities
     labels: tuple[str, ...] = ()  # per output: the aggregate as the analyst wrote it (what notices call it)
+    # the unit count is noised and released (k, private selection, COUNT(DISTINCT unit)); False only on
+    # public keys under `min_group_size_on_public_keys: false`, where it is neither noised nor paid for
+    unit_count: bool = True
 
     @property
     def public_keys(self) -> bool:
@@ -102,8 +105,17 @@ class NoisePlan:
 
     @property
     def groups_per_unit(self) -> int:
-        """Groups one unit may touch: one when the query has no GROUP BY."""
-        return self.privacy.max_groups_per_unit if self.groups else 1
+        """Groups one unit may touch: one when the query has no GROUP BY, and on public
+        keys no more than there are combinations of them (the rows stage drops rows of
+        any other key, so a unit cannot be in more, whatever max_groups_per_unit says)."""
+        if not self.groups:
+            return 1
+        if self.public_keys:
+            combinations = 1
+            for key in self.groups:
+                combinations *= len(key.values)
+            return max(1, min(self.privacy.max_groups_per_unit, combinations))
+        return self.privacy.max_groups_per_unit
 
     @property
     def delta(self) -> float:
@@ -159,25 +171,29 @@ def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy
     clipping = room.privacy.report_clipping if builder.quantities else None  # only bounded rows can be clipped
     if clipping:
         builder.quantities.append(Quantity("__clipped", Kind.CLIPPED_UNITS, None, None, None, 0.0))
-    composition = _composition(privacy, builder.quantities, clipping,
-                               public_keys=all(g.values is not None for g in groups))
-    quantities = tuple(Quantity(q.column, q.kind, q.value, q.bounds, q.alpha, composition.part(q.column).loss.amount)
+    public_keys = all(g.values is not None for g in groups)
+    unit_count = (not public_keys or privacy.min_group_size_on_public_keys or not builder.quantities
+                  or any(o.aggregate == "count_distinct" for o in outputs.values()))
+    composition = _composition(privacy, builder.quantities, clipping, public_keys, unit_count)
+    quantities = tuple(Quantity(q.column, q.kind, q.value, q.bounds, q.alpha,
+                                composition.part(q.column).loss.amount if unit_count or q.column != "__units" else 0.0)
                        for q in [Quantity("__units", Kind.UNITS, None, None, None, 0.0), *builder.quantities])
     rows = _rows_stage(tree, unit, group_exprs, builder.values, publics)
     post, released_from = _post_query(tree, group_exprs, aggregates, outputs)
     return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post, released_from,
-                     _key_filter(tree, group_exprs, groups), composition, tuple(labels.values()))
+                     _key_filter(tree, group_exprs, groups), composition, tuple(labels.values()), unit_count)
 
 
 def _composition(privacy: QueryPrivacy, quantities: list[Quantity], clipping: float | None,
-                 public_keys: bool) -> Composition:
-    """The query's loss, split evenly over the unit count every query releases and each
+                 public_keys: bool, unit_count: bool = True) -> Composition:
+    """The query's loss, split evenly over the unit count (when it is released) and each
     other quantity, after the policy's share for the clipped-unit count; delta (private
     key selection only) goes to the unit count, which selects the groups."""
     accounting = getattr(privacy, "accounting", PURE)
     amount = privacy.epsilon if accounting == PURE else privacy.rho
     total = PrivacyLoss(accounting, amount, 0.0 if public_keys else privacy.delta)
-    parts = [("__units", Kind.UNITS.value)] + [(q.column, q.kind.value) for q in quantities]
+    parts = [("__units", Kind.UNITS.value)] if unit_count else []
+    parts += [(q.column, q.kind.value) for q in quantities]
     reserved = {"__clipped": clipping} if clipping else {}
     return Composition.split(total, parts, reserved, delta_to=None if public_keys else "__units")
 

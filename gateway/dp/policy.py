@@ -32,6 +32,7 @@ class QueryPrivacy:
     accounting: str = PURE  # "pure" (the query spends epsilon) or "zcdp" (it spends rho)
     rho: float = 0.0  # zcdp: the query's rho, epsilon^2 / 2; 0 under pure
     max_contributions_per_unit: int | None = None  # rows one unit adds to the whole query; None: rows x groups
+    min_group_size_on_public_keys: bool = True  # False: public keys are released whatever their noisy unit count
 
 
 def query_privacy(room: CleanRoom, analyst: str, authority: PrivacyOverride | None,
@@ -61,7 +62,9 @@ def query_privacy(room: CleanRoom, analyst: str, authority: PrivacyOverride | No
     settings["epsilon"] = min([settings["epsilon"], *caps])
     accounting = base.accounting.value
     rho = query_rho(settings["epsilon"]) if accounting == ZCDP else 0.0
-    return QueryPrivacy(mechanism=base.mechanism, accounting=accounting, rho=rho, **settings)
+    on_public = base.min_group_size_on_public_keys is not False
+    return QueryPrivacy(mechanism=base.mechanism, accounting=accounting, rho=rho,
+                        min_group_size_on_public_keys=on_public, **settings)
 
 
 def _analyst_override(room: CleanRoom, analyst: str) -> PrivacyOverride | None:

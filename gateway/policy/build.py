@@ -84,6 +84,8 @@ def _privacy(spec: dict | None) -> DifferentialPrivacy | None:
         optional["report_clipping"] = float(spec["report_clipping"])
     if "accounting" in spec:
         optional["accounting"] = Accounting(spec["accounting"])
+    if "min_group_size_on_public_keys" in spec:
+        optional["min_group_size_on_public_keys"] = bool(spec["min_group_size_on_public_keys"])
     return DifferentialPrivacy(epsilon_per_query=float(spec["epsilon_per_query"]), budget=_budget(spec["budget"]), **optional)
 
 

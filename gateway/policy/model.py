@@ -90,6 +90,10 @@ class DifferentialPrivacy:
     # rows one unit adds to a whole query, over all its groups (gateway/dp/bounding.py keeps the
     # first ones in keyed-hash order of its groups); None: only rows x groups bound it
     max_contributions_per_unit: int | None = field(default=None, metadata={"canonical": "omit_when_unset"})
+    # False: groups on public keys are all released, whatever their noisy unit count, and no
+    # share of the query's loss goes to counting units for k (as Tumult and PipelineDP release
+    # public partitions); None or True: k applies to a noisy unit count on public keys too
+    min_group_size_on_public_keys: bool | None = field(default=None, metadata={"canonical": "omit_when_unset"})
 
 
 @dataclass(frozen=True)
