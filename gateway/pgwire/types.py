@@ -95,7 +95,7 @@ BINARY_OIDS = frozenset({BOOL, INT2, INT4, INT8, FLOAT4, FLOAT8, NUMERIC, TEXT, 
 # -- results: Arrow columns -> wire cells ---------------------------------------------
 
 
-def _big_endian(values: pa.Array, typecode: str, width: int) -> pa.Array:
+def big_endian(values: pa.Array, typecode: str, width: int) -> pa.Array:
     """The fixed-width values of `values` as big-endian binary cells (nulls kept)."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     values = pc.cast(values, _ARROW_FOR[typecode])  # arithmetic may have widened it
@@ -195,25 +195,25 @@ def binary_cells(column: pa.Array, oid: int) -> pa.Array:
     column = _plain(column)
     kind = column.type
     if oid == BOOL:
-        return _big_endian(pc.cast(column, pa.uint8()), "B", 1)
+        return big_endian(pc.cast(column, pa.uint8()), "B", 1)
     if oid == INT2:
-        return _big_endian(pc.cast(column, pa.int16()), "h", 2)
+        return big_endian(pc.cast(column, pa.int16()), "h", 2)
     if oid in (INT4, OID):
-        return _big_endian(pc.cast(column, pa.int32()), "i", 4)
+        return big_endian(pc.cast(column, pa.int32()), "i", 4)
     if oid == INT8:
-        return _big_endian(pc.cast(column, pa.int64()), "q", 8)
+        return big_endian(pc.cast(column, pa.int64()), "q", 8)
     if oid == FLOAT4:
-        return _big_endian(pc.cast(column, pa.float32()), "f", 4)
+        return big_endian(pc.cast(column, pa.float32()), "f", 4)
     if oid == FLOAT8:
-        return _big_endian(pc.cast(column, pa.float64()), "d", 8)
+        return big_endian(pc.cast(column, pa.float64()), "d", 8)
     if oid == DATE:
         days = pc.subtract(pc.cast(pc.cast(column, pa.date32()), pa.int32()), PG_EPOCH_DAYS)
-        return _big_endian(days, "i", 4)
+        return big_endian(days, "i", 4)
     if oid in (TIMESTAMP, TIMESTAMPTZ):
         micros = pc.cast(pc.cast(column, pa.timestamp("us", tz=kind.tz)), pa.int64())
-        return _big_endian(pc.subtract(micros, PG_EPOCH_MICROS), "q", 8)
+        return big_endian(pc.subtract(micros, PG_EPOCH_MICROS), "q", 8)
     if oid == TIME:
-        return _big_endian(pc.cast(pc.cast(column, pa.time64("us")), pa.int64()), "q", 8)
+        return big_endian(pc.cast(pc.cast(column, pa.time64("us")), pa.int64()), "q", 8)
     if oid in (TEXT, VARCHAR, NAME, JSON, CHAR) and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         return pc.cast(column, pa.binary())
     if oid == JSONB and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
@@ -294,10 +294,10 @@ def encode_rows(cells: list[pa.Array]) -> bytes:
     for column in cells:
         lengths = pc.binary_length(column)
         total = pc.add(total, pc.add(pc.fill_null(lengths, 0), 4))
-        prefix = _big_endian(pc.cast(pc.fill_null(lengths, -1), pa.int32()), "i", 4)
+        prefix = big_endian(pc.cast(pc.fill_null(lengths, -1), pa.int32()), "i", 4)
         parts.append(prefix)
         parts.append(pc.fill_null(column, b""))
-    header = _big_endian(pc.cast(total, pa.int32()), "i", 4)
+    header = big_endian(pc.cast(total, pa.int32()), "i", 4)
     parts[0] = pa.scalar(b"D")
     parts[1] = pc.binary_join_element_wise(header, pa.scalar(struct.pack("!h", len(cells))), b"")
     joined = pc.binary_join_element_wise(*parts, b"")
@@ -488,55 +488,3 @@ def _encode_small(batch: pa.RecordBatch, oids: list[int], formats: list[int]) ->
 _ROW_HEADER_COUNT = struct.Struct("!h")
 _CELL_LENGTH = struct.Struct("!i")
 _NULL_CELL = b"\xff\xff\xff\xff"
-
-
-def encode_copy_text(batch: pa.RecordBatch) -> bytes:
-    """CopyData messages for COPY ... TO STDOUT text format: tab-separated, \\N for NULL, backslash escapes."""
-    if batch.num_rows == 0:
-        return b""
-    columns = []
-    for i, field in enumerate(batch.schema):
-        cells = text_cells(batch.column(i), field_oid(field))
-        for raw, escaped in ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r")):
-            cells = pc.replace_substring(cells, raw, escaped)
-        columns.append(pc.fill_null(cells, b"\\N"))
-    lines = pc.binary_join_element_wise(*columns, pa.scalar(b"\n"), b"\t") if len(columns) > 1 else \
-        pc.binary_join_element_wise(columns[0], pa.scalar(b"\n"), b"")
-    if len(columns) > 1:  # the newline joined as a last column got a tab before it
-        lines = pc.replace_substring_regex(lines, b"\t\n$", b"\n")
-    return _copy_messages(lines)
-
-
-def _copy_messages(lines: pa.Array) -> bytes:
-    """One CopyData message per row, as PostgreSQL sends them (psycopg parses one row per message)."""
-    lines = pc.cast(lines, pa.binary())
-    prefix = _big_endian(pc.cast(pc.add(pc.binary_length(lines), 4), pa.int32()), "i", 4)
-    return _concat(pc.binary_join_element_wise(pa.scalar(b"d"), prefix, lines, b""))
-
-
-def _concat(binary: pa.Array) -> bytes:
-    offsets = binary.buffers()[1]
-    start = struct.unpack_from("<i", offsets, binary.offset * 4)[0]
-    end = struct.unpack_from("<i", offsets, (binary.offset + len(binary)) * 4)[0]
-    return memoryview(binary.buffers()[2])[start:end].tobytes()
-
-
-def encode_copy_csv(batch: pa.RecordBatch, header: bool) -> bytes:
-    """CopyData messages for COPY ... TO STDOUT (FORMAT csv): PostgreSQL's text values, quoted when needed, NULL empty."""
-    columns = []
-    for i, field in enumerate(batch.schema):
-        cells = pc.cast(text_cells(batch.column(i), field_oid(field)), pa.string())
-        quoted = pc.binary_join_element_wise(pa.scalar('"'), pc.replace_substring(cells, '"', '""'), pa.scalar('"'), "")
-        needs = pc.or_(pc.match_substring_regex(cells, '[",\\r\\n]'), pc.equal(pc.utf8_length(cells), 0))
-        columns.append(pc.fill_null(pc.if_else(needs, quoted, cells), ""))
-    head = (",".join(_csv_name(f.name) for f in batch.schema) + "\n").encode() if header else b""
-    head = b"d" + struct.pack("!i", len(head) + 4) + head if head else b""
-    if batch.num_rows == 0:
-        return head
-    lines = pc.binary_join_element_wise(*columns, ",") if len(columns) > 1 else columns[0]
-    lines = pc.binary_join_element_wise(lines, pa.scalar("\n"), "")
-    return head + _copy_messages(lines)
-
-
-def _csv_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"' if any(c in name for c in '",\r\n') or not name else name
