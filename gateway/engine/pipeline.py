@@ -7,7 +7,7 @@ what it does. New behaviour is a new pass here or a change to one.
 from __future__ import annotations
 
 from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, over_released, parse,
-                            plan_noise, recall, release, resolve, rewrite, timing, verify)
+                            plan_noise, public_range, recall, release, resolve, rewrite, timing, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -16,6 +16,7 @@ COMPILE = (
     catalog.catalog,  # catalog-only statements are answered here, from the policy
     resolve.resolve,  # every name bound by scope; the statement generated anew from that binding
     flatten.flatten,  # the derived tables BI tools wrap around a query, merged into it
+    public_range.public_range,  # MIN/MAX of a declared range or value list: answered from the policy
     over_released.peel,  # an outer query over one aggregate: run later on its released rows
     authorise.authorise,
     plan_noise.plan_noise,  # differential privacy: what is released and what it costs
