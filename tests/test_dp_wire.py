@@ -131,3 +131,33 @@ def test_notices_carry_each_values_interval_and_explain_shows_them(dp_pg_small_b
     assert all(0 <= low <= basket_value <= high <= 500 for (low, high), (_, _, basket_value) in zip(intervals, rows))
     assert any(n.startswith("column n: count(*)") and "95% interval (noise only): ±" in n for n in notices)
     assert any(n.startswith("intervals cover the noise only") and "max_rows_per_unit" in n for n in notices)
+
+
+def test_set_cleanroom_intervals_adds_each_noisy_columns_interval_as_two_columns(dp_pg):
+    """What a BI tool charts as error bars, since it drops notices."""
+    sql = "SELECT category, count(*) AS n, sum(amount) AS revenue FROM purchases GROUP BY category ORDER BY category"
+    with psycopg.connect(dp_pg.dsn(), autocommit=True) as conn:
+        plain = conn.execute(sql)
+        assert [d.name for d in plain.description] == ["category", "n", "revenue"]
+        conn.execute("SET cleanroom.intervals = on")
+        assert conn.execute("SHOW cleanroom.intervals").fetchone() == ("on",)
+        cursor = conn.execute(sql)  # the same release (free), with its intervals
+        names = [d.name for d in cursor.description]
+        assert names == ["category", "n", "revenue", "n_low", "n_high", "revenue_low", "revenue_high"]
+        rows = cursor.fetchall()
+        assert rows and all(r[3] <= r[1] <= r[4] and r[5] <= r[2] <= r[6] for r in rows)
+        assert all(r[3] >= 0 for r in rows)  # clamped like the value: a count is never negative
+        prepared = conn.execute("SELECT region, avg(amount) AS basket FROM purchases WHERE region = %s GROUP BY region",
+                                ("north",), prepare=True)
+        assert [d.name for d in prepared.description] == ["region", "basket", "basket_low", "basket_high"]
+        conn.execute("SET cleanroom.intervals TO off")
+        assert [d.name for d in conn.execute(sql).description] == ["category", "n", "revenue"]
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SET cleanroom.intervals = sometimes")
+
+
+def test_the_intervals_can_be_asked_for_at_connection(dp_pg):
+    """libpq's options (PGOPTIONS): a BI tool's connection string can carry the setting."""
+    with psycopg.connect(dp_pg.dsn(), options="-c cleanroom.intervals=on") as conn:
+        cursor = conn.execute("SELECT count(*) AS n FROM purchases")
+        assert [d.name for d in cursor.description] == ["n", "n_low", "n_high"]

@@ -27,7 +27,7 @@ from gateway.dp.composition import PrivacyLoss
 from gateway.dp.families import AGGREGATES, QUANTITIES, Contribution
 from gateway.dp.families.base import TAIL
 from gateway.dp.families.clipping import CLIPPED
-from gateway.dp.plan import RELEASED, Kind, NoisePlan, Output
+from gateway.dp.plan import QUANTILE_NAMES, RELEASED, Kind, NoisePlan, Output
 
 _ROW = "__row"  # position of a measured group, carried through the analyst's post-processing
 _LOW, _HIGH = "__low", "__high"  # suffixes of a released value's interval columns
@@ -219,6 +219,16 @@ def _shown(plan: NoisePlan) -> dict[str, list[tuple[str, int]]]:
             unique = name if names.count(name) == 1 else f"{name} (column {position + 1})"
             shown[source].append((unique, position))
     return shown
+
+
+def interval_columns(plan: NoisePlan) -> list[tuple[str, int]]:
+    """(name in the protection JSON, position) of every released column that shows an
+    aggregate as it is and has a per-row interval (not a quantile's rank interval), in
+    column order: what `SET cleanroom.intervals = on` adds `_low` / `_high` columns for."""
+    ranked = {o.column for o in plan.outputs if o.aggregate in QUANTILE_NAMES}
+    found = [(name, position) for column, shown in _shown(plan).items() if column not in ranked
+             for name, position in shown]
+    return sorted(found, key=lambda item: item[1])
 
 
 def _per_row(protection: dict, plan: NoisePlan, stored: dict, measured: pa.Table, rows_of: list[list[int]]) -> None:

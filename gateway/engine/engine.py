@@ -18,7 +18,7 @@ from gateway.config_model import GatewayConfig
 from gateway.dp import noising, thresholds
 from gateway.dp.ledger import Account
 from gateway.dp.policy import budget_for
-from gateway.engine import over_released, pipeline, recall
+from gateway.engine import intervals, over_released, pipeline, recall
 from gateway.engine.context import EngineContext
 from gateway.engine.executors import ExecutorPool
 from gateway.engine.resolve import visible_tables
@@ -187,6 +187,8 @@ class Engine:
             cursor.close()
         if state.noise_plan is not None:  # the bounded SQL's columns are not what is released
             schema = noising.released_schema(state.noise_plan, schema)
+            if request.intervals and state.outer is None:
+                schema = intervals.with_interval_fields(state.noise_plan, schema)
         elif state.counts_suppressed:  # the k test's bookkeeping never leaves
             schema = pa.schema(list(schema)[: len(schema) - BOOKKEEPING_COLUMNS])
         return schema if state.outer is None else over_released.outer_schema(state.outer, schema)

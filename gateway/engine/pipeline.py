@@ -6,8 +6,8 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, over_released, parse,
-                            plan_noise, public_range, recall, release, resolve, rewrite, timing, verify)
+from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, intervals, over_released,
+                            parse, plan_noise, public_range, recall, release, resolve, rewrite, timing, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -27,6 +27,7 @@ COMPILE = (
 # Once a statement has its release, only these still run.
 AFTER_RELEASE = (
     over_released.post_process,  # the peeled outer query, on the released rows only
+    intervals.interval_columns,  # SET cleanroom.intervals = on: each noisy column's interval as two columns
     deliver.deliver,  # templates with an output store their result instead of returning it
     audit.audit,
     timing.pad,  # an answer over private tables leaves at a time the rows do not decide

@@ -30,6 +30,7 @@ class QueryRequest:
     params: Mapping[str, object] | Sequence[object] = ()
     front_end: str = "http"
     request_id: str = field(default_factory=new_request_id)
+    intervals: bool = False  # each noisy column's 95% interval as <name>_low, <name>_high (gateway/engine/intervals.py)
 
 
 @dataclass(frozen=True)

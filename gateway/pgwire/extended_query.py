@@ -23,7 +23,7 @@ from gateway.pgwire.ids import request_id
 from gateway.pgwire.parameters import dummy_value, infer_parameter_types, sample_value
 from gateway.pgwire.privacy import BUDGET_SCHEMA, PLAN_SCHEMA, explain_target, is_budget
 from gateway.pgwire.portal import ABORTED, Failed, Portal, Statement
-from gateway.pgwire.settings import show_name
+from gateway.pgwire.settings import intervals_on, show_name
 from gateway.pgwire.statements import classify, parameter_count, split_statements
 
 MAX_CACHED_DESCRIPTIONS = 10_000
@@ -161,7 +161,7 @@ class ExtendedQuery:
                     if name is not None:
                         dummies[i] = sample_value(declared[name], statement.param_types[i])
             request = QueryRequest(user=self.user, cleanroom=self.database, sql=statement.sql, params=dummies,
-                                   front_end="pgwire", request_id=request_id())
+                                   front_end="pgwire", request_id=request_id(), intervals=intervals_on(self.params))
             schema = await self.io.run(self.engine.describe, request)
             declared = await self.declared_types(statement.sql, dummies, schema)
             fields = []

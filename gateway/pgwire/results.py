@@ -23,7 +23,7 @@ from gateway.pgwire.cursors import CURSOR_KINDS
 from gateway.pgwire.ids import request_id
 from gateway.pgwire.portal import Failed, Portal
 from gateway.pgwire.privacy import budget_table, explain_target, is_budget, plan_table
-from gateway.pgwire.settings import canonical, show_name
+from gateway.pgwire.settings import canonical, intervals_on, show_name
 
 ROWS_PER_CHUNK = 65_536
 FLUSH_BYTES = 256 * 1024
@@ -60,7 +60,7 @@ class Results:
     async def run_engine(self, sql: str, params: list) -> Release:
         """A statement through the engine, cancellable by a CancelRequest meanwhile."""
         request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire",
-                               request_id=request_id())
+                               request_id=request_id(), intervals=intervals_on(self.params))
         self.running = request.request_id
         try:
             if self.engine.runs_in_memory(request):  # e.g. a pool's `SELECT 1`: no thread needed

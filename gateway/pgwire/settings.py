@@ -14,6 +14,10 @@ REPORTED = ("server_version", "server_encoding", "client_encoding", "application
             "IntervalStyle", "TimeZone", "integer_datetimes", "standard_conforming_strings",
             "is_superuser", "session_authorization", "default_transaction_read_only", "in_hot_standby")
 
+# The gateway's own: each noisy column's 95% interval as two more columns (gateway/engine/intervals.py).
+INTERVALS = "cleanroom.intervals"
+_BOOLEANS = {"on": "on", "true": "on", "yes": "on", "1": "on", "off": "off", "false": "off", "no": "off", "0": "off"}
+
 DEFAULTS = {
     "server_version": SERVER_VERSION, "server_version_num": "160004", "server_encoding": "UTF8",
     "client_encoding": "UTF8", "application_name": "", "DateStyle": "ISO, MDY", "IntervalStyle": "postgres",
@@ -23,11 +27,12 @@ DEFAULTS = {
     "search_path": '"$user", public', "extra_float_digits": "1", "max_identifier_length": "63",
     "lc_messages": "C", "lc_monetary": "C", "lc_numeric": "C", "lc_time": "C", "statement_timeout": "0",
     "bytea_output": "hex", "max_index_keys": "32", "block_size": "8192", "datestyle": "ISO, MDY",
+    INTERVALS: "off",
 }
 _CANONICAL = {name.lower(): name for name in DEFAULTS}
 
 # What a client may set in its startup packet; the rest is fixed or comes from the login.
-STARTUP_SETTABLE = ("application_name", "DateStyle", "TimeZone", "extra_float_digits", "search_path")
+STARTUP_SETTABLE = ("application_name", "DateStyle", "TimeZone", "extra_float_digits", "search_path", INTERVALS)
 
 SET_RE = re.compile(r"^\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?!TRANSACTION\b|SESSION\s+CHARACTERISTICS\b)"
                     r"([A-Za-z_][\w.]*)\s*(?:=|\bTO\b)\s*(.*)$", re.IGNORECASE | re.DOTALL)
@@ -53,6 +58,8 @@ def parse_set(sql: str) -> tuple[str, str] | None:
         value = DEFAULTS.get(canonical(name), "")
     value = ", ".join(unquote(v.strip()) for v in _split_commas(value)) if value else value
     name = canonical(name)
+    if name == INTERVALS:
+        return name, boolean(name, value)
     if name == "client_encoding":
         if value.upper().replace("-", "") not in ("UTF8", "UNICODE"):
             raise BadSetting(f"client_encoding {value} is not supported: use UTF8")
@@ -78,3 +85,27 @@ def unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1].replace(value[0] * 2, value[0])
     return value
+
+
+def boolean(name: str, value: str) -> str:
+    """'on' or 'off', as PostgreSQL reads a boolean setting."""
+    found = _BOOLEANS.get(value.strip().lower())
+    if found is None:
+        raise BadSetting(f'parameter "{name}" requires a Boolean value')
+    return found
+
+
+def intervals_on(params: dict) -> bool:
+    return params.get(INTERVALS) == "on"
+
+
+def startup_options(text: str) -> dict[str, str]:
+    """`-c name=value` pairs of the startup packet's `options` (libpq's PGOPTIONS,
+    psycopg's options=...), as PostgreSQL reads them; anything else is ignored."""
+    found, words = {}, text.replace("--", "-c ").split()
+    for i, word in enumerate(words):
+        pair = word[2:] if word.startswith("-c") and len(word) > 2 else words[i + 1] if word == "-c" and i + 1 < len(words) else None
+        if pair and "=" in pair:
+            name, _, value = pair.partition("=")
+            found[canonical(name)] = value.replace("\\ ", " ")
+    return found

@@ -13,7 +13,8 @@ import secrets
 from gateway.errors import UnknownCleanRoom
 from gateway.pgwire import messages as m
 from gateway.pgwire import scram
-from gateway.pgwire.settings import REPORTED, STARTUP_SETTABLE, canonical
+from gateway.pgwire.settings import (INTERVALS, REPORTED, STARTUP_SETTABLE, BadSetting, boolean, canonical,
+                                     startup_options)
 
 log = logging.getLogger("gateway.pgwire")
 
@@ -41,8 +42,14 @@ class StartupPhase:
             self.send(m.error_response(error.sqlstate, error.message, error.hint, severity="FATAL"))
             await self.flush()
             return False
-        for key, value in params.items():
-            name = canonical(key)
+        settings = {canonical(key): value for key, value in params.items()}
+        settings.update(startup_options(params.get("options", "")))  # -c name=value, as PostgreSQL reads them
+        for name, value in settings.items():
+            if name == INTERVALS:
+                try:
+                    value = boolean(name, value)
+                except BadSetting:
+                    continue  # the session keeps the default
             if name in STARTUP_SETTABLE:
                 self.params[name] = value
         self.params["session_authorization"] = self.user
