@@ -126,6 +126,13 @@ def console_pages() -> list[tuple[str, str]]:
     return pages_for(current.user) if current else []
 
 
+@blueprint.app_template_global()
+def console_rooms() -> list[str]:
+    """Every clean room the user has a page in: a selector shows when there are several."""
+    current = g.get("console_session")
+    return sorted({name for page in PAGES for name in rooms_for(page, current.user)}) if current else []
+
+
 @blueprint.errorhandler(Exception)
 def failed(error: Exception):
     """Refusals and bad input as the API states them (rule id and hint); JSON
@@ -194,7 +201,7 @@ def index():
 def choose_cleanroom():
     """Which clean room the pages show (when the user is in several); kept in the session."""
     chosen = request.form.get("cleanroom", "")
-    if chosen not in {name for page in PAGES for name in rooms_for(page, session().user)}:
+    if chosen not in console_rooms():
         raise http_errors.BadRequest(f"no clean room {chosen!r} for this user")
     store().choose_cleanroom(request.cookies.get(SESSION_COOKIE), chosen)
     return redirect(request.form.get("next_page") if request.form.get("next_page") in
