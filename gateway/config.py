@@ -15,7 +15,8 @@ from gateway.errors import PolicyInvalid
 from gateway.quotas.limits import host_quotas_from
 from gateway.yamlsource import KeyPath, load_schema, load_yaml, report, schema_problems
 
-FILE_KINDS = ("duckdb", "sqlite", "parquet", "csv")
+FILE_KINDS = ("duckdb", "sqlite", "parquet", "csv", "delta", "iceberg")
+SINGLE_TABLE_KINDS = ("parquet", "csv", "delta", "iceberg")  # the source is the table: no relation
 SERVER_KINDS = ("postgres", "mysql")
 _SCHEMA = load_schema("gateway", "config_schema.json")
 
@@ -76,7 +77,8 @@ def _source_problems(at: KeyPath, source: dict, base: Path, roots: list[Path]) -
     found: list[tuple[KeyPath, str]] = []
     if kind in FILE_KINDS:
         if "path" not in source:
-            found.append((at, f"a {kind} source needs path (a file or a glob)"))
+            what = "a table folder" if kind in ("delta", "iceberg") else "a file or a glob"
+            found.append((at, f"a {kind} source needs path ({what})"))
         if "dsn" in source:
             found.append((at + ("dsn",), f"a {kind} source is a file: use path, not dsn"))
         path = source.get("path")
@@ -145,8 +147,8 @@ def source_problems(config: GatewayConfig, cleanroom: Any) -> list[tuple[str, st
         if source is None:
             declared = ", ".join(sorted(config.sources)) or "none"
             found.append((f"tables.{name}.source", f"no source {table.source!r} in {config.path} (declared: {declared})"))
-        elif source.kind in ("parquet", "csv") and table.relation is not None:
+        elif source.kind in SINGLE_TABLE_KINDS and table.relation is not None:
             found.append((f"tables.{name}.relation", f"source {table.source!r} is a {source.kind} file: remove relation"))
-        elif source.kind not in ("parquet", "csv") and table.relation is None:
+        elif source.kind not in SINGLE_TABLE_KINDS and table.relation is None:
             found.append((f"tables.{name}", f"source {table.source!r} is a {source.kind} database: name the table in relation"))
     return found

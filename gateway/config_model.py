@@ -17,8 +17,9 @@ from gateway.quotas.limits import HostQuotas
 class Source:
     """A read-only data source attached into DuckDB.
 
-    kind: duckdb | sqlite | parquet | csv | postgres | mysql.
-    File kinds use `path` (a file or a glob); server kinds use `dsn`
+    kind: duckdb | sqlite | parquet | csv | delta | iceberg | postgres | mysql.
+    File kinds use `path` (a file or a glob; a table's folder for delta and
+    iceberg, or an Iceberg metadata file); server kinds use `dsn`
     (libpq key=value for postgres, "host=... user=... database=..." for mysql).
     """
 

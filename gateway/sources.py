@@ -9,8 +9,12 @@ with a source):
   "table" is `"src_<source>"."main"."table"` (the default schema of DuckDB and
   SQLite files). Server sources have no "main": their relations must name a
   schema ("public.orders", "<database>.orders"); `describe` says so at startup.
-- parquet and csv sources become one view, `"memory"."src_<source>"."<source>"`,
-  over read_parquet / read_csv of the file or glob.
+- parquet, csv, delta and iceberg sources become one view,
+  `"memory"."src_<source>"."<source>"`, over read_parquet / read_csv of the file or
+  glob, delta_scan of a Delta table's folder, or iceberg_scan of an Iceberg table's
+  folder or metadata file. Each statement re-reads a Delta log (the current version)
+  and the Iceberg version its metadata file or version hint names. Analysts' SQL can
+  never name these functions (the resolver refuses table functions), only the views.
 
 Once attached, the engine is locked: file access only inside the data roots and
 its own temp directory, no extension installs or loads, no Python replacement
@@ -36,10 +40,18 @@ if TYPE_CHECKING:
     import sqlglot.expressions as exp
 
 MEMORY_CATALOG = "memory"  # the name DuckDB gives the in-memory database
-FILE_KINDS = ("parquet", "csv")
+FILE_KINDS = ("parquet", "csv", "delta", "iceberg")  # one table per source, read through a view
 ATTACHED_KINDS = ("duckdb", "sqlite", "postgres", "mysql")
 SERVER_KINDS = ("postgres", "mysql")
-SCANNERS = ("postgres", "sqlite", "mysql")
+# The extensions each kind needs, in load order: iceberg reads its manifests with avro,
+# which it would otherwise try to download.
+EXTENSIONS = {
+    "postgres": ("postgres_scanner",),
+    "sqlite": ("sqlite_scanner",),
+    "mysql": ("mysql_scanner",),
+    "delta": ("delta",),
+    "iceberg": ("avro", "iceberg"),
+}
 # Public time buckets need a type whose periods do not depend on a session's time zone.
 BUCKET_TYPES = ("DATE", "TIMESTAMP")
 CSV_OPTIONS = ("header", "delim")
@@ -84,9 +96,9 @@ def open_database(config: GatewayConfig) -> duckdb.DuckDBPyConnection:
         }
     )
     try:
-        # Only the scanners a source needs: each costs ~0.2 s to load, in every process
-        # that opens the database (front ends and each executor).
-        for name in sorted({s.kind for s in config.sources.values()} & set(SCANNERS)):
+        # Only the extensions a source needs: each costs 0.15-0.6 s to load, in every
+        # process that opens the database (front ends and each executor).
+        for name in _extensions_for(config.sources.values()):
             con.execute(f"LOAD {_literal(_extension_file(name))}")
         problems: list[str] = []
         for source in config.sources.values():
@@ -172,6 +184,17 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Source, base: Path, roots: l
 def _file_scan(source: Source, path: Path) -> str:
     if source.kind == "parquet":
         return f"read_parquet({_literal(str(path))})"
+    if source.kind in ("delta", "iceberg") and not path.exists():
+        raise ValueError(f"no {source.kind} table at {path}")
+    if source.kind == "delta":
+        if not (path / "_delta_log").is_dir():
+            raise ValueError(f"{path} is not a Delta table (no _delta_log folder)")
+        return f"delta_scan({_literal(str(path))})"
+    if source.kind == "iceberg":
+        if not (path.is_file() or (path / "metadata" / "version-hint.text").is_file()):
+            raise ValueError(f"{path} is not an Iceberg table: give a *.metadata.json file, or a table "
+                             "folder whose metadata/version-hint.text names the current version")
+        return f"iceberg_scan({_literal(str(path))})"
     unknown = set(source.options) - set(CSV_OPTIONS)
     if unknown:
         raise ValueError(f"unknown csv options {sorted(unknown)}; known: {list(CSV_OPTIONS)}")
@@ -249,12 +272,23 @@ def _temp_directory(config: GatewayConfig) -> Path:
     return base / f"duckdb-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def _extensions_for(sources) -> list[str]:
+    needed: list[str] = []
+    for kind in sorted({source.kind for source in sources}):
+        needed += [name for name in EXTENSIONS.get(kind, ()) if name not in needed]
+    return needed
+
+
 def _extension_file(name: str) -> str:
-    """The scanner binary shipped by the PyPI package for this DuckDB version."""
-    package = importlib.resources.files(f"duckdb_extension_{name}_scanner")
-    path = package / "extensions" / f"v{duckdb.__version__}" / f"{name}_scanner.duckdb_extension"
+    """The extension binary shipped by the PyPI package for this DuckDB version."""
+    wheel = f"duckdb-extension-{name.replace('_', '-')}=={duckdb.__version__}"
+    try:
+        package = importlib.resources.files(f"duckdb_extension_{name}")
+    except ModuleNotFoundError:
+        raise RuntimeError(f"the {name} extension is not installed: install {wheel}") from None
+    path = package / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if not path.is_file():
-        raise RuntimeError(f"{path} is missing: install duckdb-extension-{name}-scanner=={duckdb.__version__}")
+        raise RuntimeError(f"{path} is missing: install {wheel}")
     return str(path)
 
 

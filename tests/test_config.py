@@ -83,7 +83,7 @@ def test_source_problems(tmp_path):
           ana: {token_sha256: x}
         """))
     assert found == [
-        "gateway.yaml:5:7: sources.a.kind: 'oracle' is not one of ['duckdb', 'sqlite', 'parquet', 'csv', 'postgres', 'mysql']",
+        "gateway.yaml:5:7: sources.a.kind: 'oracle' is not one of ['duckdb', 'sqlite', 'parquet', 'csv', 'delta', 'iceberg', 'postgres', 'mysql']",
         "gateway.yaml:6:3: sources.b: a parquet source needs path (a file or a glob)",
         "gateway.yaml:7:3: sources.c: a postgres source needs dsn (connection string)",
         "gateway.yaml:7:23: sources.c.path: a postgres source is a server: use dsn, not path",

@@ -56,9 +56,14 @@ def close_engine(server, worker) -> None:
 
 
 def load_gateway_config(config_path: Path):
+    """The config, once every source in it could be opened (PolicyInvalid names the
+    sources that cannot), so a broken source stops the start instead of every worker."""
     from gateway.config import load_config
+    from gateway.sources import open_database
 
-    return load_config(config_path)
+    config = load_config(config_path)
+    open_database(config).close()
+    return config
 
 
 def run_server(config_path, host=None, port=None, workers=None) -> None:

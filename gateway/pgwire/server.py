@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from gateway.errors import PolicyInvalid
 from gateway.pgwire import messages as m
 from gateway.pgwire.session import ServerState, Session
 
@@ -367,5 +368,9 @@ def _handler(args) -> int:
     if args.config is None:
         print("cleanroom pg: --config is required", file=sys.stderr)
         return 2
-    return run_pg_server(args.config, args.host, args.port, workers=max(1, min(args.workers, 64)),
-                         worker=args.worker_index, cancel_dir=args.cancel_dir)
+    try:
+        return run_pg_server(args.config, args.host, args.port, workers=max(1, min(args.workers, 64)),
+                             worker=args.worker_index, cancel_dir=args.cancel_dir)
+    except PolicyInvalid as error:  # a bad config or an unreadable source: say which, no traceback
+        print("\n".join(error.problems), file=sys.stderr)
+        return 2
