@@ -23,7 +23,7 @@ from dataclasses import replace
 from sqlglot import expressions as exp
 
 from gateway.errors import Refused, SyntaxProblem, UnknownColumn, UnknownTable
-from gateway.plan.allowed import NAMED_REFUSALS
+from gateway.plan.allowed import NAMED_REFUSALS, function_name
 from gateway.plan.coercion import common
 from gateway.plan.checks import only as _only
 from gateway.plan.checks import refuse_unknown as _refuse_unknown
@@ -492,8 +492,6 @@ def _typed_null(annotation: Typed) -> exp.Null:
 
 
 def _table_function(node: exp.Expression) -> Refused:
-    from gateway.plan.allowed import function_name
-
     return Refused(f"table functions and file readers are not allowed ({function_name(node)})",
                    rule="source.table_function", hint="query the clean room's tables by name")
 
