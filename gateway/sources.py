@@ -96,6 +96,9 @@ def open_database(config: GatewayConfig) -> duckdb.DuckDBPyConnection:
         }
     )
     try:
+        # A slow statement (binding a view reads a Delta log or Iceberg manifests) would
+        # otherwise draw a progress bar on the process's stdout.
+        con.execute("SET enable_progress_bar = false")
         # Only the extensions a source needs: each costs 0.15-0.6 s to load, in every
         # process that opens the database (front ends and each executor).
         for name in _extensions_for(config.sources.values()):
