@@ -32,6 +32,8 @@ class Source:
 
 @dataclass(frozen=True)
 class EngineSettings:
+    kind: str = "duckdb"  # or "spark": statements run on a Spark Connect server (gateway/spark/session.py)
+    remote: str | None = None  # spark: the server, "sc://host:15002"
     threads: int = 2  # DuckDB threads per executor
     executors: int = 2  # executor processes per front-end process (see gateway/engine/executors.py)
     memory_limit: str = "2GB"

@@ -1,9 +1,12 @@
 """The body of an executor process (see gateway/engine/executors.py): receive the gateway config,
 open the locked database, then run statements sent over the socket until it closes.
 
-Messages in: the GatewayConfig once, then ("run", sql, max_rows). Out: ("ready",) once, then per statement
-("rows",) followed by the result as an Arrow IPC stream, ("too_large",), or
-("error", text) where text is DuckDB's message, for the operator's log only.
+Messages in: the GatewayConfig once, then ("run", sql, max_rows, spark_job). Out: ("ready",) once, then per
+statement ("rows",) followed by the result as an Arrow IPC stream, ("too_large",), or
+("error", text) where text is the engine's message, for the operator's log only.
+
+With the Spark engine (argv[2]: the Spark Connect session id), spark_job is (Spark SQL, relations, tag): the
+statement runs on Spark, its DuckDB form only planned here for the result's types (gateway/spark/session.py).
 """
 
 from __future__ import annotations
@@ -20,10 +23,15 @@ from gateway import sources
 BATCH_ROWS = 65_536
 
 
-def serve(pipe: Connection) -> None:
+def serve(pipe: Connection, session_id: str = "") -> None:
     try:
         config = pipe.recv()
         database = sources.open_database(config)
+        spark = None
+        if config.engine.kind == "spark":
+            from gateway.spark.session import SparkRunner
+
+            spark = SparkRunner(config, database, session_id)
     except BaseException as error:  # the parent logs it and counts the statement failed
         pipe.send(("failed", f"{type(error).__name__}: {error}"))
         return
@@ -34,9 +42,14 @@ def serve(pipe: Connection) -> None:
                 message = pipe.recv()
             except (EOFError, OSError):  # the parent closed the pipe or died
                 return
-            _, sql, max_rows = message
-            _run(database, pipe, sql, max_rows)
+            _, sql, max_rows, spark_job = message
+            if spark is None:
+                _run(database, pipe, sql, max_rows)
+            else:
+                _run_on_spark(spark, pipe, sql, max_rows, spark_job)
     finally:
+        if spark is not None:
+            spark.close()
         database.close()
 
 
@@ -51,17 +64,34 @@ def _run(database, pipe, sql: str, max_rows: int) -> None:
                 pipe.send(("too_large",))
                 return
             batches.append(batch)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, reader.schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-        pipe.send(("rows",))
-        pipe.send_bytes(sink.getvalue())
+        _send(pipe, reader.schema, batches)
     except duckdb.Error as error:
         pipe.send(("error", f"{type(error).__name__}: {error}"))
     finally:
         cursor.close()
 
 
+def _run_on_spark(spark, pipe, sql: str, max_rows: int, spark_job) -> None:
+    spark_sql, relations, tag = spark_job
+    try:
+        table = spark.run(sql, spark_sql, relations, tag, max_rows)
+    except Exception as error:  # Spark's (or a cast's) error: the parent logs it, the client sees a request id
+        pipe.send(("error", f"{type(error).__name__}: {str(error)[:2000]}"))
+        return
+    if table is None:
+        pipe.send(("too_large",))
+        return
+    _send(pipe, table.schema, table.to_batches(BATCH_ROWS))
+
+
+def _send(pipe, schema, batches) -> None:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    pipe.send(("rows",))
+    pipe.send_bytes(sink.getvalue())
+
+
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])))
+    serve(Connection(int(sys.argv[1])), sys.argv[2] if len(sys.argv) > 2 else "")

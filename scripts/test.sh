@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real Postgres clients the wire-protocol tests drive (psql, pgbench, pgjdbc, psqlodbc).
-APT_PACKAGES=(postgresql-client postgresql-contrib libpostgresql-jdbc-java odbc-postgresql unixodbc default-jdk-headless chromium chromium-driver)
+APT_PACKAGES=(postgresql-client postgresql-contrib libpostgresql-jdbc-java odbc-postgresql unixodbc default-jdk-headless chromium chromium-driver
+              libmariadb-java)  # libmariadb-java: the MariaDB JDBC driver for the Spark tests
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -19,6 +20,6 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test,spark]"
 .venv/bin/lint-imports --no-cache  # the layer contract in pyproject.toml: imports point one way
 exec .venv/bin/pytest -q "$@"

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytest_plugins = ("tests.sparkkit",)  # the Spark Connect server and the demo on Spark
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "config" / "demo.yaml"
 DEMO_POLICY = REPO / "policies" / "demo.yaml"

@@ -17,6 +17,11 @@ once does not queue the others behind them.
 An executor is a fresh interpreter (`python -m gateway.executor_main`),
 never a fork of a front end: DuckDB's threads do not survive a fork. It starts on
 the first statement that needs it (about half a second) and then serves many.
+
+With `engine.kind: spark` an executor holds a Spark Connect session as well
+(gateway/spark/session.py) and runs the statement's Spark form there
+(gateway/spark/sql.py); killing it also interrupts its session's work on
+the Spark server.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import itertools
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -59,6 +66,7 @@ REPRIORITISE_SECONDS = 0.25  # how often running statements are looked at again
 PAUSE_TICK = 0.02
 PAUSE_MAX = 0.3
 RUN_MIN = 0.15
+SPARK_CLOSE_SECONDS = 3.0  # an idle Spark executor asked to end releases its session in this long
 
 
 class Executor:
@@ -66,9 +74,12 @@ class Executor:
 
     def __init__(self, config: GatewayConfig, deadline: float):
         ours, theirs = socket.socketpair()
+        # Spark: the id of the executor's Spark Connect session, by which it is interrupted.
+        self.remote = config.engine.remote if config.engine.kind == "spark" else None
+        self.spark_session = str(uuid.uuid4()) if self.remote else None
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.executor_main", str(theirs.fileno())],
+                [sys.executable, "-m", "gateway.executor_main", str(theirs.fileno()), self.spark_session or ""],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
                 start_new_session=True)  # a terminal's Ctrl-C goes to the server, which decides
         self.pipe = Connection(ours.detach())
@@ -105,8 +116,8 @@ class Executor:
                 return
         self.paused = paused
 
-    def run(self, sql: str, max_rows: int, deadline: float) -> pa.Table:
-        self.pipe.send(("run", sql, max_rows))
+    def run(self, sql: str, max_rows: int, deadline: float, spark_job: tuple | None = None) -> pa.Table:
+        self.pipe.send(("run", sql, max_rows, spark_job))
         reply = self._receive(deadline)
         if reply is None:  # deadline passed, or stopped by cancel(), or died
             if self.process.poll() is None:
@@ -137,15 +148,27 @@ class Executor:
             self.stopped_for = why
         if self.process.poll() is None:
             self.process.kill()
+            if self.spark_session is not None:  # its work on the Spark server goes on without it
+                from gateway.spark.session import interrupt_later
+
+                interrupt_later(self.remote, self.spark_session)
 
     def discard(self, why: str) -> None:
-        """Called by the thread that owns it: kill, reap, close the pipe."""
+        """Called by the thread that owns it: kill, reap, close the pipe. An idle Spark
+        executor is asked to end first, so that it releases its own session."""
+        if why == "closed" and self.spark_session is not None and self.process.poll() is None:
+            self.pipe.close()
+            try:
+                self.process.wait(SPARK_CLOSE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
         self.stop(why)
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:  # SIGKILLed but unreaped: the OS finishes it
             log.error("executor %s did not exit after SIGKILL", self.process.pid)
-        self.pipe.close()
+        if not self.pipe.closed:
+            self.pipe.close()
 
 
 def _threads(pid: int) -> list[int]:
@@ -202,6 +225,7 @@ class ExecutorPool:
         """Run sql in an executor before the monotonic deadline, or raise QueryTimeout /
         QueryCancelled (the executor killed), ResultTooLarge or ExecutionFailed.
         on_engine_seconds learns how long the statement held an executor, however it ended."""
+        spark_job = self._spark_job(request_id, sql)  # before queueing: NotOnSpark costs no executor
         statement = _Statement(request_id, principal, next(self._order))
         with self._lock:
             if self._closed:
@@ -209,13 +233,23 @@ class ExecutorPool:
             self._statements[request_id] = statement
         try:
             self._acquire(statement, deadline)
-            return self._run_granted(statement, sql, max_rows, deadline, on_engine_seconds)
+            return self._run_granted(statement, sql, max_rows, deadline, on_engine_seconds, spark_job)
         finally:
             with self._lock:
                 self._statements.pop(request_id, None)
 
+    def _spark_job(self, request_id: str, sql: str) -> tuple | None:
+        """With the Spark engine: (Spark SQL, relations it reads, the statement's tag)."""
+        if self.config.engine.kind != "spark":
+            return None
+        from gateway.spark.sql import to_spark
+
+        statement = to_spark(sql)
+        tag = "gateway-" + re.sub(r"[^A-Za-z0-9_-]", "_", request_id)
+        return statement.sql, statement.relations, tag
+
     def _run_granted(self, statement: _Statement, sql: str, max_rows: int, deadline: float,
-                     on_engine_seconds: Callable[[float], None] | None) -> pa.Table:
+                     on_engine_seconds: Callable[[float], None] | None, spark_job: tuple | None) -> pa.Table:
         executor, principal, request_id = statement.executor, statement.principal, statement.request_id
         started = time.monotonic()
         healthy = replace = False
@@ -239,10 +273,10 @@ class ExecutorPool:
                 replace = True  # it runs this statement at the lower priority, then makes way
             executor.pause(False)  # a heavy statement's, paused as its answer left
             if heavy:
-                table = executor.run(sql, max_rows, deadline)
+                table = executor.run(sql, max_rows, deadline, spark_job)
             else:
                 with self._foreground.running():  # heavy statements on the host pause meanwhile
-                    table = executor.run(sql, max_rows, deadline)
+                    table = executor.run(sql, max_rows, deadline, spark_job)
             healthy = not replace
             return table
         except (ResultTooLarge, QueryCancelled):

@@ -1,7 +1,8 @@
 """Pass verify: the generated SQL, parsed again, reads only the attached sources
 of the tables the statement was resolved to read, and its own CTEs
 (gateway.plan.verify). A second line of defence behind resolve: it holds even
-if a later rewrite were wrong."""
+if a later rewrite were wrong. With the Spark engine, the statement's Spark form
+is made here too, so one Spark cannot compute is refused before it is charged."""
 
 from __future__ import annotations
 
@@ -23,4 +24,8 @@ def verify(state: QueryState) -> QueryState:
         state.context.log.error("generated SQL refused by verify for request %s: %s",
                                 state.request.request_id, state.generated_sql)
         raise
+    if state.context.config.engine.kind == "spark":  # refused here, not after charge (execute converts again, cached)
+        from gateway.spark.sql import to_spark
+
+        to_spark(state.generated_sql)
     return state
