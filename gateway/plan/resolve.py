@@ -18,6 +18,8 @@ What the resolver does not understand is refused with a rule id and a hint.
 
 from __future__ import annotations
 
+import difflib
+
 from dataclasses import replace
 
 from sqlglot import expressions as exp
@@ -256,7 +258,7 @@ class Resolver:
         if cte is None:
             table = self.tables.get(fold(name)) if not catalog and fold(schema) in ANALYST_SCHEMAS else None
             if table is None:
-                _refuse_relation(name, schema, catalog)
+                _refuse_relation(name, schema, catalog, visible=self.tables.keys())
         alias_node = node.args.get("alias")
         alias_names = []
         if alias_node is not None:
@@ -496,7 +498,7 @@ def _table_function(node: exp.Expression) -> Refused:
                    rule="source.table_function", hint="query the clean room's tables by name")
 
 
-def _refuse_relation(name: str, schema: str, catalog: str):
+def _refuse_relation(name: str, schema: str, catalog: str, visible=()):
     system = fold(name).startswith(SYSTEM_PREFIXES)
     if catalog or fold(schema) in SYSTEM_SCHEMAS or system:
         qualified = ".".join(p for p in (catalog, schema, name) if p)
@@ -504,5 +506,6 @@ def _refuse_relation(name: str, schema: str, catalog: str):
                       hint="GET /v1/tables lists what you may query")
     if fold(schema) not in ANALYST_SCHEMAS:
         raise UnknownTable(f'relation "{schema}.{name}" does not exist', rule="bind.unknown_table")
+    close = difflib.get_close_matches(fold(name), sorted(visible), n=1, cutoff=0.75)  # only what the analyst may read
     raise UnknownTable(f'relation "{name}" does not exist', rule="bind.unknown_table",
-                       hint="GET /v1/tables lists what you may query")
+                       hint=f'did you mean "{close[0]}"?' if close else "GET /v1/tables lists what you may query")

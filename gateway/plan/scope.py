@@ -8,6 +8,8 @@ only spelling the generated SQL ever uses.
 
 from __future__ import annotations
 
+import difflib
+
 from dataclasses import dataclass, field
 
 from sqlglot import expressions as exp
@@ -165,8 +167,6 @@ def reference(relation: Relation, column: Column) -> exp.Column:
 
 
 def _suggest(name: str, columns: list[Column]) -> str | None:
-    import difflib
-
     names = sorted({c.name for c in columns})
     close = difflib.get_close_matches(fold(name), names, n=1, cutoff=0.75)
     return f'did you mean "{close[0]}"?' if close else None
