@@ -151,6 +151,9 @@ def test_only_auditors_read_the_audit_log_over_http(engine, tmp_path):
     records = response.json["records"]
     assert len(records) == 3 and records[-1]["line"] == 6
     assert all(r["cleanroom"] == "room" for r in records)
+    for bad in ("abc", "0", "-3", "1e3", "10000000"):  # a clear 400, never silently 100
+        response = get(client, f"/v1/audit?n={bad}", "audit_b")
+        assert response.status_code == 400 and response.json["rule"] == "audit.bad_n", bad
 
 
 def test_template_approvals_over_http(tmp_path):

@@ -324,7 +324,7 @@ def test_budget_show_and_reset(cli_config, capsys):
     assert header.split()[:5] == ["cleanroom", "analyst", "epsilon", "spent", "remaining"]
     assert row.split()[:5] == ["demo", "analyst", "1.0", "0.75", "0.25"] and " monthly " in row
 
-    assert main(["budget", "reset", "--config", str(cli_config), "--cleanroom", "demo", "--analyst", "analyst",
+    assert main(["budget", "reset", "--config", str(cli_config), "--analyst", "analyst",  # the only room
                  "--reason", "new quarter"]) == 0
     assert "reset the privacy budget of 'analyst'" in capsys.readouterr().out
     assert ledger.balance(analyst, Budget(1.0, refresh="monthly")).queries == 0

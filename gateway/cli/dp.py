@@ -1,7 +1,7 @@
 """Command-line subcommands of privacy budgets (operators):
 
     cleanroom budget show [--config FILE] [--cleanroom NAME] [--analyst NAME] [--json]
-    cleanroom budget reset [--config FILE] --cleanroom NAME --analyst NAME [--reason TEXT]
+    cleanroom budget reset [--config FILE] [--cleanroom NAME] --analyst NAME [--reason TEXT]
     cleanroom contributions [TABLE ...] [--config FILE] [--cleanroom NAME] [--token T] [--json]
                             [--epsilon E] [--rows 1,2,5] [--groups 1,2,4]
 
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reset", help="forgive what an analyst has spent (recorded, never deleted)",
         description="Record a reset: the analyst's charges so far stop counting against the budget.",
     )
-    reset.add_argument("--cleanroom", required=True, help="clean room")
+    reset.add_argument("--cleanroom", help="clean room (default: the config's only one)")
     reset.add_argument("--analyst", required=True, help="analyst whose budget to reset")
     reset.add_argument("--reason", default="", help="why (kept in the ledger)")
     reset.set_defaults(handler=reset_command)
@@ -164,6 +164,10 @@ def reset_command(args) -> int:
     if isinstance(loaded, int):
         return loaded
     config, rooms, budgets_for = loaded
+    if args.cleanroom is None:
+        if len(rooms) != 1:
+            return _fail(f"name the clean room with --cleanroom ({', '.join(sorted(rooms))})")
+        args.cleanroom = next(iter(rooms))
     budget = budgets_for(rooms[args.cleanroom]).get(args.analyst)
     if budget is None:
         return _fail(f"analyst {args.analyst!r} has no privacy budget in clean room {args.cleanroom!r}")

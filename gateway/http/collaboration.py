@@ -24,7 +24,7 @@ from flask import Blueprint, g, request
 from gateway.collab.audit_tools import tail
 from gateway.collab.outputs import list_outputs, read_output
 from gateway.engine.types import Release
-from gateway.errors import Refused, UnknownCleanRoom
+from gateway.errors import BadParameter, Refused, UnknownCleanRoom
 from gateway.http.render import release_response
 from gateway.http.requests import authenticate, current_engine, result_media_type
 from gateway.policy.model import CleanRoom, MemberRole
@@ -127,10 +127,11 @@ def audit():
     if not rooms:
         raise Refused("only auditors read the audit log", rule="audit.not_auditor",
                       hint="the auditor role is granted under members: in the policy")
-    try:
-        n = max(1, min(MAX_AUDIT_RECORDS, int(request.args.get("n", 100))))
-    except ValueError:
-        n = 100
+    text = request.args.get("n", "100")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_AUDIT_RECORDS:
+        raise BadParameter(f"n must be a whole number from 1 to {MAX_AUDIT_RECORDS}, not {text[:40]!r}",
+                           rule="audit.bad_n", hint="GET /v1/audit?n=100")
+    n = int(text)
     records = tail(engine.context.audit.path, n, keep=lambda record: record.get("cleanroom") in rooms)
     return {"cleanrooms": sorted(rooms), "records": records}
 
