@@ -180,7 +180,15 @@ def _format(node: exp.Format, scope: Scope) -> exp.Expression:
 
 
 def _equals(node: exp.EQ, scope: Scope) -> exp.Expression:
-    """proc.oid = typ.typreceive: the function is named by the regproc column."""
+    """proc.oid = typ.typreceive: the function is named by the regproc column.
+    x = ANY(array) is list_contains(array, x): DuckDB reads ANY(array) as a subquery, which it cannot
+    put in an outer join's ON (SQLAlchemy 1.4's index reflection: a.attnum = ANY(ix.indkey))."""
+    if isinstance(node.expression, exp.Any):
+        array = node.expression.this
+        while isinstance(array, exp.Paren):
+            array = array.this
+        if not isinstance(array, (exp.Query, exp.Subquery)):
+            return exp.ArrayContains(this=array, expression=node.this)
     for oid, function in ((node.this, node.expression), (node.expression, node.this)):
         if isinstance(oid, exp.Column) and oid.name.lower() == "oid" and isinstance(function, exp.Column) \
                 and function.name.lower() in REGPROC_COLUMNS:
