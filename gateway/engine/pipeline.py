@@ -6,14 +6,16 @@ what it does. New behaviour is a new pass here or a change to one.
 
 from __future__ import annotations
 
-from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, intervals, over_released,
-                            parse, plan_noise, public_range, recall, release, resolve, rewrite, timing, verify)
+from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, intervals,
+                            over_released, own_tables, parse, plan_noise, public_range, recall, release, resolve,
+                            rewrite, timing, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
 COMPILE = (
     parse.parse,
     catalog.catalog,  # catalog-only statements are answered here, from the policy
+    own_tables.own_tables,  # cleanroom.budget, cleanroom.releases: the analyst's own, from the ledger
     resolve.resolve,  # every name bound by scope; the statement generated anew from that binding
     flatten.flatten,  # the derived tables BI tools wrap around a query, merged into it
     public_range.public_range,  # MIN/MAX of a declared range or value list: answered from the policy
