@@ -818,7 +818,7 @@ CRAFTED = [
     ("SELECT visits.region, row_number() OVER () FROM visits GROUP BY visits.region",
      BASE, "query.window_function", "window functions"),
     ("SELECT visits.region, random() FROM visits GROUP BY visits.region", BASE, "function.not_allowed",
-     "function rand() is not allowed"),
+     "function random() is not allowed"),
     ("SELECT count(*) FROM visits WHERE visits.region[1] = 'a'", BASE, "query.construct_not_allowed", "BRACKET"),
     ("SELECT visits.region FROM visits UNION SELECT visits.region FROM visits", BASE, "query.set_operation", "UNION"),
     ("SELECT DISTINCT ON (visits.region) visits.region, count(*) FROM visits GROUP BY visits.region",

@@ -160,7 +160,7 @@ def test_limits():
 @pytest.mark.parametrize("sql,name", [
     ("a + b", "+"), ("a - b", "-"), ("a * b", "*"), ("a = b", "="), ("a <> b", "<>"), ("a || b", "||"),
     ("-a", "unary -"), ("a LIKE 'x'", "LIKE"), ("a AND b", "AND"), ("NOT a", "NOT"),
-    ("setseed(1)", "setseed"), ("MyFunc(1)", "myfunc"), ("random()", "rand"), ("abs(a)", "abs"),
+    ("setseed(1)", "setseed"), ("MyFunc(1)", "myfunc"), ("random()", "random"), ("abs(a)", "abs"),
     ("a", "COLUMN"), ("'a'", "LITERAL"),
 ])
 def test_function_name(sql, name):
