@@ -226,7 +226,7 @@ def _rewrite_node(node: exp.Expression) -> exp.Expression:
             and not isinstance(node.this, exp.Literal):
         return _to_integer(node)
     if isinstance(node, exp.Avg):
-        node.set("this", exp.TryCast(this=node.this.copy(), to=exp.DataType.build("DOUBLE")))
+        node.set("this", exp.TryCast(this=node.this.copy(), to=exp.DataType.build("DOUBLE"), safe=True))
         return node
     if isinstance(node, exp.Anonymous):
         return _function(node)
@@ -244,8 +244,8 @@ def _rewrite_node(node: exp.Expression) -> exp.Expression:
 def _to_integer(node: exp.Cast) -> exp.Expression:
     """DuckDB rounds a fraction to the nearest integer (half away from zero), Spark truncates;
     through DECIMAL(38, 0) Spark rounds half up, which is the same thing."""
-    rounded = exp.TryCast(this=node.this, to=exp.DataType.build("DECIMAL(38, 0)"))
-    return type(node)(this=rounded, to=node.to)
+    rounded = exp.TryCast(this=node.this, to=exp.DataType.build("DECIMAL(38, 0)"), safe=True)
+    return type(node)(this=rounded, to=node.to, safe=node.args.get("safe"))
 
 
 def _guarded_division(node: exp.Div) -> exp.Expression:

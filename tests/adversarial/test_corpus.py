@@ -285,3 +285,54 @@ def test_hidden_column_answers_like_a_missing_one(engine, demo_data_dir, case):
     missing = outcome(engine, HIDDEN.sub("no_such_col", case.sql), demo_data_dir)
     assert (hidden.kind, hidden.rule, type(hidden.error)) == (missing.kind, missing.rule, type(missing.error)), \
         f"hidden: {hidden.describe()}; missing: {missing.describe()}"
+
+
+# -- the same corpus on the Spark engine (tests/sparkkit.py: a local Spark Connect server) ------------
+
+# Released on DuckDB, refused on Spark (rule engine.spark, before anything runs or is charged):
+# what Spark computes differently and gateway/spark/sql.py does not emulate.
+SPARK_REFUSES = {
+    "d_overflow:54": "SUBSTRING from a negative start beyond the string: DuckDB and Spark cut differently",
+    "d_overflow:69": "a LIMIT above 2**31 - 1: Spark's LIMIT is 32-bit",
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_corpus_entry_on_spark(spark_engine, engine, demo_data_dir, case):
+    """Every refusal is the same on Spark; every release has DuckDB's rows and column types."""
+    on_spark = outcome(spark_engine, case.sql, demo_data_dir)
+    if case.id in SPARK_REFUSES:
+        assert (on_spark.kind, on_spark.rule) == ("refused", "engine.spark"), on_spark.describe()
+        return
+    if not case.released:
+        assert on_spark.kind == "refused" and on_spark.rule in case.rules, \
+            f"expected {case.expected}, got {on_spark.describe()}"
+        return
+    assert on_spark.kind == "released", f"expected released, got {on_spark.describe()}"
+    on_duckdb = outcome(engine, case.sql, demo_data_dir)
+    assert on_duckdb.kind == "released", on_duckdb.describe()
+    assert_same_rows(on_spark.release.table, on_duckdb.release.table)
+
+
+def assert_same_rows(spark_table, duckdb_table, rel=1e-9) -> None:
+    """Same names and types; the same rows as multisets, floats within `rel` (the engines add
+    in different orders)."""
+    import math
+
+    assert spark_table.schema == duckdb_table.schema, f"{spark_table.schema} != {duckdb_table.schema}"
+
+    def rows(table):
+        return sorted((tuple(row.values()) for row in table.to_pylist()), key=repr)
+
+    def float_key(row):
+        return tuple("float" if isinstance(v, float) else v for v in row)
+
+    left, right = sorted(rows(spark_table), key=lambda r: repr(float_key(r))), \
+        sorted(rows(duckdb_table), key=lambda r: repr(float_key(r)))
+    assert len(left) == len(right), f"{len(left)} rows on Spark, {len(right)} on DuckDB"
+    for a, b in zip(left, right):
+        for x, y in zip(a, b):
+            if isinstance(x, float) and isinstance(y, float):
+                assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rel, abs_tol=1e-12), (a, b)
+            else:
+                assert x == y, (a, b)
