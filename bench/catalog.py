@@ -9,7 +9,10 @@ Over the demo clean room (k-only), round robin, median of --runs per statement:
   are cached);
 - fresh: the text with `/* n */` appended, new every iteration, so it is parsed
   and translated again (the catalog database stays cached);
-- baseline: `SELECT 1` through the same engine (the cheapest statement it runs).
+- baseline: `SELECT 1` through the same engine (the cheapest statement it runs);
+- pass alone: the catalog pass by itself on the statement already parsed (warm,
+  and fresh: a text it has not translated yet), which leaves out what the other
+  passes (audit, padding, ...) cost, so checkouts whose other passes differ compare.
 
 Then --threads threads run the warm statements at once for a few seconds:
 statements per second, and how many threads the process had at the end
@@ -100,6 +103,7 @@ def main() -> None:
                 warm, fresh = statistics.median(steps["warm"]), statistics.median(steps["fresh"])
                 print(f"{name:22} {warm:9.3f} {fresh:9.3f} {warm / base:14.2f} {fresh / base:15.2f}")
             print(f"{'SELECT 1 (baseline)':22} {base:9.3f}")
+            pass_alone(engine, QueryRequest, args.runs)
 
             done, peak_threads, stop = [0] * args.threads, [threading.active_count()], time.monotonic() + args.seconds
 
@@ -119,6 +123,28 @@ def main() -> None:
                   f"at most {peak_threads[0]} threads in the process (the workers included)")
         finally:
             engine.close()
+
+
+def pass_alone(engine, QueryRequest, runs: int) -> None:
+    """The catalog pass by itself, on states parsed beforehand (untimed)."""
+    from gateway.engine import catalog, parse
+
+    def parsed(sql: str):
+        return parse.parse(engine._start(QueryRequest(user="analyst", cleanroom="demo", sql=sql)))
+
+    warm_states = {name: parsed(sql) for name, sql in STATEMENTS.items()}
+    timings = {name: {"warm": [], "fresh": []} for name in STATEMENTS}
+    for n in range(runs):
+        for name, sql in STATEMENTS.items():
+            fresh_state = parsed(f"{sql} /* pass {n} */")
+            for step, state in (("warm", warm_states[name]), ("fresh", fresh_state)):
+                started = time.perf_counter()
+                answered = catalog.catalog(state)
+                timings[name][step].append((time.perf_counter() - started) * 1000)
+                assert answered.release is not None
+    print(f"\nthe catalog pass alone\n{'statement':22} {'warm ms':>9} {'fresh ms':>9}")
+    for name, steps in timings.items():
+        print(f"{name:22} {statistics.median(steps['warm']):9.3f} {statistics.median(steps['fresh']):9.3f}")
 
 
 if __name__ == "__main__":
