@@ -262,6 +262,27 @@ def test_line_chart_with_a_time_range(api, datasets, engine):
     assert abs(sum(row["count"] for row in result["data"]) - truth) < 6 * COUNT_SD * 6 ** 0.5
 
 
+def test_line_chart_with_a_series_limit(api, datasets):
+    """Superset joins the chart's aggregate to its own top 3 regions (series_limit): the
+    gateway releases the monthly counts by region once and keeps the 3 regions with the
+    highest released totals. The same chart without the limit is the same release (a
+    free repeat), so the ranking can be checked against it exactly."""
+    query = {"columns": [axis("purchased_on", "P1M"), "region"], "metrics": ["count"], "orderby": [["count", False]],
+             "filters": [{"col": "purchased_on", "op": "TEMPORAL_RANGE", "val": "2026-01-01 : 2026-07-01"}],
+             "row_limit": 10000, "series_columns": ["region"]}
+    limited = chart_data(api, datasets["purchases"], "echarts_timeseries_line",
+                         {**query, "series_limit": 3, "series_limit_metric": "count"})
+    assert "series_limit" in limited["query"] and "LIMIT 3" in limited["query"]
+    every = chart_data(api, datasets["purchases"], "echarts_timeseries_line", {**query, "series_limit": 0})
+    totals: dict = {}
+    for row in every["data"]:
+        totals[row["region"]] = totals.get(row["region"], 0) + row["count"]
+    top = set(sorted(totals, key=lambda region: (-totals[region], region))[:3])
+    assert {row["region"] for row in limited["data"]} == top
+    key = lambda row: (row["purchased_on"], row["region"], row["count"])  # noqa: E731
+    assert sorted(map(key, limited["data"])) == sorted(key(r) for r in every["data"] if r["region"] in top)
+
+
 def test_table_chart_and_its_row_count(api, datasets):
     query = {"columns": ["region", "category"], "metrics": ["count", metric("SUM", "amount", "SUM(amount)")],
              "orderby": [["count", False]], "row_limit": 1000, "post_processing": []}

@@ -54,9 +54,11 @@ def post_process(state: QueryState) -> QueryState:
     if state.outer is None or release is None:
         return state
     table = run_outer(state.outer, release.table)
-    notices = (*release.notices, f"computed from the {release.table.num_rows} released row(s) of the inner query by "
-                                 "the outer query: post-processing, no further privacy cost; the intervals and "
-                                 "counts above describe the released rows, not these values")
+    said = state.outer.meta.get("notice") or (
+        f"computed from the {release.table.num_rows} released row(s) of the inner query by the outer query: "
+        "post-processing, no further privacy cost; the intervals and counts above describe the released rows, "
+        "not these values")
+    notices = (*release.notices, said)
     protection = release.protection
     if protection is not None:
         protection = {**protection, "post_processing": {"rows_in": release.table.num_rows,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, intervals,
                             over_released, own_tables, parse, plan_noise, public_range, recall, release, resolve,
-                            rewrite, timing, verify)
+                            rewrite, series_limit, timing, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -19,6 +19,7 @@ COMPILE = (
     resolve.resolve,  # every name bound by scope; the statement generated anew from that binding
     flatten.flatten,  # the derived tables BI tools wrap around a query, merged into it
     public_range.public_range,  # MIN/MAX of a declared range or value list: answered from the policy
+    series_limit.series_limit,  # a BI tool's top-n series: the outer aggregate, kept to its top released keys
     over_released.peel,  # an outer query over one aggregate: run later on its released rows
     authorise.authorise,
     plan_noise.plan_noise,  # differential privacy: what is released and what it costs
