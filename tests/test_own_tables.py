@@ -51,6 +51,10 @@ def test_the_budget_and_each_paid_release_as_tables(tmp_path):
     ("SELECT getenv('HOME') FROM cleanroom.budget", Refused),
     ("SELECT * FROM cleanroom.releases r JOIN visits v ON true", UnknownTable),  # never beside clean-room data
     ("SELECT * FROM cleanroom.secrets", UnknownTable),
+    ("SELECT count(*) FROM cleanroom.releases a, cleanroom.releases b, cleanroom.releases c", Refused),
+    ("SELECT count(*) FROM cleanroom.releases a JOIN cleanroom.budget b ON true", Refused),
+    ("SELECT (SELECT count(*) FROM cleanroom.releases) FROM cleanroom.budget", Refused),
+    ("SELECT * FROM cleanroom.budget UNION ALL SELECT * FROM cleanroom.budget", Refused),
 ])
 def test_nothing_else_is_read_with_them(tmp_path, sql, error):
     engine = dp_engine(tmp_path)

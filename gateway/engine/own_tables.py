@@ -24,6 +24,7 @@ from gateway.dp.policy import budget_for
 from gateway.engine.authorise import check_allowed_nodes
 from gateway.engine.state import QueryState
 from gateway.engine.types import Release
+from gateway.errors import Refused
 
 SCHEMA = "cleanroom"
 MAX_RELEASES = 1000  # the newest charges of the analyst's; older ones: cleanroom budget show / the audit log
@@ -36,6 +37,11 @@ def own_tables(state: QueryState) -> QueryState:
     tables = list(tree.find_all(exp.Table))
     if not tables or any(not _own(t) for t in tables):
         return state
+    if len(tables) != 1 or not isinstance(tree, exp.Select) or tree.find(exp.Join, exp.Subquery, exp.With):
+        # it runs in the front end's process, not an executor: one table, read once, so its cost stays
+        # that of 1,000 rows (a self-join of the releases could ask for 10^12)
+        raise Refused("cleanroom.budget and cleanroom.releases are read one at a time, without joins or subqueries",
+                      rule="own_tables.shape", hint="SELECT ... FROM cleanroom.releases WHERE ... GROUP BY ...")
     check_allowed_nodes(tree)
     builders = {"budget": _budget, "releases": _releases}
     with duckdb.connect(config={"enable_external_access": False, "threads": 1}) as con:
