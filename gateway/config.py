@@ -10,15 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.config_model import EngineSettings, GatewayConfig, HttpSettings, PgSettings, Source, StoreSettings, User
+from gateway.config_model import (SOURCE_KINDS, EngineSettings, GatewayConfig, HttpSettings, PgSettings, Source,
+                                   StoreSettings, User)
 from gateway.errors import PolicyInvalid
 from gateway.quotas.limits import host_quotas_from
 from gateway.yamlsource import KeyPath, load_schema, load_yaml, report, schema_problems
 
-FILE_KINDS = ("duckdb", "sqlite", "parquet", "csv", "delta", "iceberg")
-SINGLE_TABLE_KINDS = ("parquet", "csv", "delta", "iceberg")  # the source is the table: no relation
-SERVER_KINDS = ("postgres", "mysql")
+# From the one table of source kinds (gateway.config_model.SOURCE_KINDS).
+PATH_KINDS = tuple(k.name for k in SOURCE_KINDS.values() if k.reach != "server")  # read from `path`
+SINGLE_TABLE_KINDS = tuple(k.name for k in SOURCE_KINDS.values() if k.reach == "file")  # the source is the table
+SERVER_KINDS = tuple(k.name for k in SOURCE_KINDS.values() if k.reach == "server")
 _SCHEMA = load_schema("gateway", "config_schema.json")
+_SCHEMA["$defs"]["source"]["properties"]["kind"]["enum"] = list(SOURCE_KINDS)
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -75,9 +78,9 @@ def _semantic_problems(data: dict, base: Path) -> list[tuple[KeyPath, str]]:
 def _source_problems(at: KeyPath, source: dict, base: Path, roots: list[Path]) -> list[tuple[KeyPath, str]]:
     kind = source.get("kind")
     found: list[tuple[KeyPath, str]] = []
-    if kind in FILE_KINDS:
+    if kind in PATH_KINDS:
         if "path" not in source:
-            what = "a table folder" if kind in ("delta", "iceberg") else "a file or a glob"
+            what = "a table folder" if SOURCE_KINDS[kind].folder else "a file or a glob"
             found.append((at, f"a {kind} source needs path ({what})"))
         if "dsn" in source:
             found.append((at + ("dsn",), f"a {kind} source is a file: use path, not dsn"))

@@ -14,11 +14,36 @@ from gateway.quotas.limits import HostQuotas
 
 
 @dataclass(frozen=True)
+class SourceKind:
+    """How one kind of source is read. The config's schema, its checks
+    (gateway/config.py) and the attaching (gateway/sources.py) all follow this table."""
+
+    name: str
+    reach: str  # "file": one table read through a view; "attached": a database file; "server": a dsn
+    scan: str | None = None  # file kinds: the DuckDB table function reading `path`
+    attach_type: str | None = None  # attached and server kinds: ATTACH's TYPE (None: a DuckDB file)
+    extensions: tuple[str, ...] = ()  # DuckDB extensions it needs, in load order (wheels from PyPI)
+    folder: bool = False  # `path` is a table's folder, not a file or a glob
+
+
+SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
+    SourceKind("duckdb", "attached"),
+    SourceKind("sqlite", "attached", attach_type="sqlite", extensions=("sqlite_scanner",)),
+    SourceKind("parquet", "file", scan="read_parquet"),
+    SourceKind("csv", "file", scan="read_csv"),  # options: header, delim (gateway/sources.py)
+    SourceKind("delta", "file", scan="delta_scan", extensions=("delta",), folder=True),
+    # iceberg reads its manifests with avro, which it would otherwise try to download
+    SourceKind("iceberg", "file", scan="iceberg_scan", extensions=("avro", "iceberg"), folder=True),
+    SourceKind("postgres", "server", attach_type="postgres", extensions=("postgres_scanner",)),
+    SourceKind("mysql", "server", attach_type="mysql", extensions=("mysql_scanner",)),
+)}
+
+
+@dataclass(frozen=True)
 class Source:
     """A read-only data source attached into DuckDB.
 
-    kind: duckdb | sqlite | parquet | csv | delta | iceberg | postgres | mysql.
-    File kinds use `path` (a file or a glob; a table's folder for delta and
+    kind: one of SOURCE_KINDS. File kinds use `path` (a file or a glob; a table's folder for delta and
     iceberg, or an Iceberg metadata file); server kinds use `dsn`
     (libpq key=value for postgres, "host=... user=... database=..." for mysql).
     """

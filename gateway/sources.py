@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from gateway.config_model import GatewayConfig, Source
+from gateway.config_model import SOURCE_KINDS, GatewayConfig, Source
 from gateway.errors import PolicyInvalid
 from gateway.policy.model import CleanRoom, Table
 
@@ -40,18 +40,11 @@ if TYPE_CHECKING:
     import sqlglot.expressions as exp
 
 MEMORY_CATALOG = "memory"  # the name DuckDB gives the in-memory database
-FILE_KINDS = ("parquet", "csv", "delta", "iceberg")  # one table per source, read through a view
-ATTACHED_KINDS = ("duckdb", "sqlite", "postgres", "mysql")
-SERVER_KINDS = ("postgres", "mysql")
-# The extensions each kind needs, in load order: iceberg reads its manifests with avro,
-# which it would otherwise try to download.
-EXTENSIONS = {
-    "postgres": ("postgres_scanner",),
-    "sqlite": ("sqlite_scanner",),
-    "mysql": ("mysql_scanner",),
-    "delta": ("delta",),
-    "iceberg": ("avro", "iceberg"),
-}
+# From the one table of source kinds (gateway.config_model.SOURCE_KINDS).
+FILE_KINDS = tuple(k.name for k in SOURCE_KINDS.values() if k.reach == "file")  # one table, read through a view
+ATTACHED_KINDS = tuple(k.name for k in SOURCE_KINDS.values() if k.reach != "file")
+SERVER_KINDS = tuple(k.name for k in SOURCE_KINDS.values() if k.reach == "server")
+EXTENSIONS = {k.name: k.extensions for k in SOURCE_KINDS.values() if k.extensions}  # in load order
 # Public time buckets need a type whose periods do not depend on a session's time zone.
 BUCKET_TYPES = ("DATE", "TIMESTAMP")
 CSV_OPTIONS = ("header", "delim")
@@ -165,7 +158,8 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Source, base: Path, roots: l
     if source.kind in SERVER_KINDS:
         if not source.dsn:
             raise ValueError(f"a {source.kind} source needs a dsn")
-        con.execute(f"ATTACH {_literal(source.dsn)} AS {namespace} (TYPE {source.kind}, READ_ONLY)")
+        con.execute(f"ATTACH {_literal(source.dsn)} AS {namespace} (TYPE {SOURCE_KINDS[source.kind].attach_type}, "
+                    "READ_ONLY)")
         return
     if source.kind not in ATTACHED_KINDS + FILE_KINDS:
         raise ValueError(f"unknown source kind {source.kind!r}")
@@ -174,10 +168,10 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Source, base: Path, roots: l
     path = _resolve(base, source.path)
     if not any(path.is_relative_to(root) for root in roots):
         raise ValueError(f"{path} is outside engine.data_roots, so the locked engine could not read it")
-    if source.kind == "duckdb":
-        con.execute(f"ATTACH {_literal(str(path))} AS {namespace} (READ_ONLY)")
-    elif source.kind == "sqlite":
-        con.execute(f"ATTACH {_literal(str(path))} AS {namespace} (TYPE sqlite, READ_ONLY)")
+    if source.kind in ATTACHED_KINDS:
+        attach_type = SOURCE_KINDS[source.kind].attach_type
+        con.execute(f"ATTACH {_literal(str(path))} AS {namespace} "
+                    f"({f'TYPE {attach_type}, ' if attach_type else ''}READ_ONLY)")
     else:
         view = f"{_identifier(MEMORY_CATALOG)}.{namespace}.{_identifier(source.name)}"
         con.execute(f"CREATE SCHEMA {_identifier(MEMORY_CATALOG)}.{namespace}")
@@ -185,9 +179,8 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Source, base: Path, roots: l
 
 
 def _file_scan(source: Source, path: Path) -> str:
-    if source.kind == "parquet":
-        return f"read_parquet({_literal(str(path))})"
-    if source.kind in ("delta", "iceberg") and not path.exists():
+    kind = SOURCE_KINDS[source.kind]
+    if kind.folder and not path.exists():
         raise ValueError(f"no {source.kind} table at {path}")
     if source.kind == "delta":
         if not (path / "_delta_log").is_dir():
@@ -198,6 +191,8 @@ def _file_scan(source: Source, path: Path) -> str:
             raise ValueError(f"{path} is not an Iceberg table: give a *.metadata.json file, or a table "
                              "folder whose metadata/version-hint.text names the current version")
         return f"iceberg_scan({_literal(str(path))})"
+    if source.kind != "csv":  # csv takes options; every other file kind is its table function over the path
+        return f"{kind.scan}({_literal(str(path))})"
     unknown = set(source.options) - set(CSV_OPTIONS)
     if unknown:
         raise ValueError(f"unknown csv options {sorted(unknown)}; known: {list(CSV_OPTIONS)}")

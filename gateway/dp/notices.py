@@ -9,17 +9,13 @@ shown in several columns is described once.
 
 from __future__ import annotations
 
-from gateway.dp.plan import QUANTILE_NAMES, NoisePlan
+from gateway.dp.families import AGGREGATES
+from gateway.dp.plan import NoisePlan
 
 MAX_ROWS_LISTED = 20  # per-row intervals listed in a notice; the HTTP protection has all of them
 
-# What max_rows_per_unit does to each aggregate when a unit has more rows in a group.
-_CAPPED = {
-    "count": "its rows beyond are not counted",
-    "sum": "its sum is scaled down to that many rows",
-    "avg": "an average weighs it as that many rows",
-    **{name: "at most that many of its values enter a quantile" for name in QUANTILE_NAMES},
-}
+# What max_rows_per_unit does to each aggregate when a unit has more rows in a group (each family says).
+_CAPPED = {name: release.capped for name, release in AGGREGATES.items() if getattr(release, "capped", None)}
 
 
 def biases(plan: NoisePlan, unit: str = "privacy unit") -> list[dict]:

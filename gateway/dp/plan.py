@@ -24,6 +24,7 @@ from gateway.dp.policy import QueryPrivacy
 from gateway.dp.stability import check_stable
 from gateway.dp.time_buckets import PublicKeys, public_buckets
 from gateway.plan.allowed import AGGREGATES
+from gateway.policy.aggregates import BY_NODE
 from gateway.plan.quantiles import spelled
 from gateway.plan.units import clamp, unit_columns
 from gateway.errors import Refused
@@ -60,6 +61,17 @@ class Quantity:
     @property
     def midpoint(self) -> float:
         return (self.bounds.lower + self.bounds.upper) / 2
+
+
+# Quantities that count (rows or units) carry no value bounds.
+_COUNTS = frozenset({Kind.UNITS, Kind.ROWS, Kind.CLIPPED_UNITS})
+
+
+def _kind(name: str) -> "Kind | str":
+    """A registry's kind name as the Kind member, or as itself for a family that
+    declares its own kind (gateway.dp.families: a str-valued kind compares and hashes
+    as its value, so a new family needs no member here)."""
+    return Kind(name) if name in Kind._value2member_map_ else name
 
 
 # What an analyst's quantile is called, by how it was written (the resolver notes it on the node).
@@ -193,7 +205,7 @@ def _composition(privacy: QueryPrivacy, quantities: list[Quantity], clipping: fl
     amount = privacy.epsilon if accounting == PURE else privacy.rho
     total = PrivacyLoss(accounting, amount, 0.0 if public_keys else privacy.delta)
     parts = [("__units", Kind.UNITS.value)] if unit_count else []
-    parts += [(q.column, q.kind.value) for q in quantities]
+    parts += [(q.column, str(getattr(q.kind, "value", q.kind))) for q in quantities]
     reserved = {"__clipped": clipping} if clipping else {}
     return Composition.split(total, parts, reserved, delta_to=None if public_keys else "__units")
 
@@ -274,20 +286,21 @@ class _Quantities:
                 return Output(column, "count", (self._quantity(Kind.ROWS, None),))
             value = self._value(exp.Literal.number(1) if argument is None else argument, condition)
             return Output(column, "count", (self._quantity(Kind.ROWS, value),))
-        if kind in (exp.Sum, exp.Avg, exp.Median, exp.Quantile):
-            bounds = self._bounds(node.this)
-            value = self._value(clamp(node.this.copy(), bounds.lower, bounds.upper), condition)
-            if kind is exp.Sum:
-                return Output(column, "sum", (self._quantity(Kind.SUM, value, bounds),), bounds)
-            if kind is exp.Avg:  # midpoint + noisy SUM(x - midpoint) / noisy COUNT(x)
-                total = self._quantity(Kind.CENTERED_SUM, value, bounds)
-                return Output(column, "avg", (total, self._quantity(Kind.ROWS, value)), bounds)
+        spec = BY_NODE[kind]  # the aggregate registry (gateway.policy.aggregates)
+        if not spec.noised_as:
+            raise Refused(f"{spec.name.upper()} cannot be released with differential privacy",
+                          rule="dp.aggregate",
+                          hint="use COUNT, SUM, AVG, median(), percentile_cont(), percentile_disc() or quantile_cont()")
+        bounds = self._bounds(node.this)
+        value = self._value(clamp(node.this.copy(), bounds.lower, bounds.upper), condition)
+        if kind in (exp.Median, exp.Quantile):
             alpha = 0.5 if kind is exp.Median else float(node.args["quantile"].this)
             name = "median" if kind is exp.Median else spelled(node)
             return Output(column, name, (self._quantity(Kind.QUANTILE, value, bounds, alpha),), bounds)
-        raise Refused(f"{AGGREGATES[kind].upper()} cannot be released with differential privacy",
-                      rule="dp.aggregate",
-                      hint="use COUNT, SUM, AVG, median(), percentile_cont(), percentile_disc() or quantile_cont()")
+        # the rest are formed from the kinds the registry names (AVG: a centred sum and a row count)
+        quantities = tuple(self._quantity(_kind(noised), value, None if _kind(noised) in _COUNTS else bounds)
+                           for noised in spec.noised_as)
+        return Output(column, spec.name, quantities, bounds)
 
     def _value(self, expression: exp.Expression, condition: exp.Expression | None) -> str:
         if condition is not None:

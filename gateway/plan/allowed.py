@@ -13,19 +13,10 @@ from __future__ import annotations
 from sqlglot import expressions as exp
 
 from gateway.plan.types import Kind
+from gateway.policy.aggregates import BY_NODE
 
-# Aggregates by policy name; COUNT(DISTINCT x) is checked separately.
-AGGREGATES: dict[type[exp.Expression], str] = {
-    exp.Count: "count",
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Min: "min",
-    exp.Max: "max",
-    exp.Median: "median",
-    # percentile_cont / percentile_disc (q) WITHIN GROUP (ORDER BY x), quantile_cont / quantile_disc (x, q),
-    # normalised by the resolver (which notes the spelling); released under DP by gateway/dp/families/quantiles.py
-    exp.Quantile: "median",
-}
+# Aggregates by policy name, from their registry; COUNT(DISTINCT x) is checked separately.
+AGGREGATES: dict[type[exp.Expression], str] = {node: kind.name for node, kind in BY_NODE.items()}
 
 # Constructs refused with their own reason, for a message the analyst can act on.
 NAMED_REFUSALS: dict[type[exp.Expression], tuple[str, str]] = {

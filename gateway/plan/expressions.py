@@ -26,6 +26,7 @@ from gateway.plan.checks import check_pattern, date_part, interval_days, literal
     refuse_unknown, whole_number, window_spec
 from gateway.plan.scope import Scope, fold, reference
 from gateway.plan.types import BOOLEAN, NULL, UNBOUNDED, Kind, Range, Typed, engine_range
+from gateway.policy.aggregates import BY_NODE
 from gateway.policy.model import Role
 
 if TYPE_CHECKING:
@@ -414,18 +415,19 @@ class Expressions:
             built.meta["quantile"] = quantiles.spelled(node)  # how it was written
             return _mark(built, Typed(Kind.FLOAT, typed(value).range, aggregate=True))
         _only(node, "this")
+        spec = BY_NODE[type(node)]  # the aggregate registry (gateway.policy.aggregates)
         value = self._aggregated(node.this, inner)
-        if isinstance(node, (exp.Sum, exp.Avg, exp.Median)):
+        if spec.numeric:
             value = _summable(value)
         annotation = typed(value)
         join_key = isinstance(value, exp.Column) and getattr(value.meta.get("declared"), "role", None) is Role.JOIN_KEY
-        if not isinstance(node, (exp.Min, exp.Max)) and not annotation.kind.numeric \
+        if spec.numeric and not annotation.kind.numeric \
                 and annotation.kind is not Kind.NULL and not join_key:  # authorise refuses join keys by role
             raise Refused(f"{function_name(node).upper()} takes a number", rule="expr.type")
-        if isinstance(node, exp.Sum):
+        if spec.result == "sum":
             width = HUGEINT if annotation.kind is Kind.INTEGER else None
             result = annotation.with_(range=UNBOUNDED, width=width, aggregate=True)
-        elif isinstance(node, exp.Avg):
+        elif spec.result == "float":
             result = Typed(Kind.FLOAT, annotation.range, aggregate=True)
         else:
             result = annotation.with_(aggregate=True)

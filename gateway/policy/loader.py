@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.errors import PolicyInvalid
+from gateway.policy.aggregates import NAMES as AGGREGATE_NAMES
 from gateway.policy.build import build
 from gateway.policy.checks import semantic_problems
 from gateway.policy.model import CleanRoom
@@ -21,6 +22,8 @@ from gateway.policy.templates import check_templates
 from gateway.yamlsource import load_schema, load_yaml, report, schema_problems
 
 _SCHEMA = load_schema("gateway.policy", "schema.json")
+# The aggregates a rule may allow come from their registry, not from a list kept here too.
+_SCHEMA["$defs"]["rule"]["properties"]["aggregates"]["items"]["enum"] = list(AGGREGATE_NAMES)
 
 
 def load_policy(path: str | Path) -> CleanRoom:

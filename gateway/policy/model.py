@@ -11,6 +11,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from gateway.policy.aggregates import NAMES as AGGREGATE_NAMES
+
 
 class Role(str, enum.Enum):
     """What an analyst may do with a column."""
@@ -21,14 +23,8 @@ class Role(str, enum.Enum):
     HIDDEN = "hidden"  # does not exist for analysts
 
 
-class Aggregate(str, enum.Enum):
-    COUNT = "count"
-    COUNT_DISTINCT = "count_distinct"
-    SUM = "sum"
-    AVG = "avg"
-    MIN = "min"
-    MAX = "max"
-    MEDIAN = "median"  # median(x), percentile_cont / percentile_disc (q) WITHIN GROUP (ORDER BY x), quantile_cont / quantile_disc (x, q)
+# Aggregate.COUNT, Aggregate.SUM, ...: one member per entry of the registry (gateway.policy.aggregates).
+Aggregate = enum.Enum("Aggregate", {name.upper(): name for name in AGGREGATE_NAMES}, type=str, module=__name__)
 
 
 class Mechanism(str, enum.Enum):

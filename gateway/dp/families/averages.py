@@ -58,6 +58,7 @@ def ratio_interval(centred: float, count: float, h_sum: float, h_count: float, l
 
 class Averages:
     integer = False
+    capped = "an average weighs it as that many rows"  # what max_rows_per_unit does (gateway.dp.notices)
 
     def half_widths(self, output: Output, measurements: dict) -> tuple[float, float]:
         centred, count = output.quantities
@@ -88,3 +89,4 @@ class Averages:
 
 FAMILY = CenteredSum()
 AVG = Averages()
+RELEASES = {"avg": AVG}

@@ -37,3 +37,4 @@ class ClippedUnits(Family):
 
 FAMILY = ClippedUnits()
 CLIPPED = Counts()
+RELEASES: dict = {}  # not an aggregate an analyst writes

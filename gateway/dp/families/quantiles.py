@@ -32,7 +32,7 @@ from gateway.dp import mechanisms
 from gateway.dp.composition import MEASURES, PrivacyLoss
 from gateway.dp.families.base import TAIL, Contribution, Family, Interval, Sensitivity
 from gateway.dp.families.rows import quote
-from gateway.dp.plan import Kind, Output, Quantity
+from gateway.dp.plan import QUANTILE_NAMES, Kind, Output, Quantity
 
 
 class Quantile(Family):
@@ -77,6 +77,7 @@ class Quantile(Family):
 
 class Quantiles:
     integer = False
+    capped = "at most that many of its values enter a quantile"  # what max_rows_per_unit does (gateway.dp.notices)
 
     def release(self, output: Output, noisy: dict, measurements: dict) -> list[Interval]:
         return [Interval(value, None, None) for value in noisy[output.quantities[0]]]
@@ -95,3 +96,4 @@ def string(value: str) -> str:
 
 FAMILY = Quantile()
 QUANTILE = Quantiles()
+RELEASES = {name: QUANTILE for name in QUANTILE_NAMES}  # named as the analyst wrote it

@@ -38,4 +38,5 @@ def quote(name: str) -> str:
 
 
 FAMILY = Rows()
-COUNT = Counts()
+COUNT = Counts(capped="its rows beyond are not counted")
+RELEASES = {"count": COUNT}

@@ -47,6 +47,7 @@ class Sums:
     """Released sums: within the sums the bounds allow, ±h with 95% probability."""
 
     integer = False
+    capped = "its sum is scaled down to that many rows"  # what max_rows_per_unit does (gateway.dp.notices)
 
     def release(self, output: Output, noisy: dict, measurements: dict) -> list[Interval]:
         half_width = measurements[output.quantities[0]].ci(TAIL)
@@ -62,3 +63,4 @@ class Sums:
 
 FAMILY = Sum()
 SUM = Sums()
+RELEASES = {"sum": SUM}

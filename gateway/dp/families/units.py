@@ -52,6 +52,9 @@ class Counts:
 
     integer = True
 
+    def __init__(self, capped: str | None = None):
+        self.capped = capped  # what max_rows_per_unit does to it (gateway.dp.notices); None: nothing
+
     def release(self, output: Output, noisy: dict, measurements: dict) -> list[Interval]:
         half_width = measurements[output.quantities[0]].ci(TAIL)
         return [additive_interval(raw, half_width, 0, float("inf"), integer=True) for raw in noisy[output.quantities[0]]]
@@ -64,3 +67,4 @@ class Counts:
 
 FAMILY = Units()
 COUNT_DISTINCT = Counts()
+RELEASES = {"count_distinct": COUNT_DISTINCT}  # released aggregates by name (gateway.policy.aggregates)
