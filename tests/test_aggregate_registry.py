@@ -60,3 +60,12 @@ def test_source_kinds_drive_the_config_schema_and_the_attaching():
     assert sources.EXTENSIONS == {k.name: k.extensions for k in SOURCE_KINDS.values() if k.extensions}
     for kind in SOURCE_KINDS.values():
         assert (kind.scan is not None) == (kind.reach == "file"), kind.name
+
+
+def test_an_authorisation_is_typed_and_renders_as_before():
+    """Audit records, the API and EXPLAIN show "rule:<name>", "template:<name>", "public"."""
+    from gateway.engine.state import Authorisation, Authority
+
+    assert Authorisation(Authority.RULE, "agg", 10).authorised_by == "rule:agg"
+    assert Authorisation(Authority.TEMPLATE, "reach", 10).authorised_by == "template:reach"
+    assert Authorisation(Authority.PUBLIC, None, None).authorised_by == "public"

@@ -116,6 +116,7 @@ def _approval_command(args, kind: str) -> int:
     if room is None:
         return _fail(f"no clean room {args.cleanroom!r} in {config.path}")
     collab = Collaboration.from_config(config)
+    collab.carry_forward(room)  # as the engine does at policy load: approvals of tightened rules continue
     if kind == "rule":
         status, propose, approve, revoke = collab.rule_status, collab.propose_rule, collab.approve_rule, collab.revoke_rule
     else:

@@ -295,14 +295,20 @@ class Collaboration:
         return tuple(Approval(**row) for row in rows if row["collaborator"] in needed)
 
     def _checked_rule_approvals(self, room: CleanRoom, rule: AggregationRule) -> tuple[tuple[Approval, ...], set]:
-        """Approvals of the current hash, after carrying forward those of looser versions."""
-        digest = self.rule_hash(room, rule)
+        """Approvals of the current hash (carried-forward ones included: see carry_forward)."""
         needed = owners(room, rule_tables(rule))
-        approvals = self._rule_approvals(room, rule, digest, needed)
-        missing = needed - {a.collaborator for a in approvals}
-        if missing and self._carry_forward(room, rule, missing):
-            approvals = self._rule_approvals(room, rule, digest, needed)
-        return approvals, needed
+        return self._rule_approvals(room, rule, self.rule_hash(room, rule), needed), needed
+
+    def carry_forward(self, room: CleanRoom) -> None:
+        """At policy load (engine start, reload, a command's load): for every rule an
+        owner has not approved in its current version, continue that owner's approval
+        of a looser version the current one only tightens. Never on the path of a
+        statement, so EXPLAIN, a Describe or a query never writes approvals."""
+        for rule in room.rules.values():
+            digest, needed = self.rule_hash(room, rule), owners(room, rule_tables(rule))
+            missing = needed - {a.collaborator for a in self._rule_approvals(room, rule, digest, needed)}
+            if missing:
+                self._carry_forward(room, rule, missing)
 
     def rule_status(self, room: CleanRoom, name: str) -> RuleStatus:
         rule = self._rule(room, name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlglot import expressions as exp
 
 from gateway.engine.allowlist import AGGREGATES, ALLOWED, NAMED_REFUSALS, function_name
-from gateway.engine.state import Authorisation, QueryState, TableUse
+from gateway.engine.state import Authorisation, Authority, QueryState, TableUse
 from gateway.errors import Refused
 from gateway.policy.model import AggregationRule, ColumnRef, Role, group_size
 
@@ -21,12 +21,12 @@ def authorise(state: QueryState) -> QueryState:
         status = state.context.collab.require_approved(room, state.template, state.tables_read)
         approvals = tuple(a.approval_sha256 for a in status.approvals)
         return state.evolve(authorisation=Authorisation(
-            f"template:{state.template.name}", k, template_sha256=status.template_sha256, approvals=approvals,
+            Authority.TEMPLATE, state.template.name, k, template_sha256=status.template_sha256, approvals=approvals,
         ))
     check_allowed_nodes(state.tree)
     private = {name for name in state.tables_read if not room.tables[name].public}
     if not private:
-        return state.evolve(authorisation=Authorisation("public", None))
+        return state.evolve(authorisation=Authorisation(Authority.PUBLIC, None, None))
     rules = [room.rules[r] for r in state.analyst.rules if state.tables_read <= set(room.rules[r].tables)]
     if not rules:
         raise Refused(
@@ -48,7 +48,7 @@ def authorise(state: QueryState) -> QueryState:
             unapproved = unapproved or refusal
             continue
         k = group_size(room, state.tables_read, rule.min_group_size)
-        return state.evolve(authorisation=Authorisation(f"rule:{rule.name}", k, approvals=approvals))
+        return state.evolve(authorisation=Authorisation(Authority.RULE, rule.name, k, approvals=approvals))
     raise unapproved or first_refusal
 
 

@@ -49,6 +49,8 @@ class Engine:
             executors=ExecutorPool(config, config.engine.executors),
             collab=Collaboration.from_config(config, audit_log),
         )
+        for room in cleanrooms.values():  # approvals of tightened rules continue (gateway.collab.approvals)
+            self.context.collab.carry_forward(room)
         self.context.executors.warm()  # in the background: no statement should wait for an interpreter
         self._reload_lock = threading.Lock()
         self._policy_status = _status("stale" if problems else "ok", cleanrooms, problems)
@@ -70,6 +72,8 @@ class Engine:
                     types = {name: sources.describe(cursor, room) for name, room in rooms.items()}
                 finally:
                     cursor.close()
+                for room in rooms.values():  # before the swap: the new rules' first statements find them
+                    self.context.collab.carry_forward(room)
             except Exception as error:  # PolicyInvalid, or a file gone missing mid-edit
                 problems = error.problems if isinstance(error, PolicyInvalid) else [f"{type(error).__name__}: {error}"]
                 self.context.log.error("policy reload refused, the previous policies keep serving:\n%s", "\n".join(problems))

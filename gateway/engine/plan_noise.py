@@ -17,7 +17,7 @@ from gateway.dp import plan as dp_plan
 from gateway.dp.policy import query_privacy
 from gateway.dp.public_filters import refuse_empty_filters
 from gateway.dp.release_cache import ReleaseCache
-from gateway.engine.state import QueryState
+from gateway.engine.state import Authority, QueryState
 
 
 def plan_noise(state: QueryState) -> QueryState:
@@ -35,8 +35,8 @@ def _authority(state: QueryState):
     """The privacy settings of the rule or template that authorised the query."""
     if state.template is not None:
         return state.template.privacy
-    kind, _, name = state.authorisation.authorised_by.partition(":")
-    return state.cleanroom.rules[name].privacy if kind == "rule" else None
+    authorisation = state.authorisation
+    return state.cleanroom.rules[authorisation.name].privacy if authorisation.authority is Authority.RULE else None
 
 
 def measurement_key(state: QueryState, plan: dp_plan.NoisePlan) -> str:

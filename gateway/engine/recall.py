@@ -17,10 +17,9 @@ import threading
 from collections import OrderedDict
 
 from gateway.engine.authorise import rule_approvals
-from gateway.engine.state import QueryState
+from gateway.engine.state import Authority, QueryState
 from gateway.errors import Refused
 
-RULE = "rule:"
 
 # What the analysis passes produce, and so what a recalled analysis restores
 # (the differential-privacy plan among them, where the state has one: a repeat
@@ -76,11 +75,11 @@ def recall(state: QueryState) -> QueryState:
     if found is None:
         return state
     authorisation = found["authorisation"]
-    if authorisation is not None and authorisation.authorised_by.startswith(RULE):
+    if authorisation is not None and authorisation.authority is Authority.RULE:
         # Approvals are state, not policy: ask the store again on every repeat (one
         # indexed read; the rule's hash is cached per policy version), so a revoked
         # approval takes effect on the very next statement, in every worker.
-        rule = state.cleanroom.rules[authorisation.authorised_by[len(RULE):]]
+        rule = state.cleanroom.rules[authorisation.name]
         try:
             approvals = rule_approvals(state, rule)
         except Refused:
@@ -98,7 +97,7 @@ def in_memory(state: QueryState) -> bool:
     found = state.context.analyses.get(key) if key is not None else None
     if found is None or not found["constant"] or found["noise_plan"] is not None:
         return False
-    if found["authorisation"] is None or found["authorisation"].authorised_by.startswith(RULE):
+    if found["authorisation"] is None or found["authorisation"].authority is Authority.RULE:
         return False
     return state.context.constant_results.get(found["generated_sql"]) is not None
 

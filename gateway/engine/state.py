@@ -5,6 +5,7 @@ Fields fill in pass by pass; a pass reads only what earlier passes wrote.
 
 from __future__ import annotations
 
+import enum
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
@@ -24,12 +25,26 @@ if TYPE_CHECKING:
     from gateway.engine.timing import StatementClock
 
 
+class Authority(str, enum.Enum):
+    """What authorised a query: an approval subject of the policy, or none needed."""
+
+    RULE = "rule"  # an aggregation rule every owner approved
+    TEMPLATE = "template"  # an approved template
+    PUBLIC = "public"  # public tables only
+
+
 @dataclass(frozen=True)
 class Authorisation:
-    authorised_by: str  # "rule:<name>", "template:<name>" or "public"
+    authority: Authority
+    name: str | None  # the rule's or template's name; None for PUBLIC
     min_group_size: int | None  # None when no private table is read
     template_sha256: str | None = None  # templates: the canonical hash every owner approved
-    approvals: tuple[str, ...] = ()  # templates: the approvals' hashes (gateway.collab.approvals)
+    approvals: tuple[str, ...] = ()  # the approvals' hashes (gateway.collab.approvals)
+
+    @property
+    def authorised_by(self) -> str:
+        """As audit records, the API and EXPLAIN show it: "rule:<name>", "template:<name>" or "public"."""
+        return self.authority.value if self.name is None else f"{self.authority.value}:{self.name}"
 
 
 @dataclass(frozen=True)
