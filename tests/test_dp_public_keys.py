@@ -50,16 +50,17 @@ def test_without_k_on_public_keys_every_group_is_released_and_the_count_gets_the
 
 
 def test_the_default_still_applies_k_to_a_noisy_unit_count_on_public_keys(tmp_path):
-    engine = make_engine(tmp_path)
+    engine = make_engine(tmp_path, epsilon_per_query=40.0)  # unit count at scale 0.25: an empty group stays below 10
     release = run(engine, "SELECT region, count(*) AS n FROM visits GROUP BY region")
     noise = {a["sql"]: a["noise"] for a in release.protection["aggregates"]}["count(*)"]
-    assert [n["epsilon"] for n in noise] == [pytest.approx(0.5)]  # the other half counts units for k
+    assert [n["epsilon"] for n in noise] == [pytest.approx(20.0)]  # the other half counts units for k
     assert release.protection["groups"]["min_group_size"] == 10
-    assert "empty" not in release.table.column("region").to_pylist()  # 0 units + noise at scale 8: below 10
+    regions = release.table.column("region").to_pylist()
+    assert "empty" not in regions and "tiny" not in regions  # 0 and 1 household: below 10
 
 
 def test_counting_units_is_still_noised_and_thresholded_when_asked(tmp_path):
-    engine = make_engine(tmp_path, min_group_size_on_public_keys=False)
+    engine = make_engine(tmp_path, min_group_size_on_public_keys=False, epsilon_per_query=40.0)  # scale 0.125
     release = run(engine, "SELECT region, count(DISTINCT hh) AS households FROM visits GROUP BY region")
     assert release.protection["groups"]["min_group_size"] == 10
     assert "empty" not in release.table.column("region").to_pylist()
