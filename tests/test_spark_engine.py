@@ -1,13 +1,166 @@
-"""The Spark engine end to end: the demo clean room on a real local Spark Connect server."""
+"""The Spark engine end to end, on a real local Spark Connect server (tests/sparkkit.py):
+k-only answers and templates as on DuckDB, differentially private answers near the truth
+their intervals claim, what cannot be computed the same refused before it is charged, a
+session that cannot read files by SQL, and a deadline that stops the work on the server."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+
+import pytest
+import yaml
+
+from gateway.config import load_config
 from gateway.engine import QueryRequest
+from gateway.engine.executors import Executor, _Stopped
+from gateway.errors import GatewayError, PolicyInvalid
+from gateway.spark import session as spark_session
+from tests.adversarial.test_corpus import assert_same_rows
 
 
-def test_smoke(spark_engine, engine):
-    sql = "SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM purchases GROUP BY region ORDER BY region"
-    on_spark = spark_engine.run(QueryRequest(user="analyst", cleanroom="demo", sql=sql))
-    on_duckdb = engine.run(QueryRequest(user="analyst", cleanroom="demo", sql=sql))
+def run(engine, sql, **request):
+    return engine.run(QueryRequest(user="analyst", cleanroom="demo", sql=sql, **request))
+
+
+def test_answers_and_column_types_are_duckdbs(spark_engine, engine):
+    sql = ("SELECT region, COUNT(*) AS n, SUM(amount) AS total, AVG(amount) AS mean, "
+           "date_trunc('month', purchased_on) AS month FROM purchases GROUP BY region, month ORDER BY region, month")
+    on_spark, on_duckdb = run(spark_engine, sql), run(engine, sql)
     assert on_spark.table.schema == on_duckdb.table.schema
-    assert on_spark.table.to_pylist() == on_duckdb.table.to_pylist()
+    assert_same_rows(on_spark.table, on_duckdb.table)
+    assert on_spark.notices == on_duckdb.notices
+
+
+def test_the_demo_template_answers_as_on_duckdb(spark_engine, engine):
+    name, params = "campaign_reach", {"campaign": "spring_sale"}
+    on_spark = spark_engine.run(QueryRequest(user="analyst", cleanroom="demo", template=name, params=params))
+    on_duckdb = engine.run(QueryRequest(user="analyst", cleanroom="demo", template=name, params=params))
+    assert on_spark.authorised_by == on_duckdb.authorised_by == f"template:{name}"
+    assert_same_rows(on_spark.table, on_duckdb.table)
+
+
+def test_what_spark_computes_otherwise_is_refused_before_it_is_charged(spark_engine):
+    with pytest.raises(GatewayError) as refused:
+        run(spark_engine, "SELECT count(*) FROM purchases WHERE substring(category, 0, 2) = 'da'")
+    assert (refused.value.rule, refused.value.sqlstate) == ("engine.spark", "0A000")
+    assert "SUBSTRING" in refused.value.message
+
+
+@pytest.fixture(scope="module")
+def spark_dp_engine(spark_dp_config_path):
+    from gateway.engine import Engine
+
+    engine = Engine.from_config_file(spark_dp_config_path)
+    engine.warm(wait=True)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def dp_engine(dp_demo_config_path):
+    from gateway.engine import Engine
+
+    engine = Engine.from_config_file(dp_demo_config_path)
+    yield engine
+    engine.close()
+
+
+def test_private_answers_agree_within_their_intervals(spark_dp_engine, dp_engine):
+    """Noise is the gateway's on either engine, over the same bounded values (a household
+    has one region: no keyed-hash choice of groups): the two answers differ by noise alone,
+    within the sum of their stated 95% half-widths, tripled so that the test fails by chance
+    about once in ten thousand runs."""
+    sql = "SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM purchases GROUP BY region"
+    on_spark, on_duckdb = run(spark_dp_engine, sql), run(dp_engine, sql)
+    assert on_spark.table.schema == on_duckdb.table.schema
+    assert on_spark.protection["contribution_bounds"] == on_duckdb.protection["contribution_bounds"]
+    spark_rows, duckdb_rows = (_by_region(release) for release in (on_spark, on_duckdb))
+    assert spark_rows.keys() == duckdb_rows.keys() and len(spark_rows) >= 2
+    for region, columns in spark_rows.items():
+        for column, (value, low, high) in columns.items():
+            other, other_low, other_high = duckdb_rows[region][column]
+            allowed = 3 * ((high - low) / 2 + (other_high - other_low) / 2)
+            assert abs(value - other) <= allowed, (region, column, value, other, allowed)
+
+
+def _by_region(release) -> dict:
+    """region -> column -> (released value, interval low, interval high)."""
+    columns = release.protection["columns"]
+    found = {}
+    for i, row in enumerate(release.table.to_pylist()):
+        found[row["region"]] = {name: (float(row[name]), *columns[name]["intervals"][i]) for name in ("n", "total")}
+    return found
+
+
+def test_the_session_reads_no_file_by_sql(spark_server, spark_demo_data_dir):
+    """Even a statement that reached Spark unchecked could not name a file: runSQLOnFiles is off
+    in the executors' sessions (and the server's defaults). The file exists and is Parquet."""
+    session = spark_session.connect(spark_server.remote, str(uuid.uuid4()))
+    try:
+        for key, value in spark_session.SESSION_CONF.items():
+            session.conf.set(key, value)
+        target = next((spark_demo_data_dir / "impressions").glob("*.parquet"))
+        for sql in (f"SELECT count(*) FROM parquet.`{target}`", "SELECT * FROM text.`/etc/passwd`",
+                    "SELECT * FROM csv.`/etc/passwd`", "SELECT * FROM json.`/etc/hostname`"):
+            with pytest.raises(Exception) as refused:
+                session.sql(sql).toArrow()
+            assert "TABLE_OR_VIEW_NOT_FOUND" in str(refused.value) or "UNSUPPORTED_DATASOURCE" in str(refused.value), sql
+    finally:
+        session.stop()
+
+
+def test_a_statement_past_its_deadline_is_stopped_on_the_server_too(spark_config_path, caplog):
+    config = load_config(spark_config_path)
+    executor = Executor(config, time.monotonic() + 300)
+    slow = "SELECT count(*) AS n FROM range(0, 1000000000000) AS a"  # hours on two cores
+    caplog.set_level("INFO", logger="gateway.spark")
+    try:
+        with pytest.raises(_Stopped, match="timeout"):
+            executor.run(slow, 10, time.monotonic() + 15, (slow, (), "gateway-slow"))
+    finally:
+        executor.discard("timeout")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any("interrupted" in r.getMessage() for r in caplog.records):
+        time.sleep(0.5)
+    said = [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()]
+    assert said == [f"spark session {executor.spark_session}: interrupted 1 operation(s)"], said
+
+
+def test_interrupt_stops_a_running_operation(spark_server):
+    session_id = str(uuid.uuid4())
+    session = spark_session.connect(spark_server.remote, session_id)
+    failure = {}
+
+    def slow():
+        session.addTag("slow")
+        try:
+            session.sql("SELECT count(*) FROM range(0, 1000000000000)").toArrow()
+        except Exception as error:  # the interruption
+            failure["error"] = str(error)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    try:
+        stopped = []
+        deadline = time.monotonic() + 120
+        while not stopped and time.monotonic() < deadline:
+            time.sleep(1)
+            stopped = spark_session.interrupt(spark_server.remote, session_id)
+        thread.join(120)
+        assert len(stopped) == 1 and "OPERATION_CANCELED" in failure.get("error", ""), (stopped, failure)
+    finally:
+        session.stop()
+
+
+def test_spark_config_needs_a_remote_and_spark_sources(tmp_path):
+    config = {"policies": [], "users": {}, "engine": {"kind": "spark"},
+              "sources": {"retail": {"kind": "duckdb", "path": str(tmp_path / "x.duckdb")}}}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(PolicyInvalid) as invalid:
+        load_config(path)
+    text = "\n".join(invalid.value.problems)
+    assert "engine: missing required key 'remote'" in text
+    assert "sources.retail.kind" in text and "parquet" in text

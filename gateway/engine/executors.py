@@ -77,6 +77,7 @@ class Executor:
         # Spark: the id of the executor's Spark Connect session, by which it is interrupted.
         self.remote = config.engine.remote if config.engine.kind == "spark" else None
         self.spark_session = str(uuid.uuid4()) if self.remote else None
+        self.interrupting = False  # its session's interruption on the Spark server has been asked for
         with theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.executor_main", str(theirs.fileno()), self.spark_session or ""],
@@ -148,9 +149,10 @@ class Executor:
             self.stopped_for = why
         if self.process.poll() is None:
             self.process.kill()
-            if self.spark_session is not None:  # its work on the Spark server goes on without it
+            if self.spark_session is not None and not self.interrupting:  # its work on the server goes on without it
                 from gateway.spark.session import interrupt_later
 
+                self.interrupting = True
                 interrupt_later(self.remote, self.spark_session)
 
     def discard(self, why: str) -> None:

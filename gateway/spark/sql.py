@@ -76,6 +76,8 @@ _REFUSED_TYPES = {exp.DataType.Type.UTINYINT, exp.DataType.Type.USMALLINT, exp.D
                   exp.DataType.Type.UBIGINT, exp.DataType.Type.UINT128, exp.DataType.Type.UINT256,
                   exp.DataType.Type.INT256, exp.DataType.Type.UUID, exp.DataType.Type.INTERVAL}
 _INT_MAX = 2**31 - 1
+# The DP bounding SQL's list columns (gateway/dp/bounding.py): len() of them is a list's size.
+_LIST_COLUMNS = frozenset({"__low"})
 _INTEGER_TYPES = {exp.DataType.Type.TINYINT, exp.DataType.Type.SMALLINT, exp.DataType.Type.INT, exp.DataType.Type.BIGINT}
 _SPARK_FUNCTIONS = frozenset({"xxhash64", "percentile", "percentile_disc", "slice", "array_sort", "collect_list",
                               "try_element_at", "size", "flatten", "double"})
@@ -225,6 +227,8 @@ def _rewrite_node(node: exp.Expression) -> exp.Expression:
     if isinstance(node, (exp.Cast, exp.TryCast)) and node.to.this in _INTEGER_TYPES \
             and not isinstance(node.this, exp.Literal):
         return _to_integer(node)
+    if isinstance(node, exp.Min) and node.args.get("count") is not None:  # DuckDB's top-n: the n smallest, ascending
+        return _smallest(node.this, node.args["count"])
     if isinstance(node, exp.Avg):
         node.set("this", exp.TryCast(this=node.this.copy(), to=exp.DataType.build("DOUBLE"), safe=True))
         return node
@@ -232,6 +236,8 @@ def _rewrite_node(node: exp.Expression) -> exp.Expression:
         return _function(node)
     if isinstance(node, exp.Bracket):
         return _element(node)
+    if isinstance(node, exp.Length) and isinstance(node.this, exp.Column) and node.this.name in _LIST_COLUMNS:
+        return exp.Anonymous(this="size", expressions=[node.this])
     if isinstance(node, exp.ArraySize):
         return exp.Anonymous(this="size", expressions=[node.this])
     if isinstance(node, exp.ArrayAgg):
@@ -323,9 +329,8 @@ def _function(node: exp.Anonymous) -> exp.Expression:
     if name == "quantile_disc" and len(args) == 2:
         return exp.WithinGroup(this=exp.Anonymous(this="percentile_disc", expressions=[args[1]]),
                                expression=exp.Order(expressions=[exp.Ordered(this=args[0])]))
-    if name == "min" and len(args) == 2:  # DuckDB's top-n aggregate: the n smallest, ascending
-        smallest = exp.Anonymous(this="array_sort", expressions=[exp.Anonymous(this="collect_list", expressions=[args[0]])])
-        return exp.Anonymous(this="slice", expressions=[smallest, exp.Literal.number(1), args[1]])
+    if name == "min" and len(args) == 2:
+        return _smallest(*args)
     if name == "len" and len(args) == 1:
         return exp.Anonymous(this="size", expressions=args)
     if name in ("list_slice", "flatten"):
@@ -335,11 +340,21 @@ def _function(node: exp.Anonymous) -> exp.Expression:
     raise NotOnSpark(f"{node.name}()")
 
 
+def _smallest(value: exp.Expression, count: exp.Expression) -> exp.Expression:
+    """DuckDB's min(x, n): the n smallest values, ascending (collect_list skips NULLs, as it does)."""
+    ordered = exp.Anonymous(this="array_sort", expressions=[exp.Anonymous(this="collect_list", expressions=[value])])
+    return exp.Anonymous(this="slice", expressions=[ordered, exp.Literal.number(1), count])
+
+
 def _element(node: exp.Bracket) -> exp.Expression:
-    """DuckDB's list[i] counts from 1 and gives NULL out of range; so does try_element_at."""
+    """DuckDB's list[i] counts from 1 and gives NULL out of range; so does try_element_at.
+    (sqlglot holds the index from 0.)"""
     if len(node.expressions) != 1:
         raise NotOnSpark("a list slice")
-    return exp.Anonymous(this="try_element_at", expressions=[node.this, node.expressions[0]])
+    index = node.expressions[0]
+    one_based = exp.Literal.number(int(index.name) + 1) if isinstance(index, exp.Literal) and index.is_int \
+        else exp.Add(this=exp.paren(index, copy=False), expression=exp.Literal.number(1))
+    return exp.Anonymous(this="try_element_at", expressions=[node.this, one_based])
 
 
 def _collect_list(node: exp.ArrayAgg) -> exp.Expression:
