@@ -138,3 +138,13 @@ def test_a_catalog_statement_past_its_deadline_is_interrupted_by_the_watchdog():
     assert refused.value.rule == "catalog.unsupported" and "interrupt" in refused.value.message.lower()
     assert threading.active_count() <= threads_before + 1  # the watchdog's one thread, no timer per statement
     assert answer(database, "SELECT 42 AS n", 5, Watchdog(), logging.getLogger("test")).to_pylist() == [{"n": 42}]
+
+
+def test_an_unknown_catalog_relation_is_named_as_postgresql_would_never_with_duckdbs_text(engine):
+    from gateway.engine import QueryRequest
+    from gateway.errors import UnknownTable
+
+    with pytest.raises(UnknownTable) as missing:
+        engine.run(QueryRequest(user="analyst", cleanroom="demo", sql="SELECT * FROM pg_catalog.pg_stats"))
+    assert missing.value.message == 'relation "pg_stats" does not exist'
+    assert "Catalog Error" not in missing.value.message and "Did you mean" not in missing.value.message

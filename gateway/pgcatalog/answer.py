@@ -3,6 +3,8 @@ statement timeout, its failures reported as the gateway's errors."""
 
 from __future__ import annotations
 
+import re
+
 import logging
 from typing import Callable, Protocol
 
@@ -27,13 +29,14 @@ def answer(database: duckdb.DuckDBPyConnection, sql: str, timeout: float, timer:
     try:
         return cursor.execute(sql).to_arrow_table()
     except duckdb.CatalogException as error:
-        missing = str(error).split("\n")[0]
-        raise UnknownTable(f"catalog relation or function not available: {missing[:200]}",
-                           rule="catalog.unknown") from None
+        log.info("catalog query read what is not emulated: %s\n%s", error, sql)
+        raise UnknownTable(_missing(str(error)), rule="catalog.unknown", hint=_HINT) from None
     except duckdb.Error as error:
         log.info("catalog query failed: %s\n%s", error, sql)
-        raise SyntaxProblem(f"catalog query not supported: {str(error).splitlines()[0][:200]}",
-                            rule="catalog.unsupported") from None
+        if "interrupt" in str(error).lower():
+            raise SyntaxProblem(f"catalog query interrupted at its deadline ({timeout:g} s)",
+                                rule="catalog.unsupported", hint=_HINT) from None
+        raise SyntaxProblem("catalog query not supported", rule="catalog.unsupported", hint=_HINT) from None
     finally:
         timer.disarm(alarm)
         cursor.close()
@@ -44,3 +47,20 @@ def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
         cursor.interrupt()
     except duckdb.Error:  # the statement ended and closed its cursor as the deadline came
         pass
+
+
+_HINT = "the gateway answers the pg_catalog and information_schema queries drivers and BI tools send (docs/analysts-pg.md)"
+_NAMED = re.compile(r"(Table|Function|Macro|Type|Schema)[A-Za-z ]* with name \"?([\w.]+)\"? does not exist")
+
+
+def _missing(message: str) -> str:
+    """PostgreSQL's wording for what the catalog does not have, never DuckDB's text."""
+    found = _NAMED.search(message)
+    if found is None:
+        return "the statement reads a catalog relation or function this gateway does not provide"
+    kind, name = found.group(1), found.group(2)[:80]
+    if kind == "Table":
+        return f'relation "{name}" does not exist'
+    if kind in ("Function", "Macro"):
+        return f"function {name}() does not exist"
+    return f'{kind.lower()} "{name}" does not exist'
