@@ -47,6 +47,32 @@ def _rows(con: duckdb.DuckDBPyConnection, table: str, columns: str, rows: list[t
         con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
 
+FIRST_POLICY_OID = 90_000
+
+
+def column_roles(table: Table) -> list[str]:
+    """What the policy says of each visible column of a private table, one line each
+    ("amount: measure in [0, 200]"): psql's \\d shows them as the table's policies (full
+    values and descriptions: \\d+, GET /v1/tables, the console's schema browser)."""
+    if table.public:
+        return []
+    lines = []
+    for name, column in table.visible().items():
+        role = column.role.value.replace("_", " ")
+        if name == table.privacy_unit:
+            text = f"{name}: privacy unit, {role}"
+        elif column.bounds is not None:
+            text = f"{name}: {role} in [{column.bounds.lower:g}, {column.bounds.upper:g}]"
+        elif column.buckets is not None:
+            text = f"{name}: {role}, buckets {column.buckets.start}..{column.buckets.end}"
+        elif column.values:
+            text = f"{name}: {role}, {len(column.values)} declared values"
+        else:
+            text = f"{name}: {role}"
+        lines.append(text[:63])  # a PostgreSQL name
+    return lines
+
+
 def build(view: CatalogView) -> duckdb.DuckDBPyConnection:
     room, user, tables, types = view.room, view.user, view.tables, view.column_types
     con = duckdb.connect(":memory:", config={"threads": 1})
@@ -79,14 +105,18 @@ def build(view: CatalogView) -> duckdb.DuckDBPyConnection:
     comments = [(FIRST_DB_OID + i, 1262, 0, view.rooms[name].description or None)
                 for i, name in enumerate(rooms) if view.rooms[name].description]
 
-    class_rows, attr_rows, type_rows, info_tables, info_columns = [], [], [], [], []
+    class_rows, attr_rows, type_rows, info_tables, info_columns, policies = [], [], [], [], [], []
     regclass = [(name, oid) for name, oid in WELL_KNOWN.items()]
     for index, (name, table) in enumerate(tables.items()):
         oid = FIRST_TABLE_OID + 2 * index
         rowtype = oid + 1
         columns = table.visible()
+        described = column_roles(table)  # psql's \d lists them under "Policies:"
         class_rows.append((oid, name, PUBLIC, rowtype, 0, roles[table.owner], 2, 0, 0, 0, -1.0, 0, 0, False, False,
-                           "p", "r", len(columns), 0, False, False, False, False, False, True, "d", False, 0, None, None))
+                           "p", "r", len(columns), 0, False, False, False, bool(described), False, True, "d", False, 0,
+                           None, None))
+        policies += [(FIRST_POLICY_OID + 64 * index + i, text, oid, "r", True, [0], None, None)
+                     for i, text in enumerate(described)]
         type_rows.append((rowtype, name, PUBLIC, 10, -1, False, "c", "C", False, True, ",", oid, 0, 0, 0, -1, 0, 0, None, "d", "x"))
         regclass.append((name, oid))
         if table.description:
@@ -194,6 +224,8 @@ def build(view: CatalogView) -> duckdb.DuckDBPyConnection:
     # Empty relations clients join against: no indexes, constraints, rules, triggers, inheritance.
     for ddl in EMPTY_RELATIONS:
         con.execute(ddl)
+    if policies:
+        con.executemany("INSERT INTO pgc.pg_policy VALUES (?, ?, ?, ?, ?, ?, ?, ?)", policies)
     con.execute("CREATE VIEW pgc.pg_tables AS SELECT n.nspname AS schemaname, c.relname AS tablename, "
                 "r.rolname AS tableowner, NULL::VARCHAR AS tablespace, false AS hasindexes, false AS hasrules, "
                 "false AS hastriggers, false AS rowsecurity FROM pgc.pg_class c JOIN pgc.pg_namespace n "

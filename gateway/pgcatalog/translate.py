@@ -9,6 +9,8 @@ sqlglot's transform() calls them over the tree until nothing changes.
 
 from __future__ import annotations
 
+import re
+
 from typing import Callable, Collection, NamedTuple
 
 from sqlglot import expressions as exp
@@ -189,6 +191,10 @@ def _equals(node: exp.EQ, scope: Scope) -> exp.Expression:
             array = array.this
         if not isinstance(array, (exp.Query, exp.Subquery)):
             return exp.ArrayContains(this=array, expression=node.this)
+    for side in ("this", "expression"):  # pol.polroles = '{0}' (psql's \d): PostgreSQL's array text as a list
+        literal = node.args.get(side)
+        if isinstance(literal, exp.Literal) and literal.is_string and re.fullmatch(r"\{-?\d+(,-?\d+)*\}", literal.this):
+            node.set(side, exp.Array(expressions=[exp.Literal.number(v) for v in literal.this[1:-1].split(",")]))
     for oid, function in ((node.this, node.expression), (node.expression, node.this)):
         if isinstance(oid, exp.Column) and oid.name.lower() == "oid" and isinstance(function, exp.Column) \
                 and function.name.lower() in REGPROC_COLUMNS:
