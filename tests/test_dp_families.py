@@ -421,6 +421,20 @@ def test_without_differential_privacy_the_median_permission_gives_no_extreme_val
     assert "0.4" in refused.value.hint and "0.6" in refused.value.hint
 
 
+@pytest.mark.parametrize("sql, written", [
+    ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY spend) FROM visits", "percentile_cont"),
+    ("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY spend) FROM visits", "percentile_disc"),
+    ("SELECT quantile_cont(spend, 0.5) FROM visits", "quantile_cont"),
+])
+def test_a_quantile_without_its_permission_is_refused_by_the_name_the_analyst_wrote(tmp_path, sql, written):
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)}, aggregates=("count",), k=5)
+    engine = build_engine(tmp_path, policy, ROWS)
+    with pytest.raises(Refused) as refused:
+        engine.run(request(sql))
+    assert refused.value.rule == "aggregate.not_allowed"
+    assert refused.value.message.startswith(f"{written} (the median permission) is not allowed")
+
+
 def test_without_differential_privacy_extreme_quantiles_follow_min_and_max_permissions(tmp_path):
     policy = simple_policy({"visits": private_table("visits", COLUMNS)}, aggregates=("count", "median", "min"), k=5)
     engine = build_engine(tmp_path, policy, ROWS)

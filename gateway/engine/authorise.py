@@ -10,6 +10,7 @@ from sqlglot import expressions as exp
 from gateway.engine.allowlist import AGGREGATES, ALLOWED, NAMED_REFUSALS, function_name
 from gateway.engine.state import Authorisation, Authority, QueryState, TableUse
 from gateway.errors import Refused
+from gateway.plan.quantiles import spelled
 from gateway.policy.model import AggregationRule, ColumnRef, Role, group_size
 
 
@@ -210,8 +211,11 @@ class AggregateQueryCheck:
                 raise Refused(f"{name.upper()}(DISTINCT ...) is not allowed", rule="aggregate.not_allowed")
             if name not in {a.value for a in self.rule.aggregates}:
                 allowed = ", ".join(sorted(a.value for a in self.rule.aggregates))
+                # percentile_cont and its kin by the name the analyst wrote, and the permission they need
+                written = f"{spelled(aggregate)} (the {name} permission)" if isinstance(aggregate, exp.Quantile) \
+                    else name.upper()
                 raise Refused(
-                    f"{name.upper()} is not allowed by rule {self.rule.name}",
+                    f"{written} is not allowed by rule {self.rule.name}",
                     rule="aggregate.not_allowed",
                     hint=f"allowed aggregates: {allowed}",
                 )
