@@ -16,13 +16,17 @@ overflow raises there, as in DuckDB, instead of wrapping around.
 - SUM of integers is 128-bit in DuckDB, 64-bit in Spark: the argument is widened to
   DECIMAL(38, 0) (an integer or decimal becomes DECIMAL(38, s), as DuckDB's sum; a double stays
   a double);
+- AVG of a decimal is a double in DuckDB, a decimal in Spark: averaged as a double;
+- a cast to an integer type rounds in DuckDB, truncates in Spark: it goes through
+  DECIMAL(38, 0), which rounds half away from zero as DuckDB does;
 - LIKE: Spark reads a backslash in the pattern as an escape, DuckDB does not;
 - SUBSTRING from position 0 or below counts differently: refused unless the start is a
   positive literal;
 - DuckDB's hash() (keyed choice of a unit's groups and values, DP bounding) becomes
   xxhash64(): another keyed 64-bit hash, so another, equally unsteerable choice;
-- lists: min(x, n) (the n smallest), list(), list_slice, flatten, len and [i] get their
-  Spark spellings, with out-of-range reads giving NULL as in DuckDB;
+- lists (DP bounding): min(x, n) (the n smallest), len() and [i] get their Spark spellings,
+  out-of-range reads giving NULL as in DuckDB; list(), list_slice and flatten (DP
+  quantiles) are refused;
 - quantile_cont / quantile_disc become percentile / percentile_disc;
 - types: HUGEINT is DECIMAL(38, 0); unsigned types are refused.
 
