@@ -98,3 +98,31 @@ def test_under_differential_privacy_the_outer_query_is_free_post_processing(tmp_
                  user="ana", room="room")
     assert again == [{"groups": 3, "low": min(r["n"] for r in alone)}]
     assert engine.budget("ana", "room")["spent"]["epsilon"] == 1.0
+
+
+def test_with_intervals_on_a_sql_dataset_can_read_its_aggregates_intervals(tmp_path):
+    """SET cleanroom.intervals = on: the derived aggregate's n_low / n_high exist for the
+    outer query (a BI chart on a SQL dataset draws error bars from them), filled from
+    the release's own per-row intervals."""
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)}, aggregates=("count", "sum"), k=5)
+    policy["privacy"] = {"epsilon_per_query": 1.0, "max_rows_per_unit": 5, "max_groups_per_unit": 3,
+                         "budget": {"epsilon": 100, "delta": 0.001}}
+    engine = build_engine(tmp_path, policy, VISITS)
+    inner = "SELECT region, COUNT(*) AS n, SUM(spend) AS s FROM visits GROUP BY region"
+
+    def ask(sql, intervals=True):
+        request = QueryRequest(user="ana", cleanroom="room", sql=sql, intervals=intervals)
+        return engine.run(request), engine.describe(request)
+
+    chart, schema = ask(f"SELECT region, n, n_low, n_high FROM ({inner}) AS virtual_table ORDER BY region")
+    assert schema.names == chart.table.column_names == ["region", "n", "n_low", "n_high"]
+    rows = chart.table.to_pylist()
+    assert len(rows) == 3 and all(r["n_low"] <= r["n"] <= r["n_high"] for r in rows)
+    summed, schema = ask(f"SELECT sum(n) AS total, max(s_high - s_low) AS widest FROM ({inner}) AS v")
+    assert schema.names == ["total", "widest"] and summed.table.to_pylist()[0]["widest"] > 0
+    # two releases: the chart read n only (flattened, its SUM never computed); this one reads n and s
+    assert engine.budget("ana", "room")["spent"]["epsilon"] == 2.0
+    again, _ = ask(f"SELECT min(n_low) AS low FROM ({inner}) AS v")
+    assert engine.budget("ana", "room")["spent"]["epsilon"] == 2.0 and again.table.to_pylist()[0]["low"] is not None
+    with pytest.raises(UnknownColumn):  # without the setting the columns do not exist
+        ask(f"SELECT region, n_low FROM ({inner}) AS v", intervals=False)

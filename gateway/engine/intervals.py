@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import pyarrow as pa
+from sqlglot import expressions as exp
 
 from gateway.dp import noising
 from gateway.engine.state import QueryState
@@ -28,8 +29,13 @@ def interval_columns(state: QueryState) -> QueryState:
     for name, position in noising.interval_columns(plan):
         shown = table.column_names[position]
         per_row = columns.get(name, {}).get("intervals") or [[None, None]] * table.num_rows
-        table = table.append_column(f"{shown}_low", pa.array([low for low, _ in per_row], pa.float64()))
-        table = table.append_column(f"{shown}_high", pa.array([high for _, high in per_row], pa.float64()))
+        for suffix, index in (("_low", 0), ("_high", 1)):
+            values = pa.array([pair[index] for pair in per_row], pa.float64())
+            if shown + suffix in table.column_names:  # a placeholder the statement named (with_placeholders)
+                at = table.column_names.index(shown + suffix)
+                table = table.set_column(at, pa.field(shown + suffix, pa.float64()), values)
+            else:
+                table = table.append_column(shown + suffix, values)
     return state.evolve(release=dataclasses.replace(release, table=table))
 
 
@@ -37,5 +43,45 @@ def with_interval_fields(plan, schema: pa.Schema) -> pa.Schema:
     """The released schema plus the interval columns (a wire client describes first)."""
     for _, position in noising.interval_columns(plan):
         shown = schema.names[position]
-        schema = schema.append(pa.field(f"{shown}_low", pa.float64())).append(pa.field(f"{shown}_high", pa.float64()))
+        for suffix in ("_low", "_high"):
+            if shown + suffix in schema.names:
+                schema = schema.set(schema.names.index(shown + suffix), pa.field(shown + suffix, pa.float64()))
+            else:
+                schema = schema.append(pa.field(shown + suffix, pa.float64()))
     return schema
+
+
+def with_placeholders(tree: exp.Expression) -> exp.Expression:
+    """A query over one released aggregate (a BI tool's SQL dataset) may name the
+    inner aggregate's interval columns: each aggregate projection `n` of the derived
+    table gets `n_low` and `n_high`, NULL until its release fills them (fill_placeholders),
+    before the outer query runs on the released rows (gateway/engine/over_released.py)."""
+    source = tree.args.get("from_") if isinstance(tree, exp.Select) else None
+    if source is None or not isinstance(source.this, exp.Subquery) or not isinstance(source.this.this, exp.Select):
+        return tree
+    inner = source.this.this
+    names = {p.alias_or_name for p in inner.expressions}
+    added = []
+    for projection in inner.expressions:
+        if isinstance(projection, exp.Alias) and isinstance(projection.unalias(), exp.AggFunc):
+            for suffix in ("_low", "_high"):
+                if projection.alias + suffix not in names:
+                    added.append(exp.alias_(exp.cast(exp.null(), "DOUBLE"), projection.alias + suffix, quoted=True))
+    if added:
+        inner.set("expressions", [*inner.expressions, *added])
+    return tree
+
+
+def fill_placeholders(table: pa.Table, protection: dict | None) -> pa.Table:
+    """The released rows with their interval placeholders filled from the release's
+    own per-row intervals (quantiles and k-only releases have none: they stay NULL)."""
+    for name, shown in ((protection or {}).get("columns") or {}).items():
+        per_row = shown.get("intervals")
+        if not per_row:
+            continue
+        for suffix, index in (("_low", 0), ("_high", 1)):
+            if name + suffix in table.column_names:
+                position = table.column_names.index(name + suffix)
+                values = pa.array([None if pair is None else pair[index] for pair in per_row], pa.float64())
+                table = table.set_column(position, pa.field(name + suffix, pa.float64()), values)
+    return table

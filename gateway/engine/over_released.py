@@ -23,6 +23,7 @@ import pyarrow as pa
 from sqlglot import expressions as exp
 
 from gateway.engine.authorise import check_allowed_nodes
+from gateway.engine.intervals import fill_placeholders
 from gateway.engine.state import QueryState
 from gateway.plan.units import outer_uses
 
@@ -53,7 +54,8 @@ def post_process(state: QueryState) -> QueryState:
     release = state.release
     if state.outer is None or release is None:
         return state
-    table = run_outer(state.outer, release.table)
+    released = fill_placeholders(release.table, release.protection) if state.request.intervals else release.table
+    table = run_outer(state.outer, released)
     said = state.outer.meta.get("notice") or (
         f"computed from the {release.table.num_rows} released row(s) of the inner query by the outer query: "
         "post-processing, no further privacy cost; the intervals and counts above describe the released rows, "

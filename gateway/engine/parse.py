@@ -18,6 +18,7 @@ from gateway.engine.parameters import literal, template_arguments
 from gateway.engine.state import QueryState
 from gateway.errors import BadParameter, Refused, SyntaxProblem, UnknownTemplate
 from gateway.policy.model import CleanRoom, Template
+from gateway.engine.intervals import with_placeholders
 from gateway.plan.literals import fold_literal_functions
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its fallback warnings are not ours to print
@@ -57,6 +58,8 @@ def parse(state: QueryState) -> QueryState:
         request = dataclasses.replace(request, sql=None, template=call.template.name, params=arguments)
         return _parse_template(state.evolve(request=request))
     tree = fold_literal_functions(bind_parameters(tree, request.params))
+    if request.intervals:  # SET cleanroom.intervals = on: a SQL dataset may chart n_low / n_high
+        tree = with_placeholders(tree)
     return state.evolve(tree=tree)
 
 
