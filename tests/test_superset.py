@@ -373,3 +373,14 @@ def test_intervals_as_columns_through_the_connection_options(api, database, engi
         assert low <= row["n"] <= high
         width = high - low  # a 95% interval; the truth lies within a width of it but once in millions
         assert low - width <= truth[row["region"]] <= high + width
+    # A chart on a SQL dataset with error bars: the dataset's query names n_low / n_high, and the
+    # chart's outer query (MAX(n_low) ... FROM (<aggregate>) AS virtual_table) reads them.
+    sql = "SELECT region, count(*) AS n FROM purchases GROUP BY region"  # its columns: region, n, n_low, n_high
+    dataset = api.post("/api/v1/dataset/", {"database": database, "schema": "public", "table_name": "region_bars",
+                                            "sql": sql}, expect=201)["id"]
+    result = chart_data(api, dataset, "echarts_timeseries_bar", {
+        "columns": [axis("region")], "row_limit": 100, "orderby": [["count", False]],
+        "metrics": [metric("MAX", "n", "count"), metric("MAX", "n_low", "low"), metric("MAX", "n_high", "high")]})
+    assert "AS virtual_table" in result["query"]
+    bars = {row["region"]: row for row in result["data"]}
+    assert set(bars) == REGIONS and all(b["low"] <= b["count"] <= b["high"] for b in bars.values())

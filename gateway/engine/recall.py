@@ -63,7 +63,8 @@ def cache_key(state: QueryState) -> tuple | None:
             params = json.dumps(params, sort_keys=True, default=repr)
         except (TypeError, ValueError):
             return None
-    return (state.cleanroom.name, state.cleanroom.version, request.user, request.sql, params)
+    # intervals: with cleanroom.intervals on, a query over a derived aggregate compiles with placeholders
+    return (state.cleanroom.name, state.cleanroom.version, request.user, request.sql, params, request.intervals)
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))

@@ -94,11 +94,12 @@ class Results:
         """uuid/json/jsonb columns that Arrow carries as strings (gateway.pgwire.declared), once per text."""
         if authorised_by in ("catalog", "session") or not needs_lookup(schema):
             return None
-        key = ("declared", self.user, self.database, self._policy_version(), sql, tuple(type(p).__name__ for p in params))
+        key = ("declared", self.user, self.database, self._policy_version(), sql, tuple(type(p).__name__ for p in params),
+               intervals_on(self.params))
         cached = self.server.describe_cache.get(key)
         if cached is None:
             request = QueryRequest(user=self.user, cleanroom=self.database, sql=sql, params=params, front_end="pgwire",
-                                   request_id=request_id())
+                                   request_id=request_id(), intervals=intervals_on(self.params))
             cached = await self.io.run(declared_oids, self.engine, request)
             if len(self.server.describe_cache) > MAX_CACHED_DESCRIPTIONS:
                 self.server.describe_cache.clear()
@@ -141,7 +142,7 @@ class Results:
             raise Failed("0A000", "this gateway does not explain statements")
         target, form = explain_target(portal.statement.sql)
         request = QueryRequest(user=self.user, cleanroom=self.database, sql=target, params=list(portal.params),
-                               front_end="pgwire", request_id=request_id())
+                               front_end="pgwire", request_id=request_id(), intervals=intervals_on(self.params))
         table = plan_table(await self.io.run(explain, request), form)
         self._set_release(portal, Release(request.request_id, table, "session", None))
 
