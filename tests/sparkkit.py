@@ -168,11 +168,21 @@ def spark_dp_config_path(spark_server, spark_demo_data_dir, dp_demo_config_path,
     return spark_config(dp_demo_config_path, spark_server.remote, tmp_path_factory.mktemp("spark-dp-config"))
 
 
-@pytest.fixture(scope="session")
-def spark_engine(spark_config_path):
+def warm_engine(config_path: Path):
+    """An engine whose executors have their Spark sessions open, closed afterwards."""
     from gateway.engine import Engine
 
-    engine = Engine.from_config_file(spark_config_path)
+    engine = Engine.from_config_file(config_path)
     engine.warm(wait=True)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def spark_engine(spark_config_path):
+    yield from warm_engine(spark_config_path)
+
+
+@pytest.fixture(scope="session")
+def spark_dp_engine(spark_dp_config_path):
+    yield from warm_engine(spark_dp_config_path)

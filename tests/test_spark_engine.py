@@ -49,16 +49,6 @@ def test_what_spark_computes_otherwise_is_refused_before_it_is_charged(spark_eng
 
 
 @pytest.fixture(scope="module")
-def spark_dp_engine(spark_dp_config_path):
-    from gateway.engine import Engine
-
-    engine = Engine.from_config_file(spark_dp_config_path)
-    engine.warm(wait=True)
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
 def dp_engine(dp_demo_config_path):
     from gateway.engine import Engine
 
