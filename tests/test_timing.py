@@ -75,8 +75,11 @@ def unpadded(tmp_path_factory):
 
 @pytest.mark.parametrize("predicate", PREDICATES)
 def test_without_padding_the_rows_kept_show_in_the_time(unpadded, predicate):
-    times = medians(unpadded, predicate)
-    assert times["two"] - times["none"] > 0.15, times  # the signal padding must hide
+    """The control: without padding, how many rows a filter keeps shows in the time
+    (the signal the padded test must not see). Relative, since the machine's speed
+    and load set the absolute size: two heavy rows take well over the time of none."""
+    times = medians(unpadded, predicate, rounds=5)
+    assert times["two"] > 1.5 * times["none"] and times["two"] - times["none"] > 0.05, times
 
 
 @pytest.mark.parametrize("predicate", PREDICATES)
