@@ -83,7 +83,7 @@ def _lift_outer(outer: exp.Select) -> exp.Select | None:
     aggregate query, or None when the outer query does anything else."""
     source = outer.args.get("from_")
     inner = source.this.this if source is not None and isinstance(source.this, exp.Subquery) else None
-    if not isinstance(inner, exp.Select) or not _aggregates(inner):
+    if not isinstance(inner, exp.Select) or not is_aggregate(inner):
         return None
     if any(outer.args.get(k) for k in ("joins", "group", "having", "distinct", "qualify", "with_", "windows")):
         return None
@@ -145,5 +145,6 @@ def _lift_outer(outer: exp.Select) -> exp.Select | None:
     return lifted
 
 
-def _aggregates(select: exp.Select) -> bool:
+def is_aggregate(select: exp.Select) -> bool:
+    """Whether a SELECT aggregates (a GROUP BY, or an aggregate in its projections)."""
     return bool(select.args.get("group")) or any(p.find(exp.AggFunc) for p in select.expressions)

@@ -30,12 +30,7 @@ def interval_columns(state: QueryState) -> QueryState:
         shown = table.column_names[position]
         per_row = columns.get(name, {}).get("intervals") or [[None, None]] * table.num_rows
         for suffix, index in (("_low", 0), ("_high", 1)):
-            values = pa.array([pair[index] for pair in per_row], pa.float64())
-            if shown + suffix in table.column_names:  # a placeholder the statement named (with_placeholders)
-                at = table.column_names.index(shown + suffix)
-                table = table.set_column(at, pa.field(shown + suffix, pa.float64()), values)
-            else:
-                table = table.append_column(shown + suffix, values)
+            table = _put(table, shown + suffix, [pair[index] for pair in per_row], append=True)
     return state.evolve(release=dataclasses.replace(release, table=table))
 
 
@@ -80,8 +75,13 @@ def fill_placeholders(table: pa.Table, protection: dict | None) -> pa.Table:
         if not per_row:
             continue
         for suffix, index in (("_low", 0), ("_high", 1)):
-            if name + suffix in table.column_names:
-                position = table.column_names.index(name + suffix)
-                values = pa.array([None if pair is None else pair[index] for pair in per_row], pa.float64())
-                table = table.set_column(position, pa.field(name + suffix, pa.float64()), values)
+            table = _put(table, name + suffix, [None if pair is None else pair[index] for pair in per_row])
     return table
+
+
+def _put(table: pa.Table, name: str, values: list, append: bool = False) -> pa.Table:
+    """Fill the column `name` (a placeholder the statement named), or add it (append)."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), pa.field(name, pa.float64()),
+                                pa.array(values, pa.float64()))
+    return table.append_column(name, pa.array(values, pa.float64())) if append else table

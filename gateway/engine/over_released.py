@@ -23,6 +23,7 @@ import pyarrow as pa
 from sqlglot import expressions as exp
 
 from gateway.engine.authorise import check_allowed_nodes
+from gateway.engine.flatten import is_aggregate
 from gateway.engine.intervals import fill_placeholders
 from gateway.engine.state import QueryState
 from gateway.plan.units import outer_uses
@@ -89,7 +90,7 @@ def _single_aggregate_source(tree: exp.Select, state: QueryState) -> exp.Select 
     if tree.args.get("with_") is not None:
         return None
     inner = source.this.this
-    if not isinstance(inner, exp.Select) or not _aggregates(inner):
+    if not isinstance(inner, exp.Select) or not is_aggregate(inner):
         return None
     outer_parts = [v for k, v in tree.args.items() if k != "from_" and v is not None]
     for part in outer_parts:
@@ -98,8 +99,4 @@ def _single_aggregate_source(tree: exp.Select, state: QueryState) -> exp.Select 
                 return None
     room = state.cleanroom
     return inner if any(not room.tables[t].public for t in state.tables_read) else None
-
-
-def _aggregates(select: exp.Select) -> bool:
-    return bool(select.args.get("group")) or any(p.find(exp.AggFunc) for p in select.expressions)
 
