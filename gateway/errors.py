@@ -65,6 +65,13 @@ class UnknownTemplate(GatewayError):
     type_slug = "unknown-template"
 
 
+class UnknownRule(GatewayError):
+    sqlstate = "42704"  # undefined_object
+    http_status = 404
+    title = "Unknown rule"
+    type_slug = "unknown-rule"
+
+
 class BadParameter(GatewayError):
     sqlstate = "22023"
     http_status = 400

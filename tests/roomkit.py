@@ -52,15 +52,10 @@ def approve_config(config_path: Path) -> None:
 
 
 def _approve_rooms(collab, rooms) -> None:
-    from gateway.collab.canonical import owners, rule_tables, tables_touched
-
     for room in rooms:
-        for name, template in room.templates.items():
-            for owner in sorted(owners(room, tables_touched(room, template))):
-                collab.record_approval(room, "template", name, owner, "roomkit")
-        for name, rule in room.rules.items():
-            for owner in sorted(owners(room, rule_tables(rule))):
-                collab.record_approval(room, "rule", name, owner, "roomkit")
+        for subject in collab.subjects(room):  # templates and rules alike
+            for owner in sorted(subject.owners):
+                collab.record_approval(room, subject.kind, subject.name, owner, "roomkit")
 
 
 approve_all_templates = approve_all  # the old name: templates and rules alike

@@ -75,14 +75,14 @@ def test_roles_come_from_the_policy(engine):
 
 def test_one_byte_changed_in_the_sql_voids_the_approvals(tmp_path, engine):
     approve(engine, "appr_a", "appr_b")
-    before = engine.context.collab.status(room_of(engine), "joined").template_sha256
+    before = engine.context.collab.status(room_of(engine), "joined").sha256
     assert run(engine).table.num_rows == 2
 
     # Layout and comments are not part of the canonical template: approvals hold.
     rewrite_policy(tmp_path, lambda p: p["templates"]["joined"].update(
         sql="-- reviewed\n" + p["templates"]["joined"]["sql"].replace(" FROM", "\n   FROM")))
     assert engine.reload()
-    assert engine.context.collab.status(room_of(engine), "joined").template_sha256 == before
+    assert engine.context.collab.status(room_of(engine), "joined").sha256 == before
     assert run(engine).table.num_rows == 2
 
     # One byte of what runs: 'v.region' ordering -> descending.
@@ -90,7 +90,7 @@ def test_one_byte_changed_in_the_sql_voids_the_approvals(tmp_path, engine):
         sql=p["templates"]["joined"]["sql"].replace("ORDER BY v.region", "ORDER BY v.region DESC")))
     assert engine.reload()
     status = engine.context.collab.status(room_of(engine), "joined")
-    assert status.template_sha256 != before
+    assert status.sha256 != before
     assert status.missing == ("a", "b") and status.approvals == ()
     with pytest.raises(Refused) as refusal:
         run(engine)
@@ -138,7 +138,7 @@ def test_audit_records_carry_the_template_and_approval_hashes(engine):
     record = [r for r in engine.context.audit.records() if r.get("request_id") == release.request_id][-1]
     status = engine.context.collab.status(room_of(engine), "joined")
     assert record["decision"] == "released"
-    assert record["template_sha256"] == status.template_sha256
+    assert record["template_sha256"] == status.sha256
     assert sorted(record["approvals"]) == sorted(a.approval_sha256 for a in status.approvals)
     assert record["rows_released"] == 2
     assert record["collaborator"] == "a"
@@ -157,7 +157,7 @@ def test_postgres_store_keeps_approvals(tmp_path, pg_schema):
         collab.approve("appr_b", room, "joined")
         again = Collaboration(Store(postgres_dsn=pg_schema), AuditLog(tmp_path / "pg-audit.jsonl"))  # a restart
         status = again.status(room, "joined")
-        assert status.approved and status.template_sha256 == template_hash(room, room.templates["joined"])
+        assert status.approved and status.sha256 == template_hash(room, room.templates["joined"])
         assert {a.approver for a in status.approvals} == {"appr_a", "appr_b"}
         engine.context.collab = again  # the engine now asks PostgreSQL
         assert run(engine).table.num_rows == 2

@@ -28,11 +28,11 @@ def run(engine, sql=SQL, user="ana"):
 
 def approve(engine, *users, rule="agg"):
     for user in users:
-        engine.context.collab.approve_rule(user, room_of(engine), rule)
+        engine.context.collab.approve(user, room_of(engine), rule, kind="rule")
 
 
 def status(engine, rule="agg"):
-    return engine.context.collab.rule_status(room_of(engine), rule)
+    return engine.context.collab.status(room_of(engine), rule, "rule")
 
 
 @pytest.fixture
@@ -76,15 +76,15 @@ def test_a_query_the_rule_does_not_allow_keeps_its_own_refusal(engine):
 def test_roles_come_from_the_policy(engine):
     collab, room = engine.context.collab, room_of(engine)
     with pytest.raises(Refused) as refusal:
-        collab.approve_rule("ana", room, "agg")
+        collab.approve("ana", room, "agg", kind="rule")
     assert refusal.value.rule == "collab.not_approver"
     with pytest.raises(Refused) as refusal:
-        collab.approve_rule("appr_c", room, "agg")  # c owns no table the rule covers
+        collab.approve("appr_c", room, "agg", kind="rule")  # c owns no table the rule covers
     assert refusal.value.rule == "rule.not_an_owner"
     with pytest.raises(Refused) as refusal:
-        collab.propose_rule("appr_a", room, "agg")
+        collab.propose("appr_a", room, "agg", kind="rule")
     assert refusal.value.rule == "collab.not_author"
-    assert collab.propose_rule("appr_b", room, "agg").proposed_by == "appr_b"
+    assert collab.propose("appr_b", room, "agg", kind="rule").proposed_by == "appr_b"
 
 
 @pytest.mark.parametrize(
@@ -103,10 +103,10 @@ def test_a_loosening_edit_voids_the_approvals(tmp_path, engine, loosen, reason):
 
     approve(engine, "appr_a", "appr_b")
     assert run(engine).table.num_rows == 2
-    before = engine.context.collab.rule_form(room_of(engine), room_of(engine).rules["agg"])[0]
+    before = engine.context.collab.subject(room_of(engine), "rule", "agg").form
     rewrite_policy(tmp_path, loosen)
     assert engine.reload()
-    after = engine.context.collab.rule_form(room_of(engine), room_of(engine).rules["agg"])[0]
+    after = engine.context.collab.subject(room_of(engine), "rule", "agg").form
     assert any(reason in found for found in loosenings(before, after)), loosenings(before, after)
     current = status(engine)
     assert current.missing == ("a", "b") and current.approvals == ()
@@ -129,16 +129,16 @@ def test_a_tightening_edit_carries_the_approvals_forward(tmp_path, engine):
     release = run(engine)  # north has 15 households, south 25: both pass k = 12
     assert release.table.to_pylist() == ROWS and release.min_group_size == 12
     now = status(engine)
-    assert now.rule_sha256 != first.rule_sha256 and now.approved
+    assert now.sha256 != first.sha256 and now.approved
     assert {a.collaborator for a in now.approvals} == {"a", "b"}
     assert {a.approver for a in now.approvals} == {"appr_a", "appr_b"}  # still the approvers who approved
     for approval in now.approvals:
-        assert approval.carried_from["rule_sha256"] == first.rule_sha256
+        assert approval.carried_from["rule_sha256"] == first.sha256
         assert approval.carried_from["approval_sha256"] in {a.approval_sha256 for a in first.approvals}
         assert any("avg" in change for change in approval.carried_from["tightened"])
     carried = [r for r in engine.context.audit.records() if r.get("decision") == "carried_forward"]
     assert {r["collaborator"] for r in carried} == {"a", "b"}
-    assert all(r["from_sha256"] == first.rule_sha256 and r["rule_sha256"] == now.rule_sha256 for r in carried)
+    assert all(r["from_sha256"] == first.sha256 and r["rule_sha256"] == now.sha256 for r in carried)
     assert all(r["aggregation_rule"] == "agg" for r in carried)
     record = [r for r in engine.context.audit.records() if r.get("request_id") == release.request_id][-1]
     assert sorted(record["approvals"]) == sorted(a.approval_sha256 for a in now.approvals)
@@ -172,7 +172,7 @@ def test_revoke_takes_effect_on_the_very_next_identical_statement(engine):
 
     assert engine.context.analyses.get(cache_key(state)) is not None  # the repeat is recalled
     assert run(engine).table.to_pylist() == ROWS
-    assert engine.context.collab.revoke_rule("appr_b", room_of(engine), "agg") == 1
+    assert engine.context.collab.revoke("appr_b", room_of(engine), "agg", kind="rule") == 1
     with pytest.raises(Refused) as refusal:
         run(engine)
     assert refusal.value.rule == "rule.not_approved" and "not approved by b " in refusal.value.message
@@ -187,9 +187,9 @@ def test_a_revoked_rule_falls_back_to_another_approved_rule_that_allows_the_quer
     engine = build(tmp_path, room)  # every rule approved by every owner
     try:
         assert run(engine).authorised_by == "rule:agg"
-        engine.context.collab.revoke_rule("appr_a", room_of(engine), "agg")
+        engine.context.collab.revoke("appr_a", room_of(engine), "agg", kind="rule")
         assert run(engine).authorised_by == "rule:agg2"  # recalled analysis dropped, analysed afresh
-        engine.context.collab.revoke_rule("appr_a", room_of(engine), "agg2")
+        engine.context.collab.revoke("appr_a", room_of(engine), "agg2", kind="rule")
         with pytest.raises(Refused) as refusal:
             run(engine)
         assert refusal.value.rule == "rule.not_approved" and "rule agg " in refusal.value.message
@@ -241,7 +241,7 @@ def test_an_owners_epsilon_cap_is_part_of_what_template_approvers_approved(tmp_p
         rewrite_policy(tmp_path, lambda p: p["tables"]["loyalty"].update(max_epsilon_per_query=0.5))
         assert engine.reload()
         after = engine.context.collab.status(room_of(engine), "joined")
-        assert after.template_sha256 != before.template_sha256 and not after.approved
+        assert after.sha256 != before.sha256 and not after.approved
         only_a = engine.context.collab.status(room_of(engine), "only_a")  # reads visits only: unaffected
         assert only_a.approved
     finally:
@@ -251,10 +251,10 @@ def test_an_owners_epsilon_cap_is_part_of_what_template_approvers_approved(tmp_p
 def test_a_templates_privacy_settings_are_part_of_its_hash(tmp_path):
     engine = build(tmp_path, approved=True)
     try:
-        before = engine.context.collab.status(room_of(engine), "joined").template_sha256
+        before = engine.context.collab.status(room_of(engine), "joined").sha256
         rewrite_policy(tmp_path, lambda p: p["templates"]["joined"].update(privacy={"epsilon_per_query": 2.0}))
         assert engine.reload()
-        assert engine.context.collab.status(room_of(engine), "joined").template_sha256 != before
+        assert engine.context.collab.status(room_of(engine), "joined").sha256 != before
     finally:
         engine.close()
 
@@ -353,7 +353,7 @@ def test_the_demo_approves_its_rules_as_both_owners(demo_config_path):
     room = load_policy(config.policies[0])
     collab = Collaboration.from_config(config)
     for name in room.rules:
-        shown = collab.rule_status(room, name)
+        shown = collab.status(room, name, "rule")
         assert shown.approved and shown.owners == ("publisher", "retailer")
         assert {a.approver for a in shown.approvals} == {"retailer_approver", "publisher_approver"}
     records = [r for r in collab.audit.records() if r.get("rule") == "rule.approved"]

@@ -884,14 +884,14 @@ def test_authorise_with_no_rules_says_so(room):
 
 def test_an_unapproved_rule_is_skipped_and_reported(room, monkeypatch):
     collab = room.context.collab
-    approved = collab.require_rule_approved
+    approved = collab.require_approved
 
-    def require(cleanroom, rule):
-        if rule.name == "agg":
+    def require(cleanroom, kind, name, tables=None):
+        if (kind, name) == ("rule", "agg"):
             raise Refused("rule agg is not approved", rule="rule.not_approved")
-        return approved(cleanroom, rule)
+        return approved(cleanroom, kind, name, tables)
 
-    monkeypatch.setattr(collab, "require_rule_approved", require)
+    monkeypatch.setattr(collab, "require_approved", require)
     state = room.compile(request("SELECT count(*) FROM visits"))  # agg allows it but is not approved: narrow
     assert (state.authorisation.authorised_by, state.authorisation.min_group_size) == ("rule:narrow", 6)
     assert state.authorisation.approvals

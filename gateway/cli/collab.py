@@ -20,12 +20,14 @@ from pathlib import Path
 
 from gateway.auth import user_for_token
 from gateway.collab.approvals import Collaboration
-from gateway.collab.audit_tools import tail, verify_file
-from gateway.collab.store import Store
+from gateway.audit_log import AuditLog
+from gateway.audit_log.reading import read_chain
+from gateway.collab.audit_tools import tail, verify_file, verify_room
 from gateway.config import load_config
 from gateway.demo import repo_dir
 from gateway.errors import GatewayError, PolicyInvalid
 from gateway.policy.loader import load_policy
+from gateway.storage import Database
 
 
 def _default_config() -> Path:
@@ -48,16 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 help="gateway config (default: $CLEANROOM_CONFIG or config/demo.yaml)")
             parser.add_argument("--cleanroom", help="clean room (default: the config's only one)")
             parser.add_argument("--token", help="your bearer token (default: $CLEANROOM_TOKEN)")
-            parser.set_defaults(handler=template_command if kind == "template" else rule_command, action=action)
+            parser.set_defaults(handler=approval_command, kind=kind, action=action)
 
     audit = subparsers.add_parser("audit", help="verify and read the audit log")
     audit_actions = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_actions.add_parser("verify", help="check the hash chain; exit 1 and the line numbers on tampering")
-    tail = audit_actions.add_parser("tail", help="print the last records, one JSON object per line")
+    verify = audit_actions.add_parser("verify", help="check every chain and its anchor (with PostgreSQL, every host's); "
+                                                     "exit 1 and the line numbers on tampering")
+    tail = audit_actions.add_parser("tail", help="print the last records of all chains, merged, one JSON object per line")
     tail.add_argument("-n", type=int, default=10, help="how many records (default 10)")
     for parser in (verify, tail):
-        parser.add_argument("--config", type=Path, help="gateway config whose state_dir holds audit.jsonl")
-        parser.add_argument("--log", type=Path, help="the audit log file itself")
+        parser.add_argument("--config", type=Path, help="gateway config whose state_dir holds the audit chains")
+        parser.add_argument("--log", type=Path, help="one chain file (state_dir/audit/*.jsonl, or an old audit.jsonl)")
     verify.set_defaults(handler=audit_verify)
     tail.set_defaults(handler=audit_tail)
 
@@ -86,14 +89,6 @@ def _fail(message: str) -> int:
     return 2
 
 
-def template_command(args) -> int:
-    return _approval_command(args, "template")
-
-
-def rule_command(args) -> int:
-    return _approval_command(args, "rule")
-
-
 def load_rooms(config_path: Path | None):
     """(config, {name: CleanRoom}) for a command's --config, or exit code 1 after
     printing every policy problem."""
@@ -105,7 +100,8 @@ def load_rooms(config_path: Path | None):
         return 1
 
 
-def _approval_command(args, kind: str) -> int:
+def approval_command(args) -> int:
+    """`cleanroom template|rule ACTION NAME`: Collaboration.status or .act, as HTTP and the console call them."""
     loaded = load_rooms(args.config)
     if loaded == 1:
         return 1
@@ -117,55 +113,48 @@ def _approval_command(args, kind: str) -> int:
         return _fail(f"no clean room {args.cleanroom!r} in {config.path}")
     collab = Collaboration.from_config(config)
     collab.carry_forward(room)  # as the engine does at policy load: approvals of tightened rules continue
-    if kind == "rule":
-        status, propose, approve, revoke = collab.rule_status, collab.propose_rule, collab.approve_rule, collab.revoke_rule
-    else:
-        status, propose, approve, revoke = collab.status, collab.propose, collab.approve, collab.revoke
     try:
         if args.action == "status":
-            print(json.dumps(status(room, args.name).as_json(), indent=2))
+            print(json.dumps(collab.status(room, args.name, args.kind).as_json(), indent=2))
             return 0
         token = args.token or os.environ.get("CLEANROOM_TOKEN")
         user = user_for_token(config, token) if token else None
         if user is None:
             return _fail("a valid token is required (--token or $CLEANROOM_TOKEN)")
-        if args.action == "propose":
-            result = propose(user, room, args.name).as_json()
-        elif args.action == "approve":
-            approve(user, room, args.name)
-            result = status(room, args.name).as_json()
-        else:
-            result = {"revoked": revoke(user, room, args.name), **status(room, args.name).as_json()}
+        result = collab.act(user, room, args.kind, args.name, args.action)
     except GatewayError as error:
-        print(f"cleanroom {kind} {args.action}: {error.message} [{error.rule}]", file=sys.stderr)
+        print(f"cleanroom {args.kind} {args.action}: {error.message} [{error.rule}]", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     return 0
 
 
-def _log_path(args) -> Path:
-    if args.log:
-        return args.log
-    return Path(load_config(args.config or _default_config()).state_dir) / "audit.jsonl"
+def _audit_config(args):
+    return load_config(args.config or _default_config())
 
 
 def audit_verify(args) -> int:
-    path = _log_path(args)
-    store = None  # with --log only: the store beside the log, if there is one
-    if not args.log:
-        store = Store.from_config(load_config(args.config or _default_config()))
-    problems, count = verify_file(path, store)
-    for problem in problems:
-        print(f"{path}: {problem}")
+    if args.log:  # one file, against the store beside its state folder if there is one
+        problems, lines, chains, count = verify_file(args.log)
+    else:
+        config = _audit_config(args)
+        problems, lines, chains, count = verify_room(Path(config.state_dir), Database.for_config(config, "collab.sqlite"))
+    for line in lines:
+        print(line)
     if problems:
+        print(f"audit: FAILED, {len(problems)} problem(s) in {chains} chain(s)")
         return 1
-    print(f"{path}: ok ({count} records, chain intact, end matches its anchor)")
+    print(f"audit: ok ({chains} chain(s), {count} records)")
     return 0
 
 
 def audit_tail(args) -> int:
     try:
-        for record in tail(_log_path(args), args.n):
+        if args.log:
+            records = read_chain(args.log, numbered=True)[-args.n:] if args.n > 0 else []
+        else:
+            records = tail(AuditLog.for_config(_audit_config(args)), args.n)
+        for record in records:
             print(json.dumps(record, sort_keys=True), flush=True)
     except BrokenPipeError:  # `cleanroom audit tail | head` closed the pipe: not an error
         sys.stdout = open(os.devnull, "w")

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import yaml
 
-from gateway.collab.canonical import owners, rule_tables, tables_touched
 from gateway.config import load_config
 from gateway.config_model import StoreSettings
 from gateway.dp.families import Contribution
@@ -95,12 +94,11 @@ def _run_case(engine, room, tests_path: Path, index: int, case: dict) -> CaseRes
     collab = engine.context.collab
     collab.store.execute("DELETE FROM approvals")
     # Approvals are state: the case says which owners approved (of templates and rules alike).
-    subjects = [("template", n, owners(room, tables_touched(room, t))) for n, t in room.templates.items()]
-    subjects += [("rule", n, owners(room, rule_tables(r))) for n, r in room.rules.items()]
-    for kind, subject, needed in subjects:
+    for subject in collab.subjects(room):
+        needed = subject.owners
         approving = needed if case.get("approvals") is None else set(case["approvals"]) & needed
         for owner in sorted(approving):
-            collab.record_approval(room, kind, subject, owner, "policy-test")
+            collab.record_approval(room, subject.kind, subject.name, owner, "policy-test")
     request = QueryRequest(
         user=str(case.get("user", "")), cleanroom=room.name, sql=case.get("sql"), template=case.get("template"),
         params=case.get("params", {} if case.get("template") else ()), front_end="policy-test",

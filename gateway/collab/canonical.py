@@ -90,9 +90,8 @@ def template_hash(room: CleanRoom, template: Template) -> str:
 # generically from the policy model, so settings added to the model later are
 # covered without touching this file; only prose is left out.
 
-RULE_PREFIX = "rule:"  # rules' approvals share the approvals table with templates, as "rule:<name>"
 _PROSE = frozenset({"description", "display_name"})  # notes for people, not policy
-_ROOM_PARTS = frozenset({"collaborators", "tables", "rules", "templates", "analysts", "members",
+_ROOM_PARTS = frozenset({"collaborators", "tables", "models", "rules", "templates", "analysts", "members",
                          "source_file", "version",
                          "quotas", "timing"})  # covered elsewhere in the form, or not what data may be released
 # (quotas share the host; timing pads when answers leave, never what they hold)

@@ -1,6 +1,6 @@
 """The demo's approvals: at start, each owner's approver approves the demo
 templates and aggregation rules, authenticated by its own token, through the
-same Collaboration.approve / approve_rule an approver calling the CLI or HTTP
+same Collaboration.approve an approver calling the CLI or HTTP
 goes through."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 
 from gateway.auth import user_for_token
 from gateway.collab.approvals import Approval, Collaboration
-from gateway.collab.canonical import owners, rule_tables, tables_touched
 from gateway.config import load_config
 from gateway.policy.loader import load_policy
 
@@ -25,11 +24,11 @@ DEMO_APPROVER_TOKENS = ("retailer_approver", "publisher_approver")
 def approve_demo(config_path: str | Path) -> list[Approval]:
     """Approve every template and every aggregation rule of the config's clean
     rooms as every demo approver that owns a table it reads or covers, through
-    Collaboration.approve / approve_rule (idempotent: approving twice keeps the
+    Collaboration.approve (idempotent: approving twice keeps the
     first). Returns the approvals, templates first (Approval.subject names each)."""
     config = load_config(config_path)
     collab = Collaboration.from_config(config)
-    templates, rules = [], []
+    approvals = []
     for path in config.policies:
         room = load_policy(path)
         for token in DEMO_APPROVER_TOKENS:
@@ -37,13 +36,9 @@ def approve_demo(config_path: str | Path) -> list[Approval]:
             member = room.members.get(user) if user else None
             if member is None:
                 continue
-            for name, template in room.templates.items():
-                if member.collaborator in owners(room, tables_touched(room, template)):
-                    templates.append(collab.approve(user, room, name, front_end="demo"))
-            for name, rule in room.rules.items():
-                if member.collaborator in owners(room, rule_tables(rule)):
-                    rules.append(collab.approve_rule(user, room, name, front_end="demo"))
-    return templates + rules
+            approvals += [collab.approve(user, room, subject.name, front_end="demo", kind=subject.kind)
+                          for subject in collab.subjects(room) if member.collaborator in subject.owners]
+    return sorted(approvals, key=lambda approval: not approval.subject.startswith("template "))
 
 
 def demo_users_text() -> str:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from sqlglot import expressions as exp
 
+from gateway.collab.subjects import Kind
 from gateway.engine.allowlist import AGGREGATES, ALLOWED, NAMED_REFUSALS, function_name
 from gateway.engine.state import Authorisation, Authority, QueryState, TableUse
 from gateway.errors import Refused
 from gateway.plan.quantiles import spelled
+from gateway.plan.scoring import check_rule_scores, is_score
 from gateway.policy.model import AggregationRule, ColumnRef, Role, group_size
 
 
@@ -19,10 +21,11 @@ def authorise(state: QueryState) -> QueryState:
     if state.template is not None:
         k = group_size(room, state.tables_read, state.template.min_group_size)
         # Every owner of every table it reads must have approved this exact version.
-        status = state.context.collab.require_approved(room, state.template, state.tables_read)
-        approvals = tuple(a.approval_sha256 for a in status.approvals)
+        subject, approvals = state.context.collab.require_approved(room, Kind.TEMPLATE, state.template.name,
+                                                                   state.tables_read)
         return state.evolve(authorisation=Authorisation(
-            Authority.TEMPLATE, state.template.name, k, template_sha256=status.template_sha256, approvals=approvals,
+            Authority.TEMPLATE, state.template.name, k, template_sha256=subject.sha256,
+            approvals=tuple(a.approval_sha256 for a in approvals),
         ))
     check_allowed_nodes(state.tree)
     private = {name for name in state.tables_read if not room.tables[name].public}
@@ -60,7 +63,7 @@ def rule_approvals(state: QueryState, rule: AggregationRule) -> tuple[str, ...]:
 
     Called by authorise, and by recall on every repeat of a remembered analysis, so
     a revoked approval takes effect on the very next statement."""
-    approvals = state.context.collab.require_rule_approved(state.cleanroom, rule)
+    approvals = state.context.collab.require_approved(state.cleanroom, Kind.RULE, rule.name)[1]
     return tuple(sorted(a.approval_sha256 for a in approvals))
 
 
@@ -72,7 +75,7 @@ def check_allowed_nodes(tree: exp.Expression) -> None:
         if kind in NAMED_REFUSALS:
             rule, message = NAMED_REFUSALS[kind]
             raise Refused(message, rule=rule)
-        if kind in ALLOWED:
+        if kind in ALLOWED or is_score(node):  # which scores a rule allows: scoring.check_rule_scores
             continue
         if isinstance(node, exp.Func):
             raise Refused(
@@ -92,6 +95,7 @@ class AggregateQueryCheck:
 
     def run(self) -> None:
         self.check_shape()
+        check_rule_scores(self.tree, self.state.cleanroom, self.rule)
         select: exp.Select = self.tree
         self.check_joins(select)
         aggregates = self.check_aggregates(select)

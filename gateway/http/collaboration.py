@@ -63,60 +63,21 @@ def _collab():
     return _engine().context.collab
 
 
-@blueprint.post("/v1/templates/<name>/propose")
-def propose(name: str):
+# One pair of views for both kinds of approval subject (gateway.collab.subjects):
+# /v1/templates/... and /v1/rules/... differ only in the kind they pass on.
+SUBJECT_KINDS = {"templates": "template", "rules": "rule"}
+
+
+@blueprint.post("/v1/<any(templates, rules):kinds>/<name>/<any(propose, approve, revoke):action>")
+def act(kinds: str, name: str, action: str):
     user = _user()
-    return _collab().propose(user, _room(user), name, front_end="http").as_json()
+    return _collab().act(user, _room(user), SUBJECT_KINDS[kinds], name, action, front_end="http")
 
 
-@blueprint.post("/v1/templates/<name>/approve")
-def approve(name: str):
+@blueprint.get("/v1/<any(templates, rules):kinds>/<name>/status")
+def status(kinds: str, name: str):
     user = _user()
-    room = _room(user)
-    approval = _collab().approve(user, room, name, front_end="http")
-    return {"approval_sha256": approval.approval_sha256, **_collab().status(room, name).as_json()}
-
-
-@blueprint.post("/v1/templates/<name>/revoke")
-def revoke(name: str):
-    user = _user()
-    room = _room(user)
-    removed = _collab().revoke(user, room, name, front_end="http")
-    return {"revoked": removed, **_collab().status(room, name).as_json()}
-
-
-@blueprint.get("/v1/templates/<name>/status")
-def status(name: str):
-    user = _user()
-    return _collab().status(_room(user), name).as_json()
-
-
-@blueprint.post("/v1/rules/<name>/propose")
-def propose_rule(name: str):
-    user = _user()
-    return _collab().propose_rule(user, _room(user), name, front_end="http").as_json()
-
-
-@blueprint.post("/v1/rules/<name>/approve")
-def approve_rule(name: str):
-    user = _user()
-    room = _room(user)
-    approval = _collab().approve_rule(user, room, name, front_end="http")
-    return {"approval_sha256": approval.approval_sha256, **_collab().rule_status(room, name).as_json()}
-
-
-@blueprint.post("/v1/rules/<name>/revoke")
-def revoke_rule(name: str):
-    user = _user()
-    room = _room(user)
-    removed = _collab().revoke_rule(user, room, name, front_end="http")
-    return {"revoked": removed, **_collab().rule_status(room, name).as_json()}
-
-
-@blueprint.get("/v1/rules/<name>/status")
-def rule_status(name: str):
-    user = _user()
-    return _collab().rule_status(_room(user), name).as_json()
+    return _collab().status(_room(user), name, SUBJECT_KINDS[kinds]).as_json()
 
 
 @blueprint.get("/v1/audit")
@@ -132,7 +93,7 @@ def audit():
         raise BadParameter(f"n must be a whole number from 1 to {MAX_AUDIT_RECORDS}, not {text[:40]!r}",
                            rule="audit.bad_n", hint="GET /v1/audit?n=100")
     n = int(text)
-    records = tail(engine.context.audit.path, n, keep=lambda record: record.get("cleanroom") in rooms)
+    records = tail(engine.context.audit, n, keep=lambda record: record.get("cleanroom") in rooms, rooms=rooms)
     return {"cleanrooms": sorted(rooms), "records": records}
 
 

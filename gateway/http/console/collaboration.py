@@ -12,13 +12,14 @@ import json
 
 from flask import Response, g, render_template, request
 
-from gateway.collab.canonical import RULE_PREFIX, canonical_form, loosenings
+from gateway.collab.canonical import loosenings
+from gateway.collab.subjects import Kind, subject_names
 from gateway.errors import Refused
 from gateway.http import problems
 from gateway.http.console import blueprint
 from gateway.http.console.views import engine, require_page, session
 
-KINDS = ("template", "rule")
+KINDS = tuple(kind.value for kind in Kind)
 ACTIONS = ("approve", "revoke")
 AUDIT_SHOWN = 200  # newest matching records on the page
 AUDIT_SCANNED = 5000  # newest records searched by a filter
@@ -30,28 +31,7 @@ def _collab():
 
 # -- approver ------------------------------------------------------------------
 def _status(room, kind: str, name: str):
-    return _collab().status(room, name) if kind == "template" else _collab().rule_status(room, name)
-
-
-def _form(room, kind: str, name: str) -> dict:
-    if kind == "template":
-        return canonical_form(room, room.templates[name])
-    return _collab().rule_form(room, room.rules[name])[0]
-
-
-def _previous(room, kind: str, name: str, current_sha256: str) -> dict | None:
-    """The newest approved version other than the current one whose canonical form is on record."""
-    subject = name if kind == "template" else RULE_PREFIX + name
-    rows = _collab().store.query(
-        "SELECT f.form, a.template_sha256, a.approved_at, a.collaborator FROM approvals a JOIN canonical_forms f "
-        "ON f.cleanroom = a.cleanroom AND f.subject = a.template AND f.sha256 = a.template_sha256 "
-        "WHERE a.cleanroom = ? AND a.template = ? AND a.template_sha256 <> ? ORDER BY a.approved_at DESC",
-        (room.name, subject, current_sha256))
-    if not rows:
-        return None
-    row = rows[0]
-    return {"form": json.loads(row["form"]), "sha256": row["template_sha256"], "approved_at": row["approved_at"],
-            "collaborator": row["collaborator"]}
+    return _collab().status(room, name, kind)
 
 
 def _diff(old: dict | None, new: dict) -> list[tuple[str, str]]:
@@ -69,9 +49,10 @@ def _item(room, kind: str, name: str, collaborator: str) -> dict | None:
     status = _status(room, kind, name)
     if collaborator not in status.owners:
         return None
-    previous = _previous(room, kind, name, status.sha256)
-    form = _form(room, kind, name)
-    loosens = loosenings(previous["form"], form) if previous and kind == "rule" else None
+    subject = status.subject
+    previous = _collab().previous_version(subject)
+    form = subject.form
+    loosens = loosenings(previous["form"], form) if previous and subject.facts.carries_forward else None
     return {"kind": kind, "name": name, "status": status, "mine_missing": collaborator in status.missing,
             "previous": previous, "diff": _diff(previous["form"] if previous else None, form),
             "loosens": loosens}
@@ -79,8 +60,9 @@ def _item(room, kind: str, name: str, collaborator: str) -> dict | None:
 
 def _inbox(room, user: str) -> list[dict]:
     collaborator = room.members[user].collaborator
-    found = [_item(room, "template", name, collaborator) for name in sorted(room.templates)]
-    found += [_item(room, "rule", name, collaborator) for name in sorted(room.rules)]
+    kinds = list(Kind)  # templates first, each kind by name
+    ordered = sorted(subject_names(room), key=lambda pair: (kinds.index(pair[0]), pair[1]))
+    found = [_item(room, kind.value, name, collaborator) for kind, name in ordered]
     return [item for item in found if item is not None]
 
 
@@ -120,11 +102,9 @@ def act():
     if action == "approve" and seen != current:
         raise Refused(f"{kind} {name} changed since you looked at it (now {current[:12]})", rule="console.stale",
                       hint="open the inbox again and review the current version")
-    collab, user = _collab(), session().user
-    calls = {("approve", "template"): collab.approve, ("approve", "rule"): collab.approve_rule,
-             ("revoke", "template"): collab.revoke, ("revoke", "rule"): collab.revoke_rule}
-    outcome = calls[action, kind](user, room, name, front_end="console")
-    done = f"revoked {outcome} approval(s)" if action == "revoke" else f"approved (approval {outcome.approval_sha256[:12]})"
+    outcome = _collab().act(session().user, room, kind, name, action, front_end="console")
+    done = f"revoked {outcome['revoked']} approval(s)" if action == "revoke" \
+        else f"approved (approval {outcome['approval_sha256'][:12]})"
     return render_template("done.html", room=room, kind=kind, name=name, done=done, status=_status(room, kind, name))
 
 
@@ -145,16 +125,17 @@ def _matches(record: dict, wanted: dict) -> bool:
 def auditor():
     """The audit log of the auditor's clean room, newest first, filtered by a POSTed form
     (filters may quote SQL: they stay out of URLs); the chain verified on every view."""
-    from gateway.collab.audit_tools import tail, verify_file
+    from gateway.collab.audit_tools import tail, verify_room
 
     room = require_page("auditor")
-    log_path = engine().context.audit.path
-    verify_problems, count = verify_file(log_path, _collab().store)
+    audit = engine().context.audit
+    verify_problems, _, chains, count = verify_room(audit.state_dir, _collab().store)
     wanted = {key: request.form.get(key, "").strip() for key in FILTERS}
-    records = tail(log_path, AUDIT_SCANNED, keep=lambda r: r.get("cleanroom") == room.name and _matches(r, wanted))
+    records = tail(audit, AUDIT_SCANNED, keep=lambda r: r.get("cleanroom") == room.name and _matches(r, wanted),
+                   rooms={room.name})
     records = list(reversed(records))[:AUDIT_SHOWN]
     return render_template("auditor.html", room=room, records=records, wanted=wanted, count=count,
-                           verify_problems=verify_problems, log_path=log_path,
+                           verify_problems=verify_problems, chains=chains,
                            shown=AUDIT_SHOWN, scanned=AUDIT_SCANNED)
 
 
