@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 import sqlglot
 from sqlglot import expressions as exp
@@ -28,6 +27,7 @@ from gateway.dp.families import AGGREGATES, QUANTITIES, Contribution
 from gateway.dp.families.base import TAIL
 from gateway.dp.families.clipping import CLIPPED
 from gateway.dp.plan import QUANTILE_NAMES, RELEASED, Kind, NoisePlan, Output
+from gateway.scratch import scratch
 
 _ROW = "__row"  # position of a measured group, carried through the analyst's post-processing
 _LOW, _HIGH = "__low", "__high"  # suffixes of a released value's interval columns
@@ -270,7 +270,7 @@ def _post(plan: NoisePlan, table: pa.Table) -> tuple[pa.Table, list[list[int]]]:
     and for each returned row, the measured rows it comes from."""
     numbered = table.append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
     post = sqlglot.parse_one(plan.post_sql, read="duckdb")
-    with duckdb.connect(config={"enable_external_access": False}) as con:
+    with scratch() as con:
         con.register(RELEASED, numbered)
         if not post.args.get("distinct"):  # one more column changes nothing else
             result = con.execute(post.select(exp.column(_ROW, quoted=True)).sql(dialect="duckdb")).to_arrow_table()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import duckdb
 import pyarrow as pa
 from sqlglot import expressions as exp
 
@@ -27,6 +26,7 @@ from gateway.engine.flatten import is_aggregate
 from gateway.engine.intervals import fill_placeholders
 from gateway.engine.state import QueryState
 from gateway.plan.units import outer_uses
+from gateway.scratch import scratch
 
 RELEASED_ROWS = "__released_rows"  # the table the outer query reads: the inner query's release
 
@@ -71,7 +71,7 @@ def post_process(state: QueryState) -> QueryState:
 
 
 def run_outer(outer: exp.Select, released: pa.Table) -> pa.Table:
-    with duckdb.connect(config={"enable_external_access": False, "threads": 1}) as con:
+    with scratch() as con:
         con.register(RELEASED_ROWS, released)
         return con.execute(outer.sql(dialect="duckdb")).to_arrow_table()
 
