@@ -1,9 +1,10 @@
 """The body of an executor process (see gateway/engine/executors.py): receive the gateway config,
 open the locked database, then run statements sent over the socket until it closes.
 
-Messages in: the GatewayConfig once, then ("run", sql, max_rows, spark_job). Out: ("ready",) once, then per
-statement ("rows",) followed by the result as an Arrow IPC stream, ("too_large",), or
-("error", text) where text is the engine's message, for the operator's log only.
+Messages in: the GatewayConfig once, then ("run", sql, max_rows, spark_job, models), models being the
+ModelFiles the statement scores: each registered once as a DuckDB function before it first runs (gateway/models).
+Out: ("ready",) once, then per statement ("rows",) followed by the result as an Arrow IPC stream,
+("too_large",), or ("error", text) where text is the engine's message, for the operator's log only.
 
 With the Spark engine (argv[2]: the Spark Connect session id), spark_job is (Spark SQL, relations, tag): the
 statement runs on Spark, its DuckDB form only planned here for the result's types (gateway/spark/session.py).
@@ -19,6 +20,8 @@ import pyarrow as pa
 import pyarrow.ipc  # noqa: F401
 
 from gateway import sources
+from gateway.models.files import ModelFileError
+from gateway.models.scoring import ensure_registered
 
 BATCH_ROWS = 65_536
 
@@ -36,13 +39,16 @@ def serve(pipe: Connection, session_id: str = "") -> None:
         pipe.send(("failed", f"{type(error).__name__}: {error}"))
         return
     pipe.send(("ready",))
+    registered: set[str] = set()  # scoring functions this database has
     try:
         while True:
             try:
                 message = pipe.recv()
             except (EOFError, OSError):  # the parent closed the pipe or died
                 return
-            _, sql, max_rows, spark_job = message
+            _, sql, max_rows, spark_job, models = message
+            if models and not _register(database, models, registered, pipe):
+                continue
             if spark is None:
                 _run(database, pipe, sql, max_rows)
             else:
@@ -69,6 +75,17 @@ def _run(database, pipe, sql: str, max_rows: int) -> None:
         pipe.send(("error", f"{type(error).__name__}: {error}"))
     finally:
         cursor.close()
+
+
+def _register(database, models, registered: set[str], pipe) -> bool:
+    """Register the statement's scoring functions; the file is hashed again as it is
+    loaded, so one changed since the policy loaded fails the statement, unscored."""
+    try:
+        ensure_registered(database, models, registered)
+    except (ModelFileError, duckdb.Error) as error:
+        pipe.send(("error", f"model: {getattr(error, 'message', error)}"))
+        return False
+    return True
 
 
 def _run_on_spark(spark, pipe, sql: str, max_rows: int, spark_job) -> None:

@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e ".[test,spark]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test,spark,models]"
 # Apache Superset, pinned, in a venv of its own (it pins SQLAlchemy 1.4): tests/test_superset.py builds
 # charts with it on a running demo, and skips with the reason when this install failed.
 SUPERSET_PACKAGES=(apache-superset==6.1.0 rich==15.0.0 cachetools==8.0.2 flask-caching==2.3.1 psycopg2-binary==2.9.13)

@@ -26,6 +26,7 @@ from gateway.dp.time_buckets import PublicKeys, public_buckets
 from gateway.plan.allowed import AGGREGATES
 from gateway.policy.aggregates import BY_NODE
 from gateway.plan.quantiles import spelled
+from gateway.plan.scoring import is_score, model_of, scored_column
 from gateway.plan.units import clamp, unit_columns
 from gateway.errors import Refused
 from gateway.policy.model import Bounds, CleanRoom, Role, Template
@@ -348,6 +349,10 @@ class _Quantities:
             if not ranges or None in ranges:
                 return None
             return min(r[0] for r in ranges), max(r[1] for r in ranges)
+        if is_score(node) or isinstance(node, exp.Column):  # scores: clamped to their model's bounds
+            model = model_of(self.room, node) if is_score(node) else scored_column(self.scope, node, self.room)
+            if model is not None:
+                return model.file.lower, model.file.upper
         if isinstance(node, exp.Column):
             traced = _base_column(self.scope, node, self.room)
             if traced is not None:

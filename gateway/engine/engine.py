@@ -26,6 +26,7 @@ from gateway.engine.rewrite import BOOKKEEPING_COLUMNS
 from gateway.engine.state import QueryState
 from gateway.engine.types import ColumnInfo, QueryRequest, Release, TableInfo
 from gateway.errors import PolicyInvalid, UnknownCleanRoom
+from gateway.models.scoring import ensure_registered
 from gateway.policy.loader import load_policy
 from gateway.policy.model import CleanRoom, Template
 
@@ -39,6 +40,8 @@ class Engine:
             cleanrooms, problems = load_with_fallback(config)
         self.database = sources.open_database(config)
         column_types = {name: sources.describe(self.database, room) for name, room in cleanrooms.items()}
+        self._scoring: set[str] = set()  # scoring functions on self.database, for describe()'s binding
+        _register_models(self.database, cleanrooms, self._scoring)
         audit_log = AuditLog(Path(config.state_dir) / "audit.jsonl")
         self.context = EngineContext(
             config=config,
@@ -72,6 +75,7 @@ class Engine:
                     types = {name: sources.describe(cursor, room) for name, room in rooms.items()}
                 finally:
                     cursor.close()
+                _register_models(self.database, rooms, self._scoring)
                 for room in rooms.values():  # before the swap: the new rules' first statements find them
                     self.context.collab.carry_forward(room)
             except Exception as error:  # PolicyInvalid, or a file gone missing mid-edit
@@ -248,6 +252,12 @@ def _described(state, described: dict) -> dict:
     if needed is not None:
         needed["summary"] = thresholds.sentence(needed, unit)
     return described
+
+
+def _register_models(database, rooms: dict[str, CleanRoom], registered: set[str]) -> None:
+    """Scoring functions on the engine's own database: describe() binds generated SQL there
+    (LIMIT 0: nothing is scored). Executors register their own (gateway/executor_main.py)."""
+    ensure_registered(database, [m.file for room in rooms.values() for m in room.models.values()], registered)
 
 
 def _status(status: str, rooms, problems: list[str]) -> dict:

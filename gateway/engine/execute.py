@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from gateway.engine import timing
 from gateway.engine.state import QueryState
+from gateway.plan import scoring
 
 
 def execute(state: QueryState) -> QueryState:
@@ -49,4 +50,5 @@ def _run(state: QueryState, deadline: float) -> pa.Table:
         max_rows=state.context.config.engine.max_result_rows,
         deadline=deadline,
         on_engine_seconds=admission.used if admission is not None else None,
+        models=scoring.models_in(state.generated_sql, state.cleanroom),
     )

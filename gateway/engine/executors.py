@@ -117,8 +117,10 @@ class Executor:
                 return
         self.paused = paused
 
-    def run(self, sql: str, max_rows: int, deadline: float, spark_job: tuple | None = None) -> pa.Table:
-        self.pipe.send(("run", sql, max_rows, spark_job))
+    def run(self, sql: str, max_rows: int, deadline: float, spark_job: tuple | None = None,
+            models: tuple = ()) -> pa.Table:
+        # models: the ModelFiles the statement scores, registered by the executor before it runs (gateway.models)
+        self.pipe.send(("run", sql, max_rows, spark_job, models))
         reply = self._receive(deadline)
         if reply is None:  # deadline passed, or stopped by cancel(), or died
             if self.process.poll() is None:
@@ -223,7 +225,7 @@ class ExecutorPool:
         self._run_until = 0.0  # heavy statements run unpaused until then
 
     def run(self, request_id: str, *, principal: str, sql: str, max_rows: int, deadline: float,
-            on_engine_seconds: Callable[[float], None] | None = None) -> pa.Table:
+            on_engine_seconds: Callable[[float], None] | None = None, models: tuple = ()) -> pa.Table:
         """Run sql in an executor before the monotonic deadline, or raise QueryTimeout /
         QueryCancelled (the executor killed), ResultTooLarge or ExecutionFailed.
         on_engine_seconds learns how long the statement held an executor, however it ended."""
@@ -235,7 +237,7 @@ class ExecutorPool:
             self._statements[request_id] = statement
         try:
             self._acquire(statement, deadline)
-            return self._run_granted(statement, sql, max_rows, deadline, on_engine_seconds, spark_job)
+            return self._run_granted(statement, sql, max_rows, deadline, on_engine_seconds, spark_job, models)
         finally:
             with self._lock:
                 self._statements.pop(request_id, None)
@@ -251,7 +253,8 @@ class ExecutorPool:
         return statement.sql, statement.relations, tag
 
     def _run_granted(self, statement: _Statement, sql: str, max_rows: int, deadline: float,
-                     on_engine_seconds: Callable[[float], None] | None, spark_job: tuple | None) -> pa.Table:
+                     on_engine_seconds: Callable[[float], None] | None, spark_job: tuple | None,
+                     models: tuple = ()) -> pa.Table:
         executor, principal, request_id = statement.executor, statement.principal, statement.request_id
         started = time.monotonic()
         healthy = replace = False
@@ -275,10 +278,10 @@ class ExecutorPool:
                 replace = True  # it runs this statement at the lower priority, then makes way
             executor.pause(False)  # a heavy statement's, paused as its answer left
             if heavy:
-                table = executor.run(sql, max_rows, deadline, spark_job)
+                table = executor.run(sql, max_rows, deadline, spark_job, models)
             else:
                 with self._foreground.running():  # heavy statements on the host pause meanwhile
-                    table = executor.run(sql, max_rows, deadline, spark_job)
+                    table = executor.run(sql, max_rows, deadline, spark_job, models)
             healthy = not replace
             return table
         except (ResultTooLarge, QueryCancelled):

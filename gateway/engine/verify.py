@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gateway import sources
 from gateway.engine.state import QueryState
+from gateway.plan import scoring
 from gateway.plan.verify import check_generated
 
 
@@ -19,7 +20,7 @@ def verify(state: QueryState) -> QueryState:
         relation = sources.relation_for(state.cleanroom.tables[name])
         relations.add((relation.catalog, relation.db, relation.name))
     try:
-        check_generated(state.generated_sql, relations)
+        check_generated(state.generated_sql, relations, scoring.functions(state.cleanroom))
     except Exception:
         state.context.log.error("generated SQL refused by verify for request %s: %s",
                                 state.request.request_id, state.generated_sql)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from sqlglot import expressions as exp
 
 from gateway.errors import Refused
-from gateway.plan import arithmetic, quantiles
+from gateway.plan import arithmetic, quantiles, scoring
 from gateway.plan.arithmetic import mark as _mark
 from gateway.plan.arithmetic import typed
 from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
@@ -451,7 +451,10 @@ class Expressions:
         return self.aggregate(quantiles.from_within_group(node), clause)
 
     def anonymous(self, node: exp.Anonymous, clause: Clause) -> exp.Expression:
-        """quantile_cont(x, q) / quantile_disc(x, q) likewise; any other function the parser did not know is refused."""
+        """quantile_cont(x, q) / quantile_disc(x, q) likewise; score('model', ...) (gateway.plan.scoring);
+        any other function the parser did not know is refused."""
+        if str(node.name).lower() == scoring.SCORE:
+            return scoring.resolve_score(self, node, clause)
         if str(node.name).lower() not in quantiles.FUNCTIONS:
             refuse_unknown(node)
         return self.aggregate(quantiles.from_function(node), clause)

@@ -37,9 +37,10 @@ SAFE_NODES: frozenset[type] = frozenset({
 })
 
 
-def check_generated(sql: str, relations: set[tuple[str, str, str]]) -> None:
+def check_generated(sql: str, relations: set[tuple[str, str, str]], models: frozenset[str] = frozenset()) -> None:
     """Refuse `sql` unless it reads only `relations` (catalog, schema, name) and its own
-    CTEs and uses only known nodes. Raises Refused(rule="sql.unverified")."""
+    CTEs and uses only known nodes; `models`: the scoring functions of the clean room's
+    models (gateway.plan.scoring). Raises Refused(rule="sql.unverified")."""
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except SqlglotError:
@@ -50,7 +51,7 @@ def check_generated(sql: str, relations: set[tuple[str, str, str]]) -> None:
         if kind is exp.Table:
             _check_relation(node, ctes, relations)
         elif kind is exp.Anonymous:
-            if node.name.lower() not in INTERNAL_FUNCTIONS:
+            if node.name.lower() not in INTERNAL_FUNCTIONS and node.name.lower() not in models:
                 _fail(f"function {node.name} in the generated SQL")
         elif kind is exp.Values:
             if any(isinstance(leaf, (exp.Column, exp.Func, exp.Select)) for leaf in node.walk() if leaf is not node):

@@ -32,6 +32,7 @@ from gateway.policy.model import (
     Timing,
     TimingPad,
 )
+from gateway.policy.model_assets import models_from
 from gateway.policy.quotas import quotas_from
 
 
@@ -46,6 +47,7 @@ def build(data: dict, source_file: str, version: str) -> CleanRoom:
             for name, spec in data["collaborators"].items()
         },
         tables={name: _table(name, spec) for name, spec in data["tables"].items()},
+        models=models_from(data, source_file),
         rules={name: _rule(name, spec) for name, spec in data.get("rules", {}).items()},
         templates={name: _template(name, spec) for name, spec in data.get("templates", {}).items()},
         analysts={
@@ -136,6 +138,7 @@ def _rule(name: str, spec: dict) -> AggregationRule:
         min_group_size=spec.get("min_group_size"),
         description=spec.get("description", ""),
         privacy=_privacy_override(spec.get("privacy")),
+        models=tuple(spec["models"]) if "models" in spec else None,
     )
 
 

@@ -18,6 +18,7 @@ from gateway.policy.aggregates import NAMES as AGGREGATE_NAMES
 from gateway.policy.build import build
 from gateway.policy.checks import semantic_problems
 from gateway.policy.model import CleanRoom
+from gateway.policy.model_assets import model_file_problems
 from gateway.policy.templates import check_templates
 from gateway.yamlsource import load_schema, load_yaml, report, schema_problems
 
@@ -38,6 +39,9 @@ def load_policy(path: str | Path) -> CleanRoom:
     if problems:
         raise PolicyInvalid(problems)
     cleanroom = build(data, str(path), doc.sha256)
+    problems = report(doc, model_file_problems(cleanroom))  # each ONNX file is the declared one
+    if problems:
+        raise PolicyInvalid(problems)
     problems = report(doc, [(doc.resolve(key_path), message) for key_path, message in check_templates(cleanroom)])
     if problems:
         raise PolicyInvalid(problems)

@@ -11,6 +11,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from gateway.models.files import ModelFile
 from gateway.policy.aggregates import NAMES as AGGREGATE_NAMES
 
 
@@ -229,6 +230,8 @@ class AggregationRule:
     min_group_size: int | None = None
     description: str = ""
     privacy: PrivacyOverride | None = None
+    # models score() may name under this rule; left out of canonical forms when none
+    models: tuple[str, ...] | None = field(default=None, metadata={"canonical": "omit_when_unset"})
 
 
 class ParamType(str, enum.Enum):
@@ -274,6 +277,22 @@ class Template:
     # Differential privacy: bounds of columns the template derives (e.g. a
     # per-household count), by output name, so they can be clamped and noised.
     bounds: Mapping[str, Bounds] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model asset (docs/models.md): an ONNX file one collaborator brings, scored by
+    score('name', ...) in approved templates and in rules that name it. Other parties
+    see its name, owner, inputs, output and hash; its file is read by executors only."""
+
+    name: str
+    owner: str  # collaborator id: approves every template and rule that scores it
+    file: ModelFile  # path (resolved against the policy's folder), sha256, inputs, output, bounds
+    description: str = ""
+
+    @property
+    def bounds(self) -> Bounds:
+        return Bounds(self.file.lower, self.file.upper)
 
 
 @dataclass(frozen=True)
@@ -353,6 +372,7 @@ class CleanRoom:
     name: str  # also the database name over the wire
     collaborators: Mapping[str, Collaborator]
     tables: Mapping[str, Table]
+    models: Mapping[str, Model] = field(default_factory=dict)
     rules: Mapping[str, AggregationRule] = field(default_factory=dict)
     templates: Mapping[str, Template] = field(default_factory=dict)
     analysts: Mapping[str, Analyst] = field(default_factory=dict)

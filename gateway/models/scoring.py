@@ -1,0 +1,105 @@
+"""The scoring function executors register with DuckDB: ONNX Runtime over Arrow
+batches, one call per DuckDB vector, clamped to the declared bounds.
+
+No row's value can make it fail: a NULL, NaN or infinite input makes that
+row's score NULL (aggregates skip it), never an error; values are cast to the
+declared input type, integers clamped to int64's range first; the output is
+clamped to [lower, upper], and a NaN the model produces is NULL. So a score is
+a bounded measure whatever the data, and k thresholds, contribution bounding
+and noise apply to it as to any declared measure.
+
+Registered only by the gateway, under a name only the resolver writes
+(ModelFile.function); analysts cannot create functions (the engine is locked
+and CREATE FUNCTION never passes the resolver).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gateway.models.files import Layout, ModelFile, load
+
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
+_INT64_LIMIT = 2.0 ** 62  # well inside int64, so the cast of a clamped double never overflows
+
+
+class Scorer:
+    """Callable DuckDB gives Arrow arrays (one per argument) and takes an Arrow array back."""
+
+    def __init__(self, model: ModelFile):
+        self.model = model
+        self.session, self.layout = load(model)
+        self.output = [model.output]
+        # DuckDB counts a function's parameters from its signature: one per declared input
+        self.__signature__ = inspect.Signature([inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_ONLY)
+                                                for i in range(len(model.inputs))])
+
+    def __call__(self, *columns: pa.Array) -> pa.Array:
+        values = [_floats(column) for column in columns]
+        rows = len(values[0]) if values else 0
+        valid = np.ones(rows, dtype=bool)
+        for value in values:
+            valid &= np.isfinite(value)
+        if not valid.any():
+            return pa.nulls(rows, pa.float64())
+        feed = self._feed(values, valid)
+        result = np.asarray(self.session.run(self.output, feed)[0], dtype=np.float64)
+        if result.ndim == 2:
+            result = result[:, self.model.index]
+        result = result.reshape(-1)
+        scores = np.full(rows, np.nan)
+        scores[valid] = result
+        scores = np.clip(scores, self.model.lower, self.model.upper)  # NaN stays NaN: NULL below
+        return pa.array(scores, type=pa.float64(), mask=np.isnan(scores))
+
+    def _feed(self, values: list[np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
+        layout: Layout = self.layout
+        if layout.tensor is not None:
+            matrix = np.column_stack([v[valid] for v in values])
+            return {layout.tensor: _as(matrix, layout.dtype)}
+        feed = {}
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        for declared, value in zip(self.model.inputs, values):
+            graph = inputs[declared.name]
+            column = _as(value[valid], graph.type)
+            feed[declared.name] = column.reshape(-1, 1) if len(graph.shape) == 2 else column
+        return feed
+
+
+def _floats(column) -> np.ndarray:
+    """One argument as float64, NULL as NaN (the resolver passes DOUBLEs)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        column = pc.fill_null(column.cast(pa.float64()), np.nan)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _as(values: np.ndarray, onnx_type: str) -> np.ndarray:
+    dtype = _DTYPES[onnx_type]
+    if dtype is np.int64:
+        return np.rint(np.clip(values, -_INT64_LIMIT, _INT64_LIMIT)).astype(np.int64)
+    if dtype is np.float32:  # beyond float32's range a value would become infinite
+        limit = float(np.finfo(np.float32).max)
+        return np.clip(values, -limit, limit).astype(np.float32)
+    return values.astype(dtype, copy=False)
+
+
+def register(connection, model: ModelFile) -> None:
+    """Register the model's scoring function on a DuckDB connection (an executor's)."""
+    connection.create_function(
+        model.function, Scorer(model), [duckdb.sqltypes.DOUBLE] * len(model.inputs), duckdb.sqltypes.DOUBLE,
+        type="arrow", null_handling="special", exception_handling="default", side_effects=False)
+
+
+def ensure_registered(connection, models, registered: set[str]) -> None:
+    """Register the models a statement scores that this connection does not have yet."""
+    for model in models:
+        if model.function not in registered:
+            register(connection, model)
+            registered.add(model.function)
