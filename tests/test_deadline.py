@@ -113,7 +113,7 @@ def test_timeout_through_the_engine_is_charged_audited_and_leaves_others_unharme
     assert elapsed < DEADLINE + MARGIN
     assert engine.budget("ana", "room")["spent"]["epsilon"] == pytest.approx(before + 0.5)  # the charge stands
     assert light["rows"] >= 1 and light["seconds"] < DEADLINE
-    records = [json.loads(line) for line in (Path(engine.config.state_dir) / "audit.jsonl").read_text().splitlines()]
+    records = engine.context.audit.records()
     (record,) = [r for r in records if r.get("request_id") == "slow-1"]
     assert "engine.timeout" in json.dumps(record)
 

@@ -87,8 +87,9 @@ def room(tmp_path_factory):
 
 
 def audit_records(config) -> list[dict]:
-    path = Path(config.state_dir) / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from gateway.audit_log import read_records
+
+    return read_records(Path(config.state_dir))
 
 
 def by_name(items: list[dict], name: str) -> dict:

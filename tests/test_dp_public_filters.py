@@ -5,7 +5,6 @@ Real engines over real DuckDB files; the demo over HTTP and the wire."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -61,8 +60,9 @@ def spent(engine) -> tuple[float, int]:
 
 
 def audit_records(state_dir: Path) -> list[dict]:
-    path = state_dir / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from gateway.audit_log import read_records
+
+    return read_records(state_dir)
 
 
 EMPTY = {

@@ -422,7 +422,9 @@ class Gateway:
                                password=password or user, sslmode="disable", autocommit=True)
 
     def audit(self) -> list[dict]:
-        return [json.loads(line) for line in (self.state / "audit.jsonl").read_text().splitlines()]
+        from gateway.audit_log import read_records
+
+        return read_records(self.state)  # every process's chain, merged by time
 
 
 @pytest.fixture(scope="module")
@@ -552,7 +554,7 @@ def test_a_refused_statement_is_not_charged_and_its_refusal_is_audited(tmp_path)
         assert engine.budget("ana", "room") == before
         seconds = engine.context.quotas.usage.usage(["analyst:ana"], time.time())["analyst:ana"]
         assert seconds.engine_seconds_last_hour >= 0.5 and (seconds.engine_seconds_last_hour * 4).is_integer()  # steps
-        record = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()][-1]
+        record = engine.context.audit.records()[-1]
         assert (record["request_id"], record["decision"], record["rule"], record["sqlstate"]) == \
             ("over-quota", "refused", "quota.rate", "53400")
         assert record["privacy_budget_spent"] is None

@@ -1,70 +1,52 @@
-"""Reading the audit log: verify its chain, show its end, filter it for auditors.
+"""Reading the audit log: verify every chain, show its end, filter it for auditors.
 
-The log itself (gateway.audit_log) is append-only and hash-chained;
-these only read it.
+The log itself (gateway.audit_log) is one hash chain per writing process, each
+anchored in the gateway's store; these only read it. With a PostgreSQL store, the
+room's chains written by other hosts are read and verified from their copies there.
 """
 
 from __future__ import annotations
 
-import json
-from collections import deque
 from pathlib import Path
+from typing import Callable
 
-from gateway.audit_log import Anchor, verify
-
-
-def verify_file(path: Path, store=None) -> tuple[list[str], int]:
-    """(problems with line numbers, number of lines). Besides the chain, the log's
-    end is checked against its anchor in `store` (gateway.collab.store.Store; by
-    default the SQLite store beside the log, where one exists): records removed
-    from the end, or the whole log emptied or deleted, leave a chain that is
-    intact but shorter than its anchor."""
-    path = Path(path)
-    records = []
-    if path.exists():
-        with open(path, "rb") as f:
-            records = [line for line in f if line.strip()]
-    problems = verify(path) if records else []
-    if store is None and not (path.parent / "collab.sqlite").exists():
-        return problems, len(records)  # no anchor store to compare with
-    anchor = Anchor(store, path)
-    first, last = (_record(records[0]), _record(records[-1])) if records else (None, None)
-    head = anchor.load(first.get("hash") if first else None)
-    if head is None:
-        return problems, len(records)
-    if not records:
-        problems.append(f"the log is empty or missing, but {anchor.describe()} anchors {head['seq']} records")
-    elif last.get("seq", len(records)) < head["seq"]:
-        problems.append(f"the log ends at record {last.get('seq', len(records))}, but {anchor.describe()} anchors "
-                        f"record {head['seq']}: records at its end were removed")
-    else:
-        anchored = next((r for r in map(_record, reversed(records)) if r.get("seq") == head["seq"]), None)
-        if anchored is None or anchored.get("hash") != head["hash"]:
-            problems.append(f"record {head['seq']} is not the one {anchor.describe()} anchors")
-    return problems, len(records)
+from gateway.audit_log import AuditLog, ChainReport, verify_chain_file, verify_state
+from gateway.audit_log import tail as tail_of_folder
+from gateway.storage import Database
 
 
-def _record(line: bytes) -> dict:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
+def verify_room(state_dir: Path, store: Database | None = None) -> tuple[list[str], list[str], int, int]:
+    """Verify every chain of the state folder and every chain the store anchors.
+    (problems, one line each and prefixed by where; the per-chain lines of a
+    report; number of chains; number of records)."""
+    reports = verify_state(state_dir, store)
+    return _lines(reports)
 
 
-def tail(path: Path, n: int, keep=lambda record: True) -> list[dict]:
-    """The last n records `keep` accepts, oldest first; lines that are not JSON are skipped
-    (verify reports them)."""
-    path = Path(path)
-    if not path.exists() or n <= 0:
-        return []
-    last: deque = deque(maxlen=n)
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and keep(record):
-                last.append({"line": number, **record})
-    return list(last)
+def verify_file(path: Path, store: Database | None = None) -> tuple[list[str], list[str], int, int]:
+    """One chain file (or the legacy log) against its anchor."""
+    return _lines([verify_chain_file(path, store)])
+
+
+def _lines(reports: list[ChainReport]) -> tuple[list[str], list[str], int, int]:
+    problems, lines = [], []
+    for report in reports:
+        problems.extend(f"{report.where}: {problem}" for problem in report.problems)
+        if report.problems:
+            lines.extend(f"{report.where}: {problem}" for problem in report.problems)
+        else:
+            lines.append(f"{report.where}: {report.summary()}")
+        lines.extend(f"{report.where}: note: {note}" for note in report.notes)
+    return problems, lines, len(reports), sum(report.records for report in reports)
+
+
+def tail(audit: AuditLog | Path, n: int, keep: Callable[[dict], bool] = lambda record: True,
+         rooms: set[str] | None = None) -> list[dict]:
+    """The last n records `keep` accepts, oldest first, from every chain: those of the
+    state folder and, with a PostgreSQL store, the copies of the other folders' chains
+    (of `rooms` only, when given). `audit`: the engine's AuditLog, or a state folder."""
+    if isinstance(audit, AuditLog):
+        audit.flush()  # this process's records nobody waited for are written too
+        elsewhere = audit.anchors.newest_elsewhere(rooms)
+        return tail_of_folder(audit.state_dir, n, keep, elsewhere)
+    return tail_of_folder(Path(audit), n, keep)

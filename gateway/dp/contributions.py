@@ -330,7 +330,7 @@ def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = Non
     refusals included. Under DP the stated epsilon is recorded in the ledger as a
     charge to the account `owner:<collaborator>` (no analyst's budget is touched)
     before any row is read."""
-    audit = AuditLog(config.state_dir / "audit.jsonl")
+    audit = AuditLog.for_config(config)
     record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(), "user": user,
               "collaborator": room.collaborator_of(user), "cleanroom": room.name, "policy_version": room.version,
               "front_end": front_end, "tables": list(asked or []), "mode": "exact" if epsilon is None else "dp"}

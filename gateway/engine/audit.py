@@ -4,7 +4,12 @@ before its answer leaves the gateway.
 A released statement's record is queued here; `state.audited` completes once it
 is durable, and the engine hands out nothing before (Engine.run waits for it,
 Engine.submit gives it to a front end that waits without a thread). Refusals and
-failures wait here: they are rare, and their error must not outrun the record."""
+failures wait here: they are rare, and their error must not outrun the record.
+
+A statement that read no clean-room data (a constant like a pool's `SELECT 1`, a
+catalog query answered from the policy) does not wait: its record goes into the
+same chain, in order, and is made durable by the next fsync (gateway.audit_log.writer).
+Anything that read a table of the room, public or private, or ran a template waits."""
 
 from __future__ import annotations
 
@@ -34,8 +39,17 @@ def audit(state: QueryState) -> QueryState:
         reused_release=protection["reused"] if protection else None,
         min_group_size=released.min_group_size,
         output_id=output,
-    ))
+    ), durable=not reads_no_room_data(state))
     return state.evolve(audited=audited)
+
+
+def reads_no_room_data(state: QueryState) -> bool:
+    """Whether the statement's answer follows from its text and the policy alone: a
+    constant (rewrite.is_constant), or a catalog query (the catalog pass answered it
+    from what the analyst may see of the policy, never touching the data)."""
+    if state.template is not None or state.tables_read:
+        return False
+    return state.constant or state.release.authorised_by == "catalog"
 
 
 def _spent(state: QueryState) -> dict | None:

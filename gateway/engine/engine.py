@@ -42,7 +42,7 @@ class Engine:
         column_types = {name: sources.describe(self.database, room) for name, room in cleanrooms.items()}
         self._scoring: set[str] = set()  # scoring functions on self.database, for describe()'s binding
         _register_models(self.database, cleanrooms, self._scoring)
-        audit_log = AuditLog(Path(config.state_dir) / "audit.jsonl")
+        audit_log = AuditLog.for_config(config)  # anchored in the store, copied to it if PostgreSQL
         self.context = EngineContext(
             config=config,
             database=self.database,
@@ -238,6 +238,7 @@ class Engine:
         return self.context.executors.cancel(request_id)
 
     def close(self) -> None:
+        self.context.audit.close()  # records nobody waited for are made durable too
         self.context.executors.close()
         self.database.close()
 
