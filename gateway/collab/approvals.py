@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 
 from gateway.audit_log import AuditLog
-from gateway.collab.canonical import loosenings, owners, tightenings
+from gateway.collab.canonical import loosenings, subject_owners, tightenings
 from gateway.collab.store import Store
 from gateway.collab.subjects import KINDS, Kind, Subject, subject_names, subject_of
 from gateway.config_model import GatewayConfig
@@ -166,7 +166,7 @@ class Collaboration:
         On the path of every statement a template or rule authorises: one read."""
         subject = self.subject(room, kind, name)
         approvals = self._approvals(subject)
-        needed = subject.owners if tables is None else owners(room, tables)
+        needed = subject.owners if tables is None else subject_owners(room, tables, subject.form)
         missing = sorted(needed - {a.collaborator for a in approvals})
         if missing:
             raise Refused(

@@ -66,7 +66,7 @@ def canonical_form(room: CleanRoom, template: Template) -> dict:
     caps = [room.tables[t].max_epsilon_per_query for t in tables if room.tables[t].max_epsilon_per_query]
     if caps:  # the owners' strictest cap, as enforced_min_group_size is the strictest k
         release["enforced_max_epsilon_per_query"] = min(caps)
-    return {
+    form = {
         "cleanroom": room.name,
         "template": template.name,
         "sql": canonical_sql(template.sql),
@@ -74,6 +74,35 @@ def canonical_form(room: CleanRoom, template: Template) -> dict:
         "release": release,
         "output": {"name": output.name, "receivers": sorted(output.receivers)} if output else None,
     }
+    scored = models_scored(room, template)
+    if scored:  # the files' hashes and declarations are approved with the SQL that scores them
+        form["models"] = model_forms(room, scored)
+    return form
+
+
+def models_scored(room: CleanRoom, template: Template) -> frozenset[str]:
+    """Declared models the template scores: score('name', ...) with a name the policy declares."""
+    tree = sqlglot.parse_one(template.sql, read="postgres")
+    calls = [n for n in tree.find_all(exp.Anonymous) if str(n.name).lower() == "score" and n.expressions]
+    return frozenset(c.expressions[0].this for c in calls
+                     if isinstance(c.expressions[0], exp.Literal) and c.expressions[0].this in room.models)
+
+
+def model_forms(room: CleanRoom, names) -> dict:
+    """What owners approve of each model: its owner and its file's declaration (hash, inputs,
+    output, bounds), never where the file lies on one machine."""
+    forms = {}
+    for name in sorted(names):
+        model = room.models[name]
+        declared = {k: v for k, v in plain(model.file).items() if k != "path"}
+        forms[name] = {"owner": model.owner, **declared}
+    return forms
+
+
+def subject_owners(room: CleanRoom, tables: frozenset[str], form: dict) -> frozenset[str]:
+    """Who must approve a template or rule: the owners of the tables it reads or covers, and
+    of the models it scores (their approvers approve every use of their model)."""
+    return owners(room, tables) | frozenset(m["owner"] for m in (form.get("models") or {}).values())
 
 
 def template_hash(room: CleanRoom, template: Template) -> str:
@@ -148,13 +177,16 @@ def rule_canonical_form(room: CleanRoom, rule: AggregationRule) -> dict:
         name: {k: v for k, v in plain(analyst).items() if k not in ("name", "rules", "templates")}
         for name, analyst in sorted(room.analysts.items()) if rule.name in analyst.rules
     }
-    return {
+    form = {
         "kind": "rule",
         "cleanroom": room_part,
         "rule": rule_part,  # k enforced = max of the clean room's, the tables' and the rule's: all here
         "tables": table_parts,
         "analysts": grantees,
     }
+    if rule.models:  # only when set, so rules that score nothing keep their hashes
+        form["models"] = model_forms(room, rule.models)
+    return form
 
 
 def form_hash(form: dict) -> str:
@@ -213,6 +245,9 @@ def loosenings(old: dict, new: dict) -> list[str]:
             found.append(f"analysts.{name}: newly granted the rule")
         elif analyst != old["analysts"][name]:
             found.append(f"analysts.{name}: settings changed")
+    for name, model in (new.get("models") or {}).items():  # a new file or declaration is a new model
+        if model != (old.get("models") or {}).get(name):
+            found.append(f"models.{name}: newly scored or its declaration changed")
     return found
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from gateway.collab.canonical import (
     canonical_form,
     form_hash,
-    owners,
+    subject_owners,
     rule_canonical_form,
     rule_tables,
     tables_touched,
@@ -93,7 +93,7 @@ def subject_of(room: CleanRoom, kind: Kind | str, name: str) -> Subject:
         if rule is None:
             raise UnknownRule(f"no rule named {name!r}", rule="rule.unknown")
         form, tables = rule_canonical_form(room, rule), rule_tables(rule)
-    return Subject(kind, room.name, name, form, form_hash(form), tables, owners(room, tables))
+    return Subject(kind, room.name, name, form, form_hash(form), tables, subject_owners(room, tables, form))
 
 
 def subject_names(room: CleanRoom) -> Iterator[tuple[Kind, str]]:
