@@ -11,43 +11,11 @@ import pytest
 from gateway.dp.ledger import Account
 from gateway.engine import QueryRequest
 from gateway.errors import BudgetExhausted, Refused, ResultTooLarge
+from tests.dpkit import COLUMNS, MAX_GROUPS, MAX_ROWS, REGIONS, VISITS, make_engine, request, spent
 from tests.roomkit import build_engine, private_table, simple_policy
 
-REGIONS = ["north", "south", "east", "west"]
-COLUMNS = {
-    "hh": {"role": "join_key"},
-    "region": {"role": "dimension", "values": REGIONS},  # public keys
-    "day": {"role": "dimension"},  # keys selected privately
-    "spend": {"role": "measure", "bounds": [0, 50]},
-}
-MAX_ROWS, MAX_GROUPS = 3, 2
-
-# 60 households in north (4 rows each), 40 in south, 3 in west, none in east.
-VISITS = [
-    "CREATE TABLE visits AS SELECT 'h' || i AS hh, "
-    "CASE WHEN i < 60 THEN 'north' WHEN i < 100 THEN 'south' ELSE 'west' END AS region, "
-    "'d' || (j % 2) AS day, (i * 7 + j) % 60 AS spend FROM range(103) t(i), range(4) r(j)",
-]
 # One household with 1,000 rows spread over every region, all far above the bounds.
 WHALE = "INSERT INTO visits SELECT 'whale', ['north','south','east','west'][1 + j % 4], 'd0', 10000 FROM range(1000) r(j)"
-
-
-def make_engine(tmp_path, setup=VISITS, epsilon=1.0, budget=1000.0, k=5, **engine_settings):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    policy = simple_policy({"visits": private_table("visits", COLUMNS)},
-                           aggregates=("count", "count_distinct", "sum", "avg", "median", "min"), k=k)
-    policy["privacy"] = {"epsilon_per_query": epsilon, "delta_per_query": 1e-6, "max_rows_per_unit": MAX_ROWS,
-                         "max_groups_per_unit": MAX_GROUPS, "budget": {"epsilon": budget, "delta": 0.001}}
-    return build_engine(tmp_path, policy, list(setup), **engine_settings)
-
-
-def request(sql: str) -> QueryRequest:
-    return QueryRequest(user="ana", cleanroom="room", sql=sql)
-
-
-def spent(engine) -> tuple[float, int]:
-    balance = engine.budget("ana", "room")
-    return balance["spent"]["epsilon"], balance["queries"]
 
 
 def bounded(engine, sql: str) -> dict:
@@ -190,6 +158,25 @@ def test_repeats_return_the_same_answer_for_free_and_real_changes_pay(tmp_path):
     assert reopened.run(request("SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY region")
                         ).table.column("n").to_pylist() == first.table.column("n").to_pylist()
     assert spent(reopened) == (2.0, 2)
+
+
+def test_replays_keep_their_own_names_and_labels(tmp_path):
+    """Replays are published from a per-process memo (engine/release.py); a spelling of the
+    same question must still get its own column names and aggregate labels, and every
+    replay the same rows as the first."""
+    engine = make_engine(tmp_path)
+    first = engine.run(request("SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY region"))
+    spellings = ["SELECT region, count(*) AS n FROM visits GROUP BY region ORDER BY region",
+                 "SELECT region AS r, count(*) AS how_many FROM visits GROUP BY region ORDER BY region",
+                 "SELECT region, COUNT(*) AS n FROM visits GROUP BY region ORDER BY region DESC"]
+    for _ in range(2):  # the second round is served from the memo
+        same, renamed, reversed_ = (engine.run(request(sql)) for sql in spellings)
+        assert same.table.equals(first.table) and same.protection["reused"]
+        assert renamed.table.column_names == ["r", "how_many"]
+        assert renamed.table.column("how_many").to_pylist() == first.table.column("n").to_pylist()
+        assert list(renamed.protection["columns"]) == ["how_many"]
+        assert reversed_.table.column("n").to_pylist() == first.table.column("n").to_pylist()[::-1]
+    assert spent(engine) == (1.0, 1)
 
 
 def test_the_budget_cannot_be_overspent_and_failures_are_not_refunded(tmp_path):
