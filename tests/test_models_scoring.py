@@ -132,3 +132,14 @@ def test_a_file_changed_after_the_policy_loaded_fails_the_statement_unscored(tmp
         assert run(engine, "SELECT count(*) AS n FROM people").table.to_pydict() == {"n": [200]}
     finally:
         engine.close()
+
+
+def test_every_analyst_sees_the_declaration_never_the_file(room):
+    engine, path = room
+    for user, rules in (("analyst", ["scoring"]), ("other", [])):
+        [listed] = engine.models(user, "scored")
+        assert listed["name"] == "m" and listed["owner"] == "owner_b" and listed["rules"] == rules
+        assert listed["inputs"] == [{"name": "a", "type": "float"}, {"name": "b", "type": "float"}]
+        assert listed["output"] == {"name": "probabilities", "bounds": [0.0, 1.0]}
+        assert listed["call"] == "score('m', a, b)"
+        assert str(path) not in repr(listed) and "clf.onnx" not in repr(listed)

@@ -28,6 +28,7 @@ from gateway.engine.types import ColumnInfo, QueryRequest, Release, TableInfo
 from gateway.errors import PolicyInvalid, UnknownCleanRoom
 from gateway.models.scoring import ensure_registered
 from gateway.policy.loader import load_policy
+from gateway.policy.model_assets import model_listing
 from gateway.policy.model import CleanRoom, Template
 
 
@@ -143,6 +144,12 @@ class Engine:
             )
             for table in visible_tables(room, room.analysts[user]).values()
         ]
+
+    def models(self, user: str, cleanroom: str) -> list[dict]:
+        """The room's model assets as its analysts may see them: never a file or its weights."""
+        room = self._room_for(user, cleanroom)
+        analyst = room.analysts[user]
+        return model_listing(room, analyst.rules, analyst.templates)
 
     def templates(self, user: str, cleanroom: str) -> list[Template]:
         room = self._room_for(user, cleanroom)

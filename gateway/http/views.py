@@ -4,6 +4,7 @@
     GET  /v1/openapi.json               no token: the API's description
     GET  /v1/metrics                    operators: quota usage (Prometheus text)
     GET  /v1/tables, /v1/templates      what the caller may query
+    GET  /v1/models                     model assets the caller may score (docs/models.md)
     POST /v1/query                      a statement; JSON, CSV or Arrow back
     POST /v1/templates/<name>/run       an approved template
     GET  /v1/budget                     the caller's privacy budget
@@ -62,6 +63,13 @@ def tables():
     cleanroom = choose_cleanroom(current_engine(), g.user, request.args.get("cleanroom"))
     listed = current_engine().tables(g.user, cleanroom)
     return {"cleanroom": cleanroom, "tables": [table_json(t) for t in listed]}
+
+
+@blueprint.get("/v1/models")
+def models():
+    """Model assets: name, owner, inputs, output and bounds, sha256; never the file (docs/models.md)."""
+    cleanroom = choose_cleanroom(current_engine(), g.user, request.args.get("cleanroom"))
+    return {"cleanroom": cleanroom, "models": current_engine().models(g.user, cleanroom)}
 
 
 @blueprint.get("/v1/templates")

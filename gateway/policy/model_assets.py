@@ -79,3 +79,22 @@ def model_file_problems(room: CleanRoom) -> Problems:
         if problem is not None:
             found.append((("models", name) + problem.key, problem.message))
     return found
+
+
+def model_listing(room: CleanRoom, rules: tuple[str, ...], templates: tuple[str, ...]) -> list[dict]:
+    """The clean room's models as any of its analysts sees them (GET /v1/models): name,
+    owner, inputs, output and bounds, the file's sha256 (what owners approved), and which
+    of the caller's rules let it score each; never the file, its path or its weights."""
+    listed = []
+    for model in room.models.values():
+        listed.append({
+            "name": model.name,
+            "owner": model.owner,
+            "description": model.description,
+            "sha256": model.file.sha256,
+            "inputs": [{"name": i.name, "type": i.type} for i in model.file.inputs],
+            "output": {"name": model.file.output, "bounds": [model.file.lower, model.file.upper]},
+            "rules": [r for r in rules if model.name in (room.rules[r].models or ())],
+            "call": f"score('{model.name}', {', '.join(i.name for i in model.file.inputs)})",
+        })
+    return listed
