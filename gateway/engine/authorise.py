@@ -19,7 +19,9 @@ from gateway.policy.model import AggregationRule, ColumnRef, Role, group_size
 def authorise(state: QueryState) -> QueryState:
     room = state.cleanroom
     if state.template is not None:
-        k = group_size(room, state.tables_read, state.template.min_group_size)
+        # a row-level output (its one receiver's units, every owner's consent) has no k: it is one row per unit
+        k = None if state.template.row_level_output else group_size(room, state.tables_read,
+                                                                    state.template.min_group_size)
         # Every owner of every table it reads must have approved this exact version.
         subject, approvals = state.context.collab.require_approved(room, Kind.TEMPLATE, state.template.name,
                                                                    state.tables_read)

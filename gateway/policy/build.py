@@ -162,7 +162,9 @@ def _template(name: str, spec: dict) -> Template:
         parameters=parameters,
         description=spec.get("description", ""),
         min_group_size=spec.get("min_group_size"),
-        output=Output(spec["output"]["name"], tuple(spec["output"]["receivers"])) if "output" in spec else None,
+        output=Output(spec["output"]["name"], tuple(spec["output"]["receivers"]),
+                      spec["output"].get("key")) if "output" in spec else None,
         privacy=_privacy_override(spec.get("privacy")),
         bounds={column: Bounds(float(lo), float(hi)) for column, (lo, hi) in spec.get("bounds", {}).items()},
+        row_level_output=spec.get("row_level_output", False),
     )

@@ -261,6 +261,7 @@ class Output:
 
     name: str
     receivers: tuple[str, ...]  # collaborator ids
+    key: str | None = None  # row-level outputs: the column of the receiver's own unit ids
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,9 @@ class Template:
     # Differential privacy: bounds of columns the template derives (e.g. a
     # per-household count), by output name, so they can be clamped and noised.
     bounds: Mapping[str, Bounds] = field(default_factory=dict)
+    # one row per unit to the output's one receiver, without k or noise: only with every owner's
+    # approval of this exact template (docs/models.md#row-level-outputs; gateway/policy/row_level.py)
+    row_level_output: bool = False
 
 
 @dataclass(frozen=True)
