@@ -97,7 +97,7 @@ def check_lines(lines: Iterable[bytes], chain: str | None) -> ChainCheck:
             check.problems.append(f"line {number}: record edited (its hash does not match its content)")
         elif record.get("seq", number) != number:
             check.problems.append(f"line {number}: record {record['seq']} is out of place")
-        elif chain is not None and record.get("chain") != chain:
+        if chain is not None and record.get("chain") != chain:
             check.problems.append(f"line {number}: a record of chain {record.get('chain')!r} moved into this one")
         check.records.append(record)
         prev = record.get("hash")

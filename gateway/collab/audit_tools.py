@@ -45,6 +45,9 @@ def tail(audit: AuditLog | Path, n: int, keep: Callable[[dict], bool] = lambda r
     """The last n records `keep` accepts, oldest first, from every chain: those of the
     state folder and, with a PostgreSQL store, the copies of the other folders' chains
     (of `rooms` only, when given). `audit`: the engine's AuditLog, or a state folder."""
+    if rooms is not None:
+        accepted = keep
+        keep = lambda record: record.get("cleanroom") in rooms and accepted(record)  # noqa: E731
     if isinstance(audit, AuditLog):
         audit.flush()  # this process's records nobody waited for are written too
         elsewhere = audit.anchors.newest_elsewhere(rooms)
