@@ -14,13 +14,6 @@ import pytest
 
 from gateway.dp.release_cache import CachedRelease, ReleaseCache
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request, tmp_path) -> dict:
-    if request.param == "sqlite":
-        return {"sqlite_path": tmp_path / "ledger.sqlite"}
-    return {"postgres_dsn": request.getfixturevalue("pg_schema")}
-
-
 def released(noise: float) -> pa.Table:
     return pa.table({
         "region": pa.array(["north", "south", None]),
@@ -114,3 +107,23 @@ def test_from_config_shares_the_ledger_file(tmp_path):
     ledger.charge(Account("demo", "analyst"), Spend(0.5), Budget(1.0), request_id="r", query_sha256="q")
     assert cache.db.sqlite_path == ledger.db.sqlite_path == tmp_path / "state" / "ledger.sqlite"
     assert ReleaseCache.from_config(config).get("k").protection == PROTECTION
+
+
+def test_entries_seen_are_kept_in_process_and_handed_out_as_copies(where):
+    """A replay reads the process's copy, not the database: entries never change once
+    stored. What the caller gets is its own: changing it changes nothing stored."""
+    cache = ReleaseCache.open(**where)
+    key = ReleaseCache.key("demo", "v1", "SELECT region, count(*) FROM t GROUP BY region", [])
+    cache.put(key, released(0.5), PROTECTION)
+    queries = []
+    real_query = cache.db.query
+    cache.db.query = lambda *args: queries.append(args) or real_query(*args)
+    first = cache.get(key)
+    first.protection["epsilon"] = 99  # a caller that edits what it got
+    again = cache.get(key)
+    assert queries == [] and again.protection == PROTECTION and again.table.equals(released(0.5))
+    elsewhere = ReleaseCache.open(**where)  # another process (or host) reads the database once
+    elsewhere.db.query = lambda *args: queries.append(args) or real_query(*args)
+    assert elsewhere.get(key).protection == PROTECTION and elsewhere.get(key).created_at == again.created_at
+    assert len(queries) == 1
+    assert elsewhere.get("no such key") is None and len(queries) == 2  # misses are never kept
