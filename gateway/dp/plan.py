@@ -26,7 +26,7 @@ from gateway.dp.time_buckets import PublicKeys, public_buckets
 from gateway.plan.allowed import AGGREGATES
 from gateway.policy.aggregates import BY_NODE
 from gateway.plan.quantiles import spelled
-from gateway.plan.scoring import is_score, model_of, scored_column
+from gateway.plan.scoring import is_score, model_of, score_buckets, scored_column
 from gateway.plan.units import clamp, unit_columns
 from gateway.errors import Refused
 from gateway.policy.model import Bounds, CleanRoom, Role, Template
@@ -405,9 +405,10 @@ def _base_column(scope, column: exp.Column, room: CleanRoom) -> tuple[str, str] 
 
 
 def _public_keys(tree: exp.Select, expression: exp.Expression, room: CleanRoom) -> PublicKeys | None:
-    """A group key known from the policy alone: a dimension's declared values, or the
-    declared periods of a time bucket (gateway.dp.time_buckets); None: selected privately."""
-    values = _public_values(tree, expression, room)
+    """A group key known from the policy alone: a dimension's declared values, buckets of a
+    model's declared score range (gateway.plan.scoring.score_buckets), or the declared
+    periods of a time bucket (gateway.dp.time_buckets); None: selected privately."""
+    values = _public_values(tree, expression, room) or score_buckets(build_scope(tree), expression, room)
     if values is not None:
         return PublicKeys(values, exp.In(this=expression.copy(), expressions=[_literal(v) for v in values]))
     return public_buckets(tree, expression)

@@ -20,6 +20,7 @@ types and generates it (docs/models.md).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING
 
@@ -128,4 +129,52 @@ def scored_column(scope, column: exp.Column, room: CleanRoom) -> Model | None:
         if is_score(value):
             return model_of(room, value)
         return scored_column(source, value, room) if isinstance(value, exp.Column) else None
+    return None
+
+
+MAX_SCORE_BUCKETS = 1000
+
+
+def score_buckets(scope, key: exp.Expression, room: CleanRoom) -> tuple[float, ...] | None:
+    """The values a group key that buckets a score can take, from the model's declared
+    bounds alone: FLOOR(score * n), optionally capped as LEAST(FLOOR(score * n), m), with
+    n and m number literals (deciles: LEAST(FLOOR(score * 10), 9)). Such keys are public,
+    like a dimension's declared values; None for anything else."""
+    cap = None
+    node = _bare(key)
+    if isinstance(node, exp.Least) and len(node.expressions) == 1:
+        cap = _number(node.expressions[0])
+        if cap is None:
+            return None
+        node = _bare(node.this)
+    if not isinstance(node, exp.Floor) or node.args.get("decimals") is not None:
+        return None
+    product = _bare(node.this)
+    if not isinstance(product, exp.Mul):
+        return None
+    for scored, factor in ((product.this, product.expression), (product.expression, product.this)):
+        n = _number(factor)
+        scored = _bare(scored)
+        model = model_of(room, scored) if is_score(scored) else scored_column(scope, scored, room)
+        if model is None or n is None or n <= 0:
+            continue
+        first, last = math.floor(model.file.lower * n), math.floor(model.file.upper * n)
+        if last - first >= MAX_SCORE_BUCKETS:
+            return None
+        values = sorted({float(min(i, cap) if cap is not None else i) for i in range(first, last + 1)})
+        return tuple(values)
+    return None
+
+
+def _bare(node: exp.Expression) -> exp.Expression:
+    while isinstance(node, exp.Paren) or (isinstance(node, (exp.Cast, exp.TryCast))
+                                          and node.to.is_type(*exp.DataType.REAL_TYPES)):
+        node = node.this
+    return node
+
+
+def _number(node: exp.Expression) -> float | None:
+    node = _bare(node)
+    if isinstance(node, exp.Literal) and not node.is_string:
+        return float(node.this)
     return None
