@@ -10,45 +10,32 @@ here, or one that carries an argument this module does not read, is refused.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from sqlglot import expressions as exp
 
 from gateway.errors import Refused
-from gateway.plan import arithmetic, quantiles, scoring
+from gateway.plan import aggregation, arithmetic
+from gateway.plan.aggregation import BIGINT
 from gateway.plan.arithmetic import mark as _mark
 from gateway.plan.arithmetic import typed
 from gateway.plan.allowed import AGGREGATES, DATE_PARTS, EXTRACT_PARTS, MAX_STRING_COPIES, \
     TYPE_NAMES, function_name
+from gateway.plan.clauses import Clause
+from gateway.plan.clauses import combine as _combine
+from gateway.plan.clauses import expect as _expect
 from gateway.plan.coercion import common, compared, number_literal
 from gateway.plan.checks import check_pattern, date_part, interval_days, literal_moment, only as _only, \
-    refuse_unknown, whole_number, window_spec
+    refuse_unknown, whole_number
 from gateway.plan.scope import Scope, fold, reference
-from gateway.plan.types import BOOLEAN, NULL, UNBOUNDED, Kind, Range, Typed, engine_range
-from gateway.policy.aggregates import BY_NODE
-from gateway.policy.model import Role
+from gateway.plan.types import BOOLEAN, NULL, Kind, Range, Typed, engine_range
 
 if TYPE_CHECKING:
     from gateway.plan.resolve import Resolver
 
 
-@dataclass(frozen=True)
-class Clause:
-    """Where an expression stands, which decides what it may contain."""
-
-    name: str  # SELECT, WHERE, GROUP BY, HAVING, ORDER BY, ON, QUALIFY, FILTER, ...
-    aggregates: bool = False  # aggregates of this scope allowed
-    windows: bool = False
-    outputs: dict | None = None  # output name -> resolved projection, for names no relation has
-
-
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod)
-
-
-BIGINT, HUGEINT = arithmetic.INTEGER_WIDTHS[1][1], arithmetic.INTEGER_WIDTHS[2][1]
-COUNTED = Typed(Kind.INTEGER, Range(0, 2.0 ** 53), width=BIGINT, aggregate=True)  # no count reaches 2**53
 
 
 class Expressions:
@@ -390,106 +377,6 @@ class Expressions:
         days = interval_days(spelled)
         return _mark(exp.Interval(this=exp.Literal.string(spelled)), Typed(Kind.INTERVAL, Range(-days, days)))
 
-    # -- aggregates and windows ------------------------------------------------------
-    def aggregate(self, node: exp.Expression, clause: Clause) -> exp.Expression:
-        if node.find_ancestor(*AGGREGATES) is not None:
-            raise Refused("aggregates cannot be nested", rule="aggregate.nested")
-        if not clause.aggregates:
-            raise _aggregate_here(clause)
-        inner = Clause(f"{function_name(node).upper()}()", outputs=None)
-        if isinstance(node, exp.Count):
-            _only(node, "this", "big_int")
-            argument = node.this
-            if argument is None or isinstance(argument, exp.Star):
-                if argument is not None:
-                    _only(argument)
-                built = exp.Count(this=exp.Star(), big_int=node.args.get("big_int"))
-                return _mark(built, COUNTED)
-            built = exp.Count(this=self._aggregated(argument, inner), big_int=node.args.get("big_int"))
-            return _mark(built, COUNTED)
-        if isinstance(node, exp.Quantile):
-            _only(node, "this", "quantile")
-            fraction = node.args["quantile"]
-            value = _summable(self._aggregated(node.this, inner))
-            built = exp.Quantile(this=value, quantile=exp.Literal.number(fraction.this))
-            built.meta["quantile"] = quantiles.spelled(node)  # how it was written
-            return _mark(built, Typed(Kind.FLOAT, typed(value).range, aggregate=True))
-        _only(node, "this")
-        spec = BY_NODE[type(node)]  # the aggregate registry (gateway.policy.aggregates)
-        value = self._aggregated(node.this, inner)
-        if spec.numeric:
-            value = _summable(value)
-        annotation = typed(value)
-        join_key = isinstance(value, exp.Column) and getattr(value.meta.get("declared"), "role", None) is Role.JOIN_KEY
-        if spec.numeric and not annotation.kind.numeric \
-                and annotation.kind is not Kind.NULL and not join_key:  # authorise refuses join keys by role
-            raise Refused(f"{function_name(node).upper()} takes a number", rule="expr.type")
-        if spec.result == "sum":
-            width = HUGEINT if annotation.kind is Kind.INTEGER else None
-            result = annotation.with_(range=UNBOUNDED, width=width, aggregate=True)
-        elif spec.result == "float":
-            result = Typed(Kind.FLOAT, annotation.range, aggregate=True)
-        else:
-            result = annotation.with_(aggregate=True)
-        return _mark(type(node)(this=value), result)
-
-    def _aggregated(self, argument: exp.Expression, clause: Clause) -> exp.Expression:
-        if isinstance(argument, exp.Star) or (isinstance(argument, exp.Distinct)
-                                              and any(isinstance(e, exp.Star) for e in argument.expressions)):
-            raise Refused("a whole row (*) can only be counted as COUNT(*)", rule="bind.row_reference")
-        if isinstance(argument, exp.Distinct):
-            _only(argument, "expressions")
-            if len(argument.expressions) != 1:
-                raise Refused("DISTINCT inside an aggregate takes one expression", rule="aggregate.not_allowed")
-            value = self(argument.expressions[0], clause)
-            return _mark(exp.Distinct(expressions=[value]), typed(value))
-        return self(argument, clause)
-
-    def within_group(self, node: exp.WithinGroup, clause: Clause) -> exp.Expression:
-        """percentile_cont / percentile_disc (q) WITHIN GROUP (ORDER BY x) is QUANTILE(x, q) (gateway.plan.quantiles)."""
-        _only(node, "this", "expression")
-        return self.aggregate(quantiles.from_within_group(node), clause)
-
-    def anonymous(self, node: exp.Anonymous, clause: Clause) -> exp.Expression:
-        """quantile_cont(x, q) / quantile_disc(x, q) likewise; score('model', ...) (gateway.plan.scoring);
-        any other function the parser did not know is refused."""
-        if str(node.name).lower() == scoring.SCORE:
-            return scoring.resolve_score(self, node, clause)
-        if str(node.name).lower() not in quantiles.FUNCTIONS:
-            refuse_unknown(node)
-        return self.aggregate(quantiles.from_function(node), clause)
-
-    def filtered(self, node: exp.Filter, clause: Clause) -> exp.Expression:
-        _only(node, "this", "expression")
-        where = node.expression
-        _only(where, "this")
-        aggregate = self(node.this, clause)
-        if not isinstance(aggregate, tuple(AGGREGATES)):
-            raise Refused("FILTER applies to an aggregate", rule="bind.unsupported")
-        condition = self(where.this, Clause("FILTER"))
-        _expect(condition, (Kind.BOOLEAN,), node)
-        return _mark(exp.Filter(this=aggregate, expression=exp.Where(this=condition)), typed(aggregate))
-
-    def window(self, node: exp.Window, clause: Clause) -> exp.Expression:
-        _only(node, "this", "partition_by", "order", "spec", "over")
-        if not (clause.windows and self.resolver.windows):
-            raise Refused("window functions are not allowed", rule="query.window_function",
-                          hint="ad-hoc queries may not use them; an approved template may")
-        inner = Clause(clause.name, aggregates=True)
-        function = node.this
-        if isinstance(function, (exp.RowNumber, exp.Rank, exp.DenseRank)):
-            _only(function)
-            call = _mark(type(function)(), COUNTED.with_(aggregate=False))
-        elif isinstance(function, tuple(AGGREGATES)):
-            call = self.aggregate(function, inner)
-        else:
-            refuse_unknown(function)
-        partition = [self(p, Clause("PARTITION BY", aggregates=True)) for p in node.args.get("partition_by") or []]
-        order = self.resolver.order_keys(node.args.get("order"), self, Clause("ORDER BY", aggregates=True))
-        built = exp.Window(this=call, partition_by=partition or None, order=order,
-                           spec=window_spec(node.args.get("spec")), over="OVER")
-        return _mark(built, typed(call).with_(aggregate=False))
-
     # -- subqueries -------------------------------------------------------------------
     def scalar_subquery(self, node: exp.Subquery, clause: Clause) -> exp.Expression:
         _only(node, "this")
@@ -502,35 +389,6 @@ class Expressions:
         _only(node, "this")
         resolved, _ = self.resolver.subquery(node.this, self.scope)
         return _mark(exp.Exists(this=resolved), BOOLEAN)
-
-
-# -- typing ------------------------------------------------------------------------------
-
-
-def _combine(result: Typed, *parts: exp.Expression) -> Typed:
-    """`result`, marked as aggregated when any part holds an aggregate of this scope."""
-    return result.with_(aggregate=any(typed(p).aggregate for p in parts))
-
-
-def _expect(node: exp.Expression, kinds: tuple[Kind, ...], where: exp.Expression) -> None:
-    kind = typed(node).kind
-    if kind not in kinds and kind is not Kind.NULL:
-        wanted = " or ".join(k.value for k in kinds)
-        raise Refused(f"{function_name(where)} takes {wanted}, not {kind.value}", rule="expr.type")
-
-
-def _summable(value: exp.Expression) -> exp.Expression:
-    """arithmetic.summable, inside DISTINCT where the aggregate has one."""
-    if isinstance(value, exp.Distinct):
-        inner = arithmetic.summable(value.expressions[0])
-        return _mark(exp.Distinct(expressions=[inner]), typed(inner))
-    return arithmetic.summable(value)
-
-
-def _aggregate_here(clause: Clause) -> Refused:
-    if clause.name == "WHERE":
-        return Refused("aggregates are not allowed in WHERE: use HAVING", rule="where.aggregate")
-    return Refused(f"aggregates are not allowed in {clause.name}", rule="aggregate.position")
 
 
 _HANDLERS: dict[type, Callable] = {
@@ -576,13 +434,13 @@ _HANDLERS: dict[type, Callable] = {
     exp.Cast: Expressions.cast,
     exp.TryCast: Expressions.cast,
     exp.Interval: Expressions.interval,
-    exp.Filter: Expressions.filtered,
-    exp.WithinGroup: Expressions.within_group,
-    exp.Anonymous: Expressions.anonymous,
-    exp.Window: Expressions.window,
+    exp.Filter: aggregation.filtered,
+    exp.WithinGroup: aggregation.within_group,
+    exp.Anonymous: aggregation.anonymous,
+    exp.Window: aggregation.window,
     exp.Subquery: Expressions.scalar_subquery,
     exp.Exists: Expressions.exists,
     **{kind: Expressions.comparison for kind in COMPARISONS},
     **{kind: Expressions.arithmetic for kind in ARITHMETIC},
-    **{kind: Expressions.aggregate for kind in AGGREGATES},
+    **{kind: aggregation.aggregate for kind in AGGREGATES},
 }

@@ -18,26 +18,22 @@ What the resolver does not understand is refused with a rule id and a hint.
 
 from __future__ import annotations
 
-import difflib
-
 from dataclasses import replace
 
 from sqlglot import expressions as exp
 
 from gateway.errors import Refused, SyntaxProblem, UnknownColumn, UnknownTable
-from gateway.plan.allowed import NAMED_REFUSALS, function_name
+from gateway.plan.allowed import NAMED_REFUSALS
 from gateway.plan.coercion import common
 from gateway.plan.checks import only as _only
 from gateway.plan.checks import refuse_unknown as _refuse_unknown
 from gateway.plan.expressions import Clause, Expressions, typed
+from gateway.plan.naming import ANALYST_SCHEMAS, SET_OPERATIONS, identifier, output_name, refuse_relation, renamed, \
+    table_function
 from gateway.plan.scope import Column, CteDef, CteEnv, Declared, Relation, Scope, fold, reference
 from gateway.plan.types import Kind, Range, Typed, engine_range, kind_of
 from gateway.policy.model import CleanRoom, Role, Table
 
-SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "main", "system", "temp", "memory"})
-SYSTEM_PREFIXES = ("pg_", "duckdb_", "sqlite_")
-ANALYST_SCHEMAS = frozenset({"", "public"})  # what BI tools put before a table name
-SET_OPERATIONS = (exp.Union, exp.Intersect, exp.Except)
 MAX_LIMIT = 2 ** 63 - 1
 
 
@@ -49,13 +45,6 @@ def resolve_statement(tree: exp.Expression, room: CleanRoom, reachable: dict[str
     resolver = Resolver(room, reachable, column_types, windows)
     generated, _ = resolver.query(tree, CteEnv(), outer=None)
     return generated, frozenset(resolver.tables_read)
-
-
-def identifier(node: exp.Identifier | str) -> str:
-    """A name as PostgreSQL spells it: unquoted names fold to lower case."""
-    if isinstance(node, exp.Identifier):
-        return node.this if node.quoted else node.this.lower()
-    return str(node)
 
 
 class Resolver:
@@ -166,7 +155,7 @@ class Resolver:
             if fold(name) in env.names:
                 raise Refused(f'WITH query name "{name}" specified more than once', rule="bind.duplicate_alias")
             resolved, columns = self.query(cte.this, env, outer)  # its own name is not in reach yet
-            columns = _renamed(resolved, columns, alias.columns)
+            columns = renamed(resolved, columns, alias.columns)
             generated = self._unique(name)
             env.names[fold(name)] = CteDef(generated, tuple(columns))
             ctes.append(exp.CTE(this=resolved, alias=exp.TableAlias(this=exp.to_identifier(generated, quoted=True))))
@@ -237,13 +226,13 @@ class Resolver:
             resolved, columns = self.query(node.this, env, scope.outer)  # siblings are out of reach
             alias = node.args.get("alias")
             name = identifier(alias.this) if alias is not None and alias.this else self._derived_name()
-            columns = _renamed(resolved, columns, alias.columns if alias is not None else [])
+            columns = renamed(resolved, columns, alias.columns if alias is not None else [])
             relation = Relation(name, columns)
             generated = exp.Subquery(this=resolved, alias=exp.TableAlias(this=exp.to_identifier(name, quoted=True)))
         elif type(node) in NAMED_REFUSALS:
             _refuse_unknown(node)
         elif isinstance(node, (exp.Func, exp.Anonymous, exp.Literal)):
-            raise _table_function(node)
+            raise table_function(node)
         else:
             raise Refused(f"{node.key.upper()} is not supported in FROM", rule="bind.unsupported")
         scope.add(relation)
@@ -251,14 +240,14 @@ class Resolver:
 
     def _table(self, node: exp.Table, env: CteEnv) -> tuple[exp.Table, Relation]:
         if not isinstance(node.this, exp.Identifier):
-            raise _table_function(node.this)
+            raise table_function(node.this)
         _only(node, "this", "db", "catalog", "alias")
         name, schema, catalog = identifier(node.this), node.db, node.catalog
         cte = env.lookup(name) if not schema and not catalog else None
         if cte is None:
             table = self.tables.get(fold(name)) if not catalog and fold(schema) in ANALYST_SCHEMAS else None
             if table is None:
-                _refuse_relation(name, schema, catalog, visible=self.tables.keys())
+                refuse_relation(name, schema, catalog, visible=self.tables.keys())
         alias_node = node.args.get("alias")
         alias_names = []
         if alias_node is not None:
@@ -266,12 +255,12 @@ class Resolver:
             alias_names = alias_node.columns
         alias = identifier(alias_node.this) if alias_node is not None and alias_node.this else name
         if cte is not None:
-            columns = _renamed(None, list(cte.columns), alias_names)
+            columns = renamed(None, list(cte.columns), alias_names)
             relation = Relation(alias, columns)
             generated_name = cte.name
         else:
             self.tables_read.add(table.name)
-            columns = _renamed(None, self._declared_columns(table), alias_names)
+            columns = renamed(None, self._declared_columns(table), alias_names)
             relation = Relation(alias, columns, table=table.name)
             generated_name = table.name
         generated = exp.Table(this=exp.to_identifier(generated_name, quoted=True),
@@ -417,57 +406,6 @@ class Resolver:
         return f"subquery{self._subqueries}"
 
 
-# PostgreSQL's names for unaliased output columns, so BI tools see `count`, not `count_star()`.
-FUNCTION_OUTPUT_NAMES = {exp.TimestampTrunc: "date_trunc", exp.DateTrunc: "date_trunc", exp.Case: "case", exp.If: "case",
-                         exp.PercentileCont: "percentile_cont", exp.PercentileDisc: "percentile_disc"}
-
-
-def output_name(node: exp.Expression) -> str:
-    if isinstance(node, exp.Column):
-        return identifier(node.this) if isinstance(node.this, exp.Identifier) else node.name
-    if isinstance(node, (exp.Paren, exp.Filter, exp.Window, exp.WithinGroup)):
-        return output_name(node.this)  # count(*) FILTER (...) is "count", as in PostgreSQL
-    if isinstance(node, (exp.Cast, exp.TryCast)):
-        inner = output_name(node.this)
-        return inner if inner != "?column?" else node.to.sql(dialect="postgres").lower()
-    for kind, name in FUNCTION_OUTPUT_NAMES.items():
-        if isinstance(node, kind):
-            return name
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()  # quantile_cont(x, q)
-    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary):
-        return node.sql_name().lower()
-    return "?column?"
-
-
-def _renamed(query: exp.Expression | None, columns: list[Column], names) -> list[Column]:
-    """A relation's columns under an alias column list: `AS p(a, b)` renames the first
-    two columns, in the order the analyst sees them; the generated SQL renames
-    a subquery's outputs and keeps a table's own names."""
-    if not names:
-        return columns
-    if len(names) > len(columns):
-        raise Refused(f"the alias lists {len(names)} columns for a relation of {len(columns)}",
-                      rule="bind.alias_columns")
-    renamed = []
-    for i, column in enumerate(columns):
-        if i >= len(names):
-            renamed.append(column)
-            continue
-        name = identifier(names[i] if isinstance(names[i], exp.Identifier) else names[i].this)
-        if query is None:  # a table or CTE: the SQL keeps the original name
-            renamed.append(replace(column, name=name, sql_name=column.sql_name or column.name))
-        else:
-            renamed.append(replace(column, name=name))
-    if query is not None:
-        select = query
-        while isinstance(select, SET_OPERATIONS):
-            select = select.this
-        for projection, column in zip(select.expressions, renamed):
-            projection.set("alias", exp.to_identifier(column.name, quoted=True))
-    return renamed
-
-
 def _ordinal(key: exp.Literal, projections: list[exp.Expression]) -> exp.Expression:
     position = int(key.this)
     if not 1 <= position <= len(projections):
@@ -491,21 +429,3 @@ def _typed_null(annotation: Typed) -> exp.Null:
     node = exp.Null()
     node.meta["typed"] = annotation
     return node
-
-
-def _table_function(node: exp.Expression) -> Refused:
-    return Refused(f"table functions and file readers are not allowed ({function_name(node)})",
-                   rule="source.table_function", hint="query the clean room's tables by name")
-
-
-def _refuse_relation(name: str, schema: str, catalog: str, visible=()):
-    system = fold(name).startswith(SYSTEM_PREFIXES)
-    if catalog or fold(schema) in SYSTEM_SCHEMAS or system:
-        qualified = ".".join(p for p in (catalog, schema, name) if p)
-        raise Refused(f"the engine's system catalogs are not available ({qualified})", rule="source.system_catalog",
-                      hint="GET /v1/tables lists what you may query")
-    if fold(schema) not in ANALYST_SCHEMAS:
-        raise UnknownTable(f'relation "{schema}.{name}" does not exist', rule="bind.unknown_table")
-    close = difflib.get_close_matches(fold(name), sorted(visible), n=1, cutoff=0.75)  # only what the analyst may read
-    raise UnknownTable(f'relation "{name}" does not exist', rule="bind.unknown_table",
-                       hint=f'did you mean "{close[0]}"?' if close else "GET /v1/tables lists what you may query")
