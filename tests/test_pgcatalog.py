@@ -148,3 +148,25 @@ def test_an_unknown_catalog_relation_is_named_as_postgresql_would_never_with_duc
         engine.run(QueryRequest(user="analyst", cleanroom="demo", sql="SELECT * FROM pg_catalog.pg_stats"))
     assert missing.value.message == 'relation "pg_stats" does not exist'
     assert "Catalog Error" not in missing.value.message and "Did you mean" not in missing.value.message
+
+
+def test_catalog_answers_are_kept_unless_they_call_a_changing_function(engine, monkeypatch):
+    """The catalog of a policy version and analyst never changes: a repeated catalog
+    statement is answered from the engine's memo; one calling now() or random() runs
+    every time, and a different analyst or statement never gets another's answer."""
+    import gateway.pgcatalog as pgcatalog
+
+    ran = []
+    real = pgcatalog.answer
+    monkeypatch.setattr(pgcatalog, "answer", lambda *args: ran.append(args[1]) or real(*args))
+    listing = "SELECT relname FROM pg_catalog.pg_class WHERE relkind = 'r' ORDER BY relname  -- kept"
+    first, again = run(engine, listing), run(engine, listing)
+    assert again == first and first and len(ran) == 1
+    changing = ["SELECT now() AS t, relname FROM pg_catalog.pg_class  -- not kept",
+                "SELECT random() AS r FROM pg_catalog.pg_namespace  -- not kept",
+                "SELECT CURRENT_TIMESTAMP AS t FROM pg_catalog.pg_namespace  -- not kept"]
+    for sql in changing:
+        run(engine, sql), run(engine, sql)
+    assert len(ran) == 1 + 2 * len(changing)
+    other = listing.replace("ORDER BY relname", "ORDER BY relname DESC")
+    assert run(engine, other) == first[::-1] and len(ran) == 8

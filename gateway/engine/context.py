@@ -35,6 +35,7 @@ class EngineContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: LruCache = field(default_factory=LruCache)  # see recall.py
     constant_results: LruCache = field(default_factory=lambda: LruCache(256))  # see execute.py
+    catalog_results: LruCache = field(default_factory=lambda: LruCache(512))  # see catalog.py
     replays: LruCache = field(default_factory=lambda: LruCache(256))  # replayed releases as published: release.py
     watchdog: Watchdog = field(default_factory=Watchdog)  # padded answers' release times, catalog deadlines
     catalogs: CatalogCache = field(default_factory=CatalogCache)  # the catalog pass's databases and translations
