@@ -74,12 +74,22 @@ def write_demo_config(folder: Path, demo_data_dir: Path, policy_path: Path) -> P
             source["path"] = relocate(source["path"])
     config["engine"]["data_roots"] = [relocate(p) for p in config["engine"].get("data_roots", [])]
     config["state_dir"] = str(folder / "state")
+    link_demo_models(folder)
+    link_demo_models(Path(policy_path).parent)
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     from gateway.collab.demo import approve_demo
 
     approve_demo(path)  # as `cleanroom demo` does at start: both owners approve the demo template
     return path
+
+
+def link_demo_models(folder: Path) -> None:
+    """A copy of the demo policy names its model files relative to itself
+    (models/purchase_propensity.onnx): link the shipped ones beside the copy."""
+    link = Path(folder) / "models"
+    if Path(folder).resolve() != DEMO_POLICY.parent.resolve() and not link.exists():
+        link.symlink_to(DEMO_POLICY.parent / "models", target_is_directory=True)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ def test_the_demo_policy_tests_pass(demo_config_path, capsys):
 
 def test_a_failing_case_is_reported_and_exits_1(demo_config_path, tmp_path, capsys):
     (tmp_path / "demo.yaml").write_text((REPO / "policies" / "demo.yaml").read_text())
+    (tmp_path / "models").symlink_to(REPO / "policies" / "models", target_is_directory=True)  # its model files
     (tmp_path / "demo.tests.yaml").write_text(
         "cases:\n"
         "  - name: raw rows are allowed (wrongly expected)\n"

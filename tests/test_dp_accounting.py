@@ -287,6 +287,8 @@ def test_sixteen_clients_race_for_ten_zcdp_charges(where):
 def _demo_with(tmp_path, **privacy) -> Path:
     data = yaml.safe_load((REPO / "policies" / "demo.yaml").read_text())
     data["privacy"].update(privacy)
+    for model in data.get("models", {}).values():  # the copy lies elsewhere: its model files stay where they are
+        model["file"] = str(REPO / "policies" / model["file"])
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

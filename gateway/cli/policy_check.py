@@ -91,6 +91,7 @@ def _shown(path: Path) -> str:
 def summary(cleanroom: CleanRoom) -> str:
     counts = [
         (len(cleanroom.tables), "table"),
+        *([(len(cleanroom.models), "model")] if cleanroom.models else []),  # docs/models.md
         (len(cleanroom.rules), "rule"),
         (len(cleanroom.templates), "template"),
         (len(cleanroom.analysts), "analyst"),
