@@ -10,8 +10,14 @@ to show.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +26,7 @@ import gateway
 from gateway.collab.demo import approve_demo, demo_users_text
 from gateway.config import load_config
 from gateway.dp.policy import describe
+from gateway.listening import CannotListen, bind
 from gateway.policy.loader import load_policy
 
 VERSION = 1  # bump when the generated data changes, so old generations are replaced
@@ -48,6 +55,7 @@ CHANNELS = [("ctv", 20), ("web", 35), ("mobile", 38), ("audio", 7)]
 BASE_PURCHASES = 3.9  # exponential scale of purchases beyond the first, per household and year
 IMPRESSIONS_PER_EXPOSURE = 5.0  # exponential scale of impressions beyond the first
 EXPOSED_EXTRA_PURCHASE = 0.3  # chance an exposure brings one more purchase soon after
+READY_SECONDS = 300  # for the servers to answer: generous, a loaded 2-core machine starts executors slowly
 
 
 def generate(data_dir: Path, scale: float = 1.0) -> None:
@@ -180,6 +188,7 @@ def register(subparsers) -> None:
     parser.add_argument("--pg-port", type=int, default=5433)
     parser.add_argument("--data-dir", type=Path, help="where the data goes (default: <repo>/var/demo)")
     parser.add_argument("--config", type=Path, help="gateway config (default: <repo>/config/demo.yaml)")
+    parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: fewer households
     parser.set_defaults(handler=_run_demo)
 
 
@@ -190,28 +199,118 @@ def _run_demo(args) -> int:
     if not config.is_file():
         print(f"cleanroom demo: {config} not found (run from a checkout, or pass --config)", file=sys.stderr)
         return 2
+    # Both ports first, held until the servers take them over: a port in use stops the
+    # demo here, in one line, before anything is generated or started.
+    try:
+        http_socket = bind("127.0.0.1", args.http_port)
+        with contextlib.ExitStack() as undo:
+            undo.callback(http_socket.close)
+            pg_socket = bind("127.0.0.1", args.pg_port)
+            undo.pop_all()
+    except CannotListen as error:
+        print(f"cleanroom demo: {error}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     print(f"Generating demo data in {data_dir} ...", flush=True)
-    generate(data_dir)
+    generate(data_dir, args.scale)
     print(f"Data ready in {time.perf_counter() - started:.1f} s.")
     if data_dir != default_data_dir.resolve():
         config = _relocated_config(config, default_data_dir.resolve(), data_dir)
     for approval in approve_demo(config):  # both owners, through the approvers' own code path
         print(f"{approval.subject.capitalize()} approved by {approval.approver} for {approval.collaborator} "
               f"(hash {approval.template_sha256[:12]})")
-    print(f"Serving {config}\n\n{_instructions(args.http_port, args.pg_port, _privacy(config))}", flush=True)
-    print(f"Collaboration users:\n{demo_users_text()}\n", flush=True)
+    print(f"Serving {config}; starting the HTTP and wire servers ...", flush=True)
+    ready_text = (f"\n{_instructions(args.http_port, args.pg_port, _privacy(config))}\n"
+                  f"Collaboration users:\n{demo_users_text()}\n")
+    servers = [
+        ("HTTP server", ["serve", "--host", "127.0.0.1", "--port", str(args.http_port)], http_socket,
+         lambda: _http_ready(args.http_port)),
+        ("wire server", ["pg", "--host", "127.0.0.1", "--port", str(args.pg_port)], pg_socket,
+         lambda: _accepts(args.pg_port)),
+    ]
+    return supervise(config, servers, ready_text)
 
-    # load cost only: the HTTP and wire stacks are needed from here on (tests import this module for generate)
-    from gateway.http.serve import run_server
-    from gateway.pgwire.server import start_in_background
 
-    # --- Postgres wire front end (issue 3): a child process serving --pg-port ---
-    start_in_background(config, "127.0.0.1", args.pg_port)
-    # --- end of Postgres wire front end ---
+def supervise(config: Path, servers, ready_text: str) -> int:
+    """Run each server (`cleanroom serve`, `cleanroom pg`) as a child process on the socket
+    bound for it, print ready_text once all of them answer, and wait. SIGINT, SIGTERM or
+    SIGHUP stop them all (one SIGTERM each: they are in their own sessions, so a
+    terminal's Ctrl-C reaches only this process); a server that ends on its own stops
+    the others. Returns 0 when every server, stopped, exited cleanly; else 1."""
+    stop_asked: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _frame: stop_asked.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    children: list[tuple[str, subprocess.Popen]] = []
+    ended, ready = None, False
+    try:
+        for name, command, sock, _ in servers:
+            with sock:  # the child has its own copy of the socket now
+                children.append((name, subprocess.Popen(
+                    [sys.executable, "-m", "gateway", *command, "--config", str(config), "--listen-fd", str(sock.fileno())],
+                    pass_fds=[sock.fileno()], start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})))
+        deadline = time.monotonic() + READY_SECONDS
+        while not stop_asked and ended is None:
+            ended = next(((name, child) for name, child in children if child.poll() is not None), None)
+            if ended is None and not ready:
+                ready = all(is_ready() for *_, is_ready in servers)
+                if ready:
+                    print(ready_text, flush=True)
+                elif time.monotonic() > deadline:
+                    print(f"cleanroom demo: the servers did not answer within {READY_SECONDS} s; stopping them",
+                          file=sys.stderr)
+                    break
+            time.sleep(0.1 if not ready else 0.5)
+    finally:
+        statuses = _stop(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if ended is not None:
+        name, child = ended
+        print(f"cleanroom demo: the {name} ended ({_status(child.returncode)}); the demo stopped", file=sys.stderr)
+        return 1
+    failed = [f"the {name} {_status(code)}" for (name, _), code in zip(children, statuses) if code != 0]
+    if failed:
+        print(f"cleanroom demo: on stopping, {'; '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0 if ready or stop_asked else 1
 
-    run_server(config, "127.0.0.1", args.http_port, None)
-    return 0
+
+def _stop(children: list[tuple[str, subprocess.Popen]]) -> list[int]:
+    for _, child in children:
+        if child.poll() is None:
+            child.terminate()
+    codes = []
+    for _, child in children:
+        try:
+            codes.append(child.wait(60))
+        except subprocess.TimeoutExpired:  # a graceful stop takes seconds; this one hangs
+            child.kill()
+            codes.append(child.wait())
+    return codes
+
+
+def _status(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+def _http_ready(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
 
 
 def _relocated_config(config: Path, old_data_dir: Path, new_data_dir: Path) -> Path:

@@ -12,7 +12,10 @@ statement runs on Spark, its DuckDB form only planned here for the result's type
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 from multiprocessing.connection import Connection
 
 import duckdb
@@ -110,5 +113,22 @@ def _send(pipe, schema, batches) -> None:
     pipe.send_bytes(sink.getvalue())
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    """A statement would run on to its end after the parent is gone (killed with -9, say):
+    re-parented, this process is no one's executor any more, so it ends."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def main(argv: list[str]) -> int:
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True).start()
+    try:
+        serve(Connection(int(argv[1])), argv[2] if len(argv) > 2 else "")
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the parent closed the socket (it exited, during this one's start, say): no one is left to answer
+    return 0
+
+
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])), sys.argv[2] if len(sys.argv) > 2 else "")
+    sys.exit(main(sys.argv))

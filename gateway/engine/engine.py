@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pyarrow as pa
+import sqlglot
 
 from gateway import sources
 from gateway.audit_log import AuditLog
@@ -18,7 +19,7 @@ from gateway.config_model import GatewayConfig
 from gateway.dp import noising, thresholds
 from gateway.dp.ledger import Account
 from gateway.dp.policy import budget_for
-from gateway.engine import intervals, over_released, pipeline, recall
+from gateway.engine import intervals, over_released, parse, pipeline, recall
 from gateway.engine.context import EngineContext
 from gateway.engine.executors import ExecutorPool
 from gateway.engine.resolve import visible_tables
@@ -30,6 +31,7 @@ from gateway.models.scoring import ensure_registered
 from gateway.policy.loader import load_policy
 from gateway.policy.model_assets import model_listing
 from gateway.policy.model import CleanRoom, Template
+from gateway.scratch import scratch
 
 
 class Engine:
@@ -237,8 +239,14 @@ class Engine:
         return explained
 
     def warm(self, wait: bool = False) -> None:
-        """Start any executor process not yet started; with wait, until all are up."""
+        """Start any executor process not yet started. With wait (a front end about to take
+        traffic): until all are up, and what this process loads on its first statement is
+        loaded now (the SQL dialect's parser tables, the scratch database)."""
         self.context.executors.warm(wait)
+        if wait:
+            sqlglot.parse_one("SELECT 1", read=parse.DIALECT)
+            with scratch() as cursor:
+                cursor.execute("SELECT 1").fetchall()
 
     def interrupt(self, request_id: str) -> bool:
         """Cancel a running statement: its executor is killed (certain, unlike DuckDB's interrupt)."""

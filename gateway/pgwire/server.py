@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import logging
-import os
 import shutil
 import signal
 import ssl
@@ -129,6 +128,7 @@ class PgServer:
             self.ssl_context.load_cert_chain(str(config.pg.tls_cert), str(config.pg.tls_key))
         self.server: asyncio.base_events.Server | None = None
         self.cancel_server = None
+        self.connections: set[asyncio.Task] = set()  # one task per open connection, ended by stop()
 
     async def start(self, host: str, port: int, sock=None, reuse_port: bool = False):
         audit = getattr(getattr(self.state.engine, "context", None), "audit", None)
@@ -167,6 +167,8 @@ class PgServer:
         peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         transport = StreamTransport(reader, writer, self.pool, tls=False)
         session = None
+        task = asyncio.current_task()
+        self.connections.add(task)
         try:
             startup = await self._negotiate(transport, writer)
             if startup is None:
@@ -176,6 +178,8 @@ class PgServer:
                 await session.serve()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
             pass  # the client went away
+        except asyncio.CancelledError:
+            pass  # the server is stopping (stop()): the connection closes below, the task ends normally
         except MessageTooLarge as error:
             self._fatal(writer, "54000", f"message of {error.args[0]} bytes exceeds the limit of {m.MAX_MESSAGE_BYTES}")
         except m.ProtocolViolation as error:
@@ -183,12 +187,13 @@ class PgServer:
         except Exception:  # noqa: BLE001 - one broken connection must not take the server down
             log.exception("pgwire: connection from %s failed", peer)
         finally:
+            self.connections.discard(task)
             if session is not None:
                 session.close()
             try:
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), 5)
-            except Exception:  # noqa: BLE001
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing, whatever the peer does
                 pass
 
     def _fatal(self, writer, sqlstate: str, text: str) -> None:
@@ -225,6 +230,18 @@ class PgServer:
             return first
         raise m.ProtocolViolation("too many negotiation requests")
 
+    async def stop(self) -> None:
+        """Stop listening, end every open connection, and return once their tasks have
+        (left to asyncio.run, each cancelled handler would be logged as an error)."""
+        for server in (self.server, self.cancel_server):
+            if server is not None:
+                server.close()
+        connections = list(self.connections)
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
+        self.close()
+
     def close(self) -> None:
         audit = getattr(getattr(self.state.engine, "context", None), "audit", None)
         if audit is not None:
@@ -241,53 +258,84 @@ def _cancel_socket(folder: Path, worker: int) -> Path:
 
 
 def run_pg_server(config_path, host: str | None = None, port: int | None = None, workers: int = 1,
-                  worker: int | None = None, cancel_dir: Path | None = None) -> int:
-    """Serve until SIGTERM. With workers > 1, start that many processes sharing the port
-    (SO_REUSEPORT): each has its own engine, so statements scale across cores."""
+                  worker: int | None = None, cancel_dir: Path | None = None, listen_fd: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, then return 0. With workers > 1, start that many
+    processes sharing the port (SO_REUSEPORT, or the socket listen_fd when a parent
+    bound it): each has its own engine, so statements scale across cores.
+
+    The port is bound first: one taken is reported in one line (exit 2) before the
+    engine is built. The socket listens only once the engine is warm, so the first
+    client waits for nothing the server could have done before."""
     from gateway.config import load_config
+    from gateway.listening import CannotListen, bind, inherited
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(Path(config_path))
     host = host or config.pg.host
     port = port if port is not None else config.pg.port
+    try:
+        if listen_fd is not None:
+            sock = inherited(listen_fd)
+        elif workers > 1 and worker is None:
+            bind(host, port).close()  # in use? The workers bind it themselves, sharing it
+            sock = None
+        else:
+            sock = bind(host, port, reuse_port=worker is not None)
+    except CannotListen as error:
+        print(f"cleanroom pg: {error}", file=sys.stderr)
+        return 2
     if workers > 1 and worker is None:
-        return _supervise(config_path, host, port, workers)
+        return _supervise(config_path, host, port, workers, sock)
 
     from gateway.engine import Engine
 
     engine = Engine(config)
-
-    async def main() -> None:
-        server = PgServer(engine, config, worker=worker or 0, cancel_dir=cancel_dir)
-        await server.start(host, port, reuse_port=worker is not None)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
-        # SIGHUP reloads the policies off the loop; a bad edit keeps the old ones serving.
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, engine.reload))
-        log.info("pgwire: listening on %s:%s", host, port)
-        print(f"cleanroom pg: listening on {host}:{port}", flush=True)
-        await stop.wait()
-        server.close()
-
     try:
+        warm(engine)
+
+        async def main() -> None:
+            server = PgServer(engine, config, worker=worker or 0, cancel_dir=cancel_dir)
+            await server.start(host, port, sock=sock)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            # SIGHUP reloads the policies off the loop; a bad edit keeps the old ones serving.
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, engine.reload))
+            listening = sock.getsockname()
+            log.info("pgwire: listening on %s:%s", host, listening[1])
+            print(f"cleanroom pg: listening on {host}:{listening[1]}", flush=True)
+            await stop.wait()
+            await server.stop()
+
         asyncio.run(main())
     finally:
         engine.close()
     return 0
 
 
-def _supervise(config_path, host: str, port: int, workers: int) -> int:
+def warm(engine) -> None:
+    """Before the socket listens: every executor process started and its database open
+    (a statement would otherwise wait half a second or more for one)."""
+    started = time.monotonic()
+    engine.warm(wait=True)
+    log.info("pgwire: engine ready in %.1f s", time.monotonic() - started)
+
+
+def _supervise(config_path, host: str, port: int, workers: int, sock) -> int:
+    """Start the worker processes and wait. One that ends on its own (it could not bind,
+    or crashed) stops the others: a server missing a worker would serve on, unnoticed.
+    Returns 0 after SIGTERM/SIGINT, else the failed worker's exit status (1 if killed)."""
     import tempfile
 
     cancel_dir = Path(tempfile.mkdtemp(prefix="cleanroom-pgwire-"))
+    shared = [] if sock is None else ["--listen-fd", str(sock.fileno())]
+    if sock is not None:
+        sock.set_inheritable(True)
     children = [
         subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(config_path), "--host", host,
-                          "--port", str(port), "--worker-index", str(i), "--cancel-dir", str(cancel_dir)])
+                          "--port", str(port), "--worker-index", str(i), "--cancel-dir", str(cancel_dir), *shared],
+                         pass_fds=[sock.fileno()] if sock is not None else ())
         for i in range(workers)
     ]
     stopping = False
@@ -307,9 +355,11 @@ def _supervise(config_path, host: str, port: int, workers: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
+    failed = None
     try:
-        while not stopping and all(child.poll() is None for child in children):
-            time.sleep(0.5)
+        while not stopping and failed is None:
+            failed = next((child for child in children if child.poll() is not None), None)
+            time.sleep(0.2)
     finally:
         stop()
         for child in children:
@@ -317,27 +367,13 @@ def _supervise(config_path, host: str, port: int, workers: int) -> int:
                 child.wait(15)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
         shutil.rmtree(cancel_dir, ignore_errors=True)
-    return 0
-
-
-def start_in_background(config_path, host: str, port: int) -> subprocess.Popen:
-    """The wire server in a child process (used by `cleanroom demo` next to the HTTP server)."""
-    import atexit
-
-    process = subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(config_path),
-                                "--host", host, "--port", str(port)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-    atexit.register(stop)
-    return process
+    if failed is None:
+        return 0
+    print(f"cleanroom pg: worker {children.index(failed)} ended with exit status {failed.returncode}; "
+          "the other workers were stopped", file=sys.stderr)
+    return failed.returncode if failed.returncode > 0 else 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -348,6 +384,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes sharing the port (SO_REUSEPORT), one engine each (default 1)")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cancel-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a socket bound by the parent
     parser.add_argument("--scram-verifier", action="store_true",
                         help="read a password on stdin and print its SCRAM-SHA-256 verifier for users.<name>.scram_sha256")
 
@@ -370,7 +407,7 @@ def _handler(args) -> int:
         return 2
     try:
         return run_pg_server(args.config, args.host, args.port, workers=max(1, min(args.workers, 64)),
-                             worker=args.worker_index, cancel_dir=args.cancel_dir)
+                             worker=args.worker_index, cancel_dir=args.cancel_dir, listen_fd=args.listen_fd)
     except PolicyInvalid as error:  # a bad config or an unreadable source: say which, no traceback
         print("\n".join(error.problems), file=sys.stderr)
         return 2
