@@ -7,6 +7,7 @@ declaration, never its file."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -76,3 +77,42 @@ def test_models_over_http_show_the_declaration_never_the_file(dp_http_server):
     assert model["output"] == {"name": "probabilities", "bounds": [0.0, 1.0]}
     text = json.dumps(body)
     assert ".onnx" not in text and str(REPO) not in text and "path" not in model  # no file, no location
+
+
+def test_cleanroom_train_fits_on_both_sides_and_charges_the_analyst(dp_demo_config_path, demo):
+    import subprocess
+    import sys
+
+    import yaml
+
+    before = demo.budget("analyst", "demo")["spent"]["epsilon"]
+    done = subprocess.run([sys.executable, "-m", "gateway", "train", "propensity_training", "--name",
+                           "joint_propensity", "--epsilon", "1", "--token", "analyst", "--config",
+                           str(dp_demo_config_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    declared = yaml.safe_load(done.stdout)["models"]["joint_propensity"]
+    assert declared["owner"] == "publisher" and list(declared["inputs"]) == ["impressions", "campaigns", "ctv_share"]
+    assert demo.budget("analyst", "demo")["spent"]["epsilon"] == pytest.approx(before + 1.0)
+    refused = subprocess.run([sys.executable, "-m", "gateway", "train", "propensity_lift", "--name", "x",
+                              "--epsilon", "1", "--token", "analyst", "--config", str(dp_demo_config_path)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "[template.training]" in refused.stderr
+
+
+def test_train_over_http(dp_http_server):
+    def post(body):
+        request = urllib.request.Request(f"{dp_http_server}/v1/train", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Authorization": "Bearer analyst", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, problem = post({"template": "propensity_training", "name": "over_http", "epsilon": 50})
+    assert status == 400 and problem["rule"] == "train.epsilon"
+    status, problem = post({"template": "propensity_lift", "name": "over_http", "epsilon": 0.5})
+    assert status == 403 and problem["rule"] == "template.training"
+    status, trained = post({"template": "propensity_training", "name": "over_http", "epsilon": 0.5})
+    assert status == 200, trained
+    assert trained["epsilon"] == 0.5 and trained["declaration"]["over_http"]["sha256"] == trained["sha256"]

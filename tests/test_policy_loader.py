@@ -241,7 +241,7 @@ def run_check(capsys, *paths: str, config: str | None = None) -> tuple[int, list
 def test_check_reports_ok_per_file(capsys):
     code, out = run_check(capsys, str(REPO / "policies" / "demo.yaml"))
     assert code == 0
-    assert out == [f"{REPO / 'policies' / 'demo.yaml'}: ok (3 tables, 1 model, 1 rule, 4 templates, 1 analyst)"]
+    assert out == [f"{REPO / 'policies' / 'demo.yaml'}: ok (3 tables, 1 model, 1 rule, 5 templates, 1 analyst)"]
 
 
 def test_check_walks_folders_and_fails_on_any_problem(capsys):
@@ -277,7 +277,7 @@ def test_cli_subprocess_exit_codes():
 
     ok = run("policies/demo.yaml")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout == "policies/demo.yaml: ok (3 tables, 1 model, 1 rule, 4 templates, 1 analyst)\n"
+    assert ok.stdout == "policies/demo.yaml: ok (3 tables, 1 model, 1 rule, 5 templates, 1 analyst)\n"
     bad = run("policies/demo.yaml", "tests/fixtures/policies/unknown_keys.yaml")
     assert bad.returncode == 1
     assert "tests/fixtures/policies/unknown_keys.yaml:2:1: colaborators: unknown key" in bad.stdout

@@ -10,6 +10,7 @@ import sys
 from gateway import demo, users
 from gateway.cli import collab as collab_cli
 from gateway.cli import dp as dp_cli
+from gateway.cli import models as models_cli
 from gateway.cli import policy_check
 from gateway.http import serve
 from gateway.pgwire import server as pg_server
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)  # cleanroom demo [--http-port] [--pg-port]
     collab_cli.register(sub)  # cleanroom template ..., cleanroom audit verify|tail, cleanroom policy test
     dp_cli.register(sub)  # cleanroom budget show|reset, cleanroom contributions
+    models_cli.register(sub)  # cleanroom train TEMPLATE --name --epsilon
     return parser
 
 

@@ -74,6 +74,8 @@ def canonical_form(room: CleanRoom, template: Template) -> dict:
         "release": release,
         "output": {"name": output.name, "receivers": sorted(output.receivers)} if output else None,
     }
+    if template.training is not None:  # what is fitted on rows nobody sees
+        form["training"] = plain(template.training)
     if template.row_level_output:  # one row per unit: never covered by an approval of an aggregate version
         form["row_level_output"] = {"key": output.key if output else None}
     scored = models_scored(room, template)

@@ -11,6 +11,7 @@ from gateway.collab.subjects import Kind
 from gateway.engine.allowlist import AGGREGATES, ALLOWED, NAMED_REFUSALS, function_name
 from gateway.engine.state import Authorisation, Authority, QueryState, TableUse
 from gateway.errors import Refused
+from gateway.models.files import TRAIN_FRONT_END
 from gateway.plan.quantiles import spelled
 from gateway.plan.scoring import check_rule_scores, is_score
 from gateway.policy.model import AggregationRule, ColumnRef, Role, group_size
@@ -19,9 +20,15 @@ from gateway.policy.model import AggregationRule, ColumnRef, Role, group_size
 def authorise(state: QueryState) -> QueryState:
     room = state.cleanroom
     if state.template is not None:
-        # a row-level output (its one receiver's units, every owner's consent) has no k: it is one row per unit
-        k = None if state.template.row_level_output else group_size(room, state.tables_read,
-                                                                    state.template.min_group_size)
+        training = state.template.training is not None
+        if training != (state.request.front_end == TRAIN_FRONT_END):  # its rows only ever reach a DP fit
+            raise Refused(f"template {state.template.name} is {'' if training else 'not '}a training template",
+                          rule="template.training", hint="cleanroom train / POST /v1/train runs training templates"
+                          if training else "run it as a template")
+        # a row-level output (its one receiver's units, every owner's consent) or a training run (rows
+        # never released) has no k: it is one row per unit
+        k = None if state.template.row_level_output or training else group_size(room, state.tables_read,
+                                                                                state.template.min_group_size)
         # Every owner of every table it reads must have approved this exact version.
         subject, approvals = state.context.collab.require_approved(room, Kind.TEMPLATE, state.template.name,
                                                                    state.tables_read)

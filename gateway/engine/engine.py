@@ -19,7 +19,7 @@ from gateway.config_model import GatewayConfig
 from gateway.dp import noising, thresholds
 from gateway.dp.ledger import Account
 from gateway.dp.policy import budget_for
-from gateway.engine import intervals, over_released, parse, pipeline, recall
+from gateway.engine import intervals, over_released, parse, pipeline, recall, train
 from gateway.engine.context import EngineContext
 from gateway.engine.executors import ExecutorPool
 from gateway.engine.resolve import visible_tables
@@ -27,6 +27,7 @@ from gateway.engine.rewrite import BOOKKEEPING_COLUMNS
 from gateway.engine.state import QueryState
 from gateway.engine.types import ColumnInfo, QueryRequest, Release, TableInfo
 from gateway.errors import PolicyInvalid, UnknownCleanRoom
+from gateway.models.files import TRAIN_FRONT_END
 from gateway.models.scoring import ensure_registered
 from gateway.policy.loader import load_policy
 from gateway.policy.model_assets import model_listing
@@ -146,6 +147,16 @@ class Engine:
             )
             for table in visible_tables(room, room.analysts[user]).values()
         ]
+
+    def train(self, user: str, cleanroom: str, template: str, params: dict, name: str, epsilon) -> Release:
+        """Fit a differentially private regression on a training template's rows, charged to
+        the user's budget (gateway/engine/train.py); the receipt holds the model's declaration."""
+        epsilon = train.check_request(name, epsilon)
+        request = QueryRequest(user=user, cleanroom=cleanroom, template=template, params=params,
+                               front_end=TRAIN_FRONT_END)
+        state = pipeline.run(self._start(request), train.train_passes(name, epsilon))
+        self.context.audit.wait(state.audited)  # durable before the receipt leaves, as any answer
+        return state.release
 
     def models(self, user: str, cleanroom: str) -> list[dict]:
         """The room's model assets as its analysts may see them: never a file or its weights."""

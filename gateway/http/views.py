@@ -5,6 +5,7 @@
     GET  /v1/metrics                    operators: quota usage (Prometheus text)
     GET  /v1/tables, /v1/templates      what the caller may query
     GET  /v1/models                     model assets the caller may score (docs/models.md)
+    POST /v1/train                      fit a DP model on a training template's rows
     POST /v1/query                      a statement; JSON, CSV or Arrow back
     POST /v1/templates/<name>/run       an approved template
     GET  /v1/budget                     the caller's privacy budget
@@ -15,6 +16,8 @@ engine decides. The app has authenticated the caller (g.user) before a view runs
 """
 
 from __future__ import annotations
+
+import json
 
 from flask import Blueprint, Response, g, request
 
@@ -70,6 +73,21 @@ def models():
     """Model assets: name, owner, inputs, output and bounds, sha256; never the file (docs/models.md)."""
     cleanroom = choose_cleanroom(current_engine(), g.user, request.args.get("cleanroom"))
     return {"cleanroom": cleanroom, "models": current_engine().models(g.user, cleanroom)}
+
+
+@blueprint.post("/v1/train")
+def train():
+    """Fit a DP regression on a training template's rows; the epsilon is charged to the caller."""
+    body = json_body(allowed={"template", "params", "name", "epsilon", "cleanroom"}, required=True)
+    if not isinstance(body.get("template"), str):
+        raise problems.InvalidBody('"template" is required and must be a string')
+    params = check_params(body.get("params", {}), allow_list=False)
+    cleanroom = choose_cleanroom(current_engine(), g.user, body.get("cleanroom"))
+    receipt = current_engine().train(g.user, cleanroom, body["template"], params, body.get("name"),
+                                     body.get("epsilon"))
+    row = receipt.table.to_pylist()[0]
+    return {"cleanroom": cleanroom, "model": row["model"], "owner": row["owner"], "sha256": row["sha256"],
+            "epsilon": row["epsilon"], "declaration": json.loads(row["declaration"]), "notices": list(receipt.notices)}
 
 
 @blueprint.get("/v1/templates")

@@ -23,6 +23,7 @@ INPUT_TYPES = {"float": "tensor(float)", "double": "tensor(double)", "int64": "t
 OUTPUT_TYPES = frozenset({"tensor(float)", "tensor(double)"})
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a model larger than this is refused, not loaded into every executor
 FUNCTION_PREFIX = "cleanroom_model_"  # DuckDB functions the executors register; only the resolver writes them
+TRAIN_FRONT_END = "train"  # the front end of training runs: only they may run a training template
 EXTRA_HINT = "install the models extra: pip install -e '.[models]' (onnxruntime, onnx, scikit-learn, skl2onnx)"
 
 

@@ -31,6 +31,7 @@ from gateway.policy.model import (
     Template,
     Timing,
     TimingPad,
+    Training,
 )
 from gateway.policy.model_assets import models_from
 from gateway.policy.quotas import quotas_from
@@ -167,4 +168,5 @@ def _template(name: str, spec: dict) -> Template:
         privacy=_privacy_override(spec.get("privacy")),
         bounds={column: Bounds(float(lo), float(hi)) for column, (lo, hi) in spec.get("bounds", {}).items()},
         row_level_output=spec.get("row_level_output", False),
+        training=Training(spec["training"]["kind"], spec["training"]["label"]) if "training" in spec else None,
     )

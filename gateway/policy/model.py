@@ -265,6 +265,14 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Training:
+    """What `cleanroom train` fits on a training template's rows."""
+
+    kind: str  # "logistic" or "linear" (gateway.models.training.KINDS)
+    label: str  # the output column it predicts; the others but the first (the unit) are its features
+
+
+@dataclass(frozen=True)
 class Template:
     """Approved, parameterised SQL. Placeholders are written `:name`."""
 
@@ -281,6 +289,8 @@ class Template:
     # one row per unit to the output's one receiver, without k or noise: only with every owner's
     # approval of this exact template (docs/models.md#row-level-outputs; gateway/policy/row_level.py)
     row_level_output: bool = False
+    # a training template (docs/models.md#training): its rows are never released, a DP regression is fitted on them
+    training: Training | None = None
 
 
 @dataclass(frozen=True)

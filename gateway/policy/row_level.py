@@ -72,3 +72,34 @@ def _traced(scope: Scope, name: str) -> tuple[str, str] | None:
             return source.name, value.name
         return _traced(source, value.name) if isinstance(source, Scope) else None
     return None
+
+
+def training_problems(room: CleanRoom, template: Template, tree: exp.Expression) -> list[tuple[str, str]]:
+    """A training template's rows never leave: one per unit (its first output column is
+    a privacy unit, passed on unchanged), every other column bounded (the bounds, never
+    the data, calibrate the DP fit), the label among them, and no output besides."""
+    at = f"templates.{template.name}"
+    if template.output is not None or template.row_level_output:
+        return [(f"{at}.training", "a training template releases nothing: remove output and row_level_output")]
+    scope = build_scope(tree)
+    if scope is None or not isinstance(tree, exp.Select):
+        return [(f"{at}.sql", "a training template is one SELECT")]
+    columns = [p.alias_or_name for p in tree.expressions]
+    traced = _traced(scope, columns[0]) if columns else None
+    table = room.tables.get(traced[0]) if traced else None
+    if table is None or table.privacy_unit != traced[1]:
+        return [(f"{at}.sql", f"the first output column ({columns[0] if columns else 'none'}) must be a table's "
+                              "privacy unit, passed on unchanged: one row per unit is fitted")]
+    found = []
+    label = template.training.label
+    if label not in columns[1:]:
+        found.append((f"{at}.training.label", f"{label} is not an output column ({', '.join(columns[1:])})"))
+    for column in columns[1:]:
+        if column not in template.bounds:
+            found.append((f"{at}.bounds", f"{column} needs bounds: [lower, upper] calibrate the private fit"))
+    if len(columns) < 3:
+        found.append((f"{at}.sql", "a training template outputs the unit, at least one feature and the label"))
+    bounds = template.bounds.get(label)
+    if template.training.kind == "logistic" and bounds is not None and (bounds.lower, bounds.upper) != (0, 1):
+        found.append((f"{at}.bounds.{label}", "a logistic regression's label is 0 or 1: bounds [0, 1]"))
+    return found

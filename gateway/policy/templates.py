@@ -16,7 +16,7 @@ from sqlglot.optimizer.qualify import qualify
 
 from gateway.errors import GatewayError
 from gateway.policy.model import CleanRoom
-from gateway.policy.row_level import row_level_problems
+from gateway.policy.row_level import row_level_problems, training_problems
 from gateway.policy.units import unit_columns
 
 
@@ -39,6 +39,8 @@ def check_templates(cleanroom: CleanRoom) -> list[tuple[str, str]]:
             tree = qualify(tree, schema=schema, dialect="postgres", validate_qualify_columns=True)
             if template.row_level_output:  # one row per unit, by every owner's consent (gateway.policy.row_level)
                 problems += row_level_problems(cleanroom, template, tree)
+            elif template.training is not None:  # rows never released: a DP fit on them (gateway.policy.row_level)
+                problems += training_problems(cleanroom, template, tree)
             elif any(not cleanroom.tables[t].public for t in read):
                 if not isinstance(tree, exp.Select) or not (tree.args.get("group") or tree.find(exp.AggFunc)):
                     problems.append((where, "the outer query over private tables must aggregate"))
