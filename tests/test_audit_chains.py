@@ -194,6 +194,18 @@ def test_records_are_copied_to_postgresql_with_their_anchor(tmp_path, pg_schema)
     assert heads == {chain.stem: 5, chain_of(log).stem: 1}
 
 
+def test_a_large_batch_is_copied_in_one_transaction_of_several_statements(tmp_path, pg_schema):
+    from gateway.audit_log import anchors
+
+    store = Database(postgres_dsn=pg_schema)
+    log = AuditLog(tmp_path, store)
+    log.append({"cleanroom": "room", "n": "first"})
+    copies = [(seq, json.dumps({"seq": seq}), None, "room") for seq in range(2, 2 + 2 * anchors.ROWS_PER_STATEMENT + 7)]
+    log.anchors.save("big", copies[-1][0], "h", copies)  # as the writer does after a pile of records nobody waited for
+    assert store.query("SELECT count(*) AS n FROM audit_records WHERE chain = 'big'")[0]["n"] == len(copies)
+    assert store.query("SELECT seq FROM audit_chains WHERE chain = 'big'")[0]["seq"] == copies[-1][0]
+
+
 @pytest.fixture
 def two_hosts(tmp_path, pg_schema):
     """Two state folders (two gateways, as on two hosts) on one PostgreSQL store."""
