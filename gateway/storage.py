@@ -1,6 +1,6 @@
 """The gateway's own tables in SQLite or PostgreSQL: one adapter for the approvals
 store (gateway/collab/store.py), the budget ledger and release cache
-(gateway/dp/ledger.py, release_cache.py), the audit anchors (gateway/audit_log.py)
+(gateway/dp/ledger.py, release_cache.py), the audit anchors and copies (gateway/audit_log/anchors.py)
 and the quota windows (gateway/quotas/usage.py).
 
 - Where: a SQLite file under the config's state_dir (WAL: readers never wait for
