@@ -291,6 +291,7 @@ SCHEMA = [
         accounting TEXT NOT NULL DEFAULT 'pure' CHECK (accounting IN ('pure', 'zcdp')),
         rho_units BIGINT NOT NULL DEFAULT 0 CHECK (rho_units >= 0))""",
     "CREATE INDEX IF NOT EXISTS dp_ledger_account ON dp_ledger (cleanroom, analyst, id)",
+    "CREATE INDEX IF NOT EXISTS dp_ledger_query ON dp_ledger (cleanroom, analyst, query_sha256)",  # charge_once
 ]
 
 # Columns added since the first ledgers were made, in order: an existing table
@@ -303,6 +304,10 @@ ADDED_COLUMNS = [
 _SPENT = """SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0), COALESCE(SUM(rho_units), 0),
     COUNT(*)
     FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'charge'
+    AND id > COALESCE((SELECT MAX(id) FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'reset'), 0)"""
+
+# A charge for this measurement since the account's last reset (charge_once).
+_PAID = """SELECT 1 FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'charge' AND query_sha256 = ?
     AND id > COALESCE((SELECT MAX(id) FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'reset'), 0)"""
 
 
@@ -329,11 +334,26 @@ class Ledger(OnDatabase):
         """Debit `cost` from the account's budget, or raise BudgetExhausted and
         write nothing. Check and debit are one transaction under the account's
         lock; the charge is committed when this returns."""
+        return self._charge(account, cost, budget, request_id, query_sha256, once=False)
+
+    def charge_once(self, account: Account, cost: Spend, budget: Budget, *, request_id: str,
+                    query_sha256: str) -> bool:
+        """`charge` for a measurement, unless the account has paid for it (query_sha256)
+        already in this period: an identical statement still running, on any worker or host
+        sharing the ledger, or one that failed after paying. Returns whether it charged.
+        The release cache keeps one answer per measurement, so a second payment would buy
+        nothing, and near the end of a budget would refuse a statement that is being answered."""
+        return self._charge(account, cost, budget, request_id, query_sha256, once=True) is not None
+
+    def _charge(self, account: Account, cost: Spend, budget: Budget, request_id: str, query_sha256: str,
+                once: bool) -> Balance | None:
         cost_eps, cost_delta = cost_units(cost)
         cost_total = Totals(cost_eps, cost_delta, cost_rho_units(cost), 1)
         now = _utc(self.clock())
         start = period_start(budget.refresh, now)
         with self.db.transaction(lock=self._lock(account)) as tx:
+            if once and self._paid(tx, account, start, query_sha256):
+                return None
             spent = self._spent(tx, account, start)
             if not spent.plus(cost_total).fits(budget_units(budget)):
                 raise self._exhausted(account, budget, start, cost, cost_total, spent)
@@ -388,6 +408,12 @@ class Ledger(OnDatabase):
     @staticmethod
     def _lock(account: Account) -> int:
         return lock_key(f"dp_ledger\0{account.cleanroom}\0{account.analyst}")
+
+    @staticmethod
+    def _paid(tx: Connection, account: Account, start: dt.datetime | None, query_sha256: str) -> bool:
+        sql = _PAID + (" AND at >= ?" if start is not None else "")
+        params = [account.cleanroom, account.analyst, query_sha256, account.cleanroom, account.analyst]
+        return tx.one(sql + " LIMIT 1", params + ([start.timestamp()] if start is not None else [])) is not None
 
     @staticmethod
     def _spent(tx: Connection, account: Account, start: dt.datetime | None) -> Totals:

@@ -2,10 +2,14 @@
 
 A measurement already released (same measurement key) is handed back from the
 release cache and costs nothing: fresh noise for a repeat would let an analyst
-average it away. Otherwise the ledger debits the query's (epsilon, delta) in
+average it away. One not yet released but already paid for by this analyst (an
+identical statement still running, on any worker or host) costs nothing either:
+both run, the first answer stored is the one both return (pass release).
+Otherwise the ledger debits the query's (epsilon, delta) in
 the transaction that checks the remaining budget, and commits before the query
 runs; a query that then fails is not refunded, since its cost is fixed by its
-text and a refund would tell the analyst something about the data.
+text and a refund would tell the analyst something about the data (its retry
+runs on that payment: the measurement is still released at most once).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ def charge(state: QueryState) -> QueryState:
     if cached is not None:
         return state.evolve(charged=(0.0, 0.0), measurement=Measurement(cached.table, cached.protection, reused=True))
     cost = plan_cost(plan)  # epsilon under pure accounting, rho under zcdp
-    services.ledger.charge(
+    paid_now = services.ledger.charge_once(
         Account(state.cleanroom.name, state.request.user),
         cost,
         budget_for(state.cleanroom, state.request.user),
         request_id=state.request.request_id,
         query_sha256=state.measurement_key,
     )
+    if not paid_now:  # an identical statement paid (and is running, on any host): the stored answer is theirs too
+        return state.evolve(charged=(0.0, 0.0))
     # (epsilon, delta), and the rho under zcdp accounting (its epsilon is then 0)
     return state.evolve(charged=(cost.epsilon, cost.delta, cost.rho) if cost.rho else (cost.epsilon, cost.delta))
