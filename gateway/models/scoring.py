@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from gateway.models.files import Layout, ModelFile, load
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT64_LIMIT = 2.0 ** 62  # well inside int64, so the cast of a clamped double never overflows
 
 
@@ -35,6 +36,7 @@ class Scorer:
         self.model = model
         self.session, self.layout = load(model)
         self.output = [model.output]
+        self._inputs = {i.name: i for i in self.session.get_inputs()}
         # DuckDB counts a function's parameters from its signature: one per declared input
         self.__signature__ = inspect.Signature([inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_ONLY)
                                                 for i in range(len(model.inputs))])
@@ -42,31 +44,40 @@ class Scorer:
     def __call__(self, *columns: pa.Array) -> pa.Array:
         values = [_floats(column) for column in columns]
         rows = len(values[0]) if values else 0
-        valid = np.ones(rows, dtype=bool)
-        for value in values:
-            valid &= np.isfinite(value)
+        matrix = np.column_stack(values)
+        valid = np.isfinite(matrix).all(axis=1)
+        if valid.all():  # the usual case: no copy through a mask
+            if self.layout.tensor is not None:  # one matrix input: the stacked columns as they are
+                return self._scores({self.layout.tensor: _as(matrix, self.layout.dtype)}, rows, None)
+            return self._scores(self._feed(values, None), rows, None)
         if not valid.any():
             return pa.nulls(rows, pa.float64())
-        feed = self._feed(values, valid)
+        return self._scores(self._feed(values, valid), rows, valid)
+
+    def _scores(self, feed: dict, rows: int, valid: np.ndarray | None) -> pa.Array:
         result = np.asarray(self.session.run(self.output, feed)[0], dtype=np.float64)
         if result.ndim == 2:
             result = result[:, self.model.index]
         result = result.reshape(-1)
-        scores = np.full(rows, np.nan)
-        scores[valid] = result
+        if valid is not None:
+            scores = np.full(rows, np.nan)
+            scores[valid] = result
+        else:
+            scores = result
         scores = np.clip(scores, self.model.lower, self.model.upper)  # NaN stays NaN: NULL below
-        return pa.array(scores, type=pa.float64(), mask=np.isnan(scores))
+        nan = np.isnan(scores)
+        return pa.array(scores, type=pa.float64(), mask=nan if nan.any() else None)
 
-    def _feed(self, values: list[np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
+    def _feed(self, values: list[np.ndarray], valid: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The graph's inputs from the rows (only the `valid` ones, when given)."""
         layout: Layout = self.layout
         if layout.tensor is not None:
-            matrix = np.column_stack([v[valid] for v in values])
+            matrix = np.column_stack([v if valid is None else v[valid] for v in values])
             return {layout.tensor: _as(matrix, layout.dtype)}
         feed = {}
-        inputs = {i.name: i for i in self.session.get_inputs()}
         for declared, value in zip(self.model.inputs, values):
-            graph = inputs[declared.name]
-            column = _as(value[valid], graph.type)
+            graph = self._inputs[declared.name]
+            column = _as(value if valid is None else value[valid], graph.type)
             feed[declared.name] = column.reshape(-1, 1) if len(graph.shape) == 2 else column
         return feed
 
@@ -85,8 +96,10 @@ def _as(values: np.ndarray, onnx_type: str) -> np.ndarray:
     if dtype is np.int64:
         return np.rint(np.clip(values, -_INT64_LIMIT, _INT64_LIMIT)).astype(np.int64)
     if dtype is np.float32:  # beyond float32's range a value would become infinite
-        limit = float(np.finfo(np.float32).max)
-        return np.clip(values, -limit, limit).astype(np.float32)
+        limit = _FLOAT32_MAX
+        if values.size and max(-values.min(), values.max()) > limit:
+            values = np.clip(values, -limit, limit)
+        return values.astype(np.float32)
     return values.astype(dtype, copy=False)
 
 
