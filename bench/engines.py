@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import demo  # noqa: E402
 from gateway.engine import Engine, QueryRequest  # noqa: E402
-from tests.conftest import DEMO_POLICY  # noqa: E402
+from tests.demokit import DEMO_POLICY  # noqa: E402
 from tests.roomkit import approve_config  # noqa: E402
 from tests.sparkkit import SparkServer, missing  # noqa: E402
 

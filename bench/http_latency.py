@@ -17,7 +17,6 @@ import argparse
 import inspect
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,9 +24,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from conftest import free_port, wait_until_healthy  # noqa: E402  (the test suite's own helpers)
+from tests.demokit import DEMO_POLICY, write_demo_config  # noqa: E402  (the test suite's own helpers)
+from tests.servers import HttpGateway  # noqa: E402
 
 TOKEN = "analyst"
 QUERIES = {
@@ -63,9 +63,8 @@ def main() -> None:
 
 
 def write_demo(folder: Path, scale: float | None) -> Path:
-    """Demo data and a config for it, the way the test suite builds them."""
-    import yaml
-
+    """Demo data and a config for it, the way the test suite builds them (both owners
+    approve the demo's template and rule, as `cleanroom demo` does)."""
     from gateway import demo
 
     data = folder / "data"
@@ -74,28 +73,13 @@ def write_demo(folder: Path, scale: float | None) -> Path:
         demo.generate(data, scale=scale)
     else:
         demo.generate(data)
-    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
-    config["policies"] = [str(REPO / "policies/demo.yaml")]
-    for source in config["sources"].values():
-        source["path"] = source["path"].replace("../var/demo", str(data))
-    config["engine"]["data_roots"] = [str(data)]
-    config["state_dir"] = str(folder / "state")
-    path = folder / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_demo_config(folder, data, DEMO_POLICY)
 
 
 def http_latencies(config_path: Path, folder: Path, n: int) -> dict[str, list[float]]:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log_path = folder / "server.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--port", str(port)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        )
+    server = HttpGateway(config_path, folder / "server.log", workers=None)  # the config's workers
+    base_url = server.url
     try:
-        wait_until_healthy(base_url, server, log_path)
         results = {}
         for name, sql in QUERIES.items():
             post(base_url, sql)  # warm both workers' caches out of the measurement
@@ -103,8 +87,7 @@ def http_latencies(config_path: Path, folder: Path, n: int) -> dict[str, list[fl
             results[name] = [timed(post, base_url, sql) for _ in range(n)]
         return results
     finally:
-        server.terminate()
-        server.wait(timeout=15)
+        server.stop()
 
 
 def post(base_url: str, sql: str) -> None:

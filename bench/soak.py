@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,10 +35,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from conftest import free_port, wait_until_healthy  # noqa: E402
+from tests.servers import HttpGateway, PgServer  # noqa: E402  (the test suite's own launchers)
 from http_latency import write_demo  # noqa: E402
 
 LIGHT = "SELECT region, count(*) AS purchases FROM purchases WHERE category = '{category}' GROUP BY region"
@@ -70,16 +69,10 @@ def configure(folder: Path) -> Path:
     return config_path
 
 
-def start(config_path: Path, folder: Path) -> tuple[list[subprocess.Popen], str, int]:
-    http_port, pg_port = free_port(), free_port()
-    log = open(folder / "servers.log", "wb")
-    http = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
-                             "--port", str(http_port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    pg = subprocess.Popen([sys.executable, "-m", "gateway", "pg", "--config", str(config_path),
-                           "--port", str(pg_port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{http_port}"
-    wait_until_healthy(base_url, http, folder / "servers.log")
-    return [http, pg], base_url, pg_port
+def start(config_path: Path, folder: Path) -> tuple[list, str, int]:
+    http = HttpGateway(config_path, folder / "http.log", workers=None)  # the config's workers
+    pg = PgServer(config_path, folder / "pg.log")
+    return [http, pg], http.url, pg.port
 
 
 def light_latencies(pg_port: int, n: int) -> list[float]:
@@ -145,9 +138,7 @@ def main() -> None:
             alone += light_latencies(pg_port, args.light_statements)  # before and after: drift in the machine's load
         finally:
             for server in servers:
-                server.terminate()
-            for server in servers:
-                server.wait(30)
+                server.stop()
         a, b = statistics.median(alone), statistics.median(loaded)
         print(f"light statement over the wire, {args.light_statements} runs each (median ms)")
         print(f"  alone (before and after):       {a * 1000:8.1f}")

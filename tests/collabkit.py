@@ -5,11 +5,13 @@ auditor, and an output template whose receiver is b."""
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import yaml
 
-from tests.roomkit import build_engine, private_table, simple_policy
+from gateway.collab.subjects import KINDS, Kind
+from tests.roomkit import Room, build_engine, private_table, simple_policy
 
 SETUP = [
     "CREATE TABLE visits AS SELECT 'h' || i AS hh, CASE WHEN i < 15 THEN 'north' ELSE 'south' END AS region "
@@ -47,15 +49,26 @@ def policy() -> dict:
     return room
 
 
+def withdraw_approvals(engine, templates: bool = True, rules: bool = False) -> None:
+    """Take back the approvals build_engine recorded: of every template, of every rule."""
+    rule_keys = KINDS[Kind.RULE].store_prefix + "%"  # rules' approvals are stored under "rule:<name>"
+    if templates:
+        engine.context.collab.store.execute("DELETE FROM approvals WHERE template NOT LIKE ?", (rule_keys,))
+    if rules:
+        engine.context.collab.store.execute("DELETE FROM approvals WHERE template LIKE ?", (rule_keys,))
+
+
 def build(tmp_path: Path, room: dict | None = None, approved: bool = False, rules_approved: bool = True):
     """The engine over the room; no template approvals unless `approved`, and
     every owner's approval of every rule unless `rules_approved` is False."""
     engine = build_engine(tmp_path, copy.deepcopy(room or policy()), SETUP)
-    if not approved:
-        engine.context.collab.store.execute("DELETE FROM approvals WHERE template NOT LIKE 'rule:%'")
-    if not rules_approved:
-        engine.context.collab.store.execute("DELETE FROM approvals WHERE template LIKE 'rule:%'")
+    withdraw_approvals(engine, templates=not approved, rules=not rules_approved)
     return engine
+
+
+# As modules' ROOM (tests/conftest.py's fresh_engine builds one per test: approvals are state):
+ROOM = Room(policy(), SETUP, prepare=withdraw_approvals)  # as build(tmp_path)
+UNAPPROVED_RULES = Room(policy(), SETUP, prepare=functools.partial(withdraw_approvals, rules=True))
 
 
 def rewrite_policy(tmp_path: Path, change) -> None:

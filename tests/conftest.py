@@ -1,32 +1,20 @@
-"""Shared fixtures: the demo data, a config pointing at it, an engine, and a
-real HTTP server (gunicorn in a subprocess, real sockets)."""
+"""Shared fixtures: the demo data and configs pointing at it, engines (the demo's,
+or the room a module declares as ROOM), the local PostgreSQL, and gateways serving
+the demo over HTTP and the wire (tests/servers.py launches them), plus the
+`server` marker's automatic part."""
 
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.demokit import DEMO_POLICY, TEST_SCALE, write_demo_config
+from tests.servers import PG_DSN, postgres, serve_http, serve_pg, wire_config
+
 pytest_plugins = ("tests.sparkkit",)  # the Spark Connect server and the demo on Spark
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO / "config" / "demo.yaml"
-DEMO_POLICY = REPO / "policies" / "demo.yaml"
-DEMO_DATA_IN_CONFIG = "../var/demo"  # where config/demo.yaml expects the generated data
-TEST_SCALE = 0.05  # 10,000 households: enough for k=10 groups, small enough to keep tests fast
-DEMO_TOKEN = "analyst"  # config/demo.yaml stores sha256("analyst")
-
 
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory) -> Path:
@@ -60,40 +48,9 @@ def dp_demo_config_path(demo_data_dir, tmp_path_factory) -> Path:
     return write_demo_config(tmp_path_factory.mktemp("dp-demo-config"), demo_data_dir, DEMO_POLICY)
 
 
-def write_demo_config(folder: Path, demo_data_dir: Path, policy_path: Path) -> Path:
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
-
-    def relocate(value: str) -> str:
-        if value.startswith(DEMO_DATA_IN_CONFIG):
-            return str(demo_data_dir) + value[len(DEMO_DATA_IN_CONFIG) :]
-        return value
-
-    config["policies"] = [str(policy_path)]
-    for source in config["sources"].values():
-        if "path" in source:
-            source["path"] = relocate(source["path"])
-    config["engine"]["data_roots"] = [relocate(p) for p in config["engine"].get("data_roots", [])]
-    config["state_dir"] = str(folder / "state")
-    link_demo_models(folder)
-    link_demo_models(Path(policy_path).parent)
-    path = folder / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    from gateway.collab.demo import approve_demo
-
-    approve_demo(path)  # as `cleanroom demo` does at start: both owners approve the demo template
-    return path
-
-
-def link_demo_models(folder: Path) -> None:
-    """A copy of the demo policy names its model files relative to itself
-    (models/purchase_propensity.onnx): link the shipped ones beside the copy."""
-    link = Path(folder) / "models"
-    if Path(folder).resolve() != DEMO_POLICY.parent.resolve() and not link.exists():
-        link.symlink_to(DEMO_POLICY.parent / "models", target_is_directory=True)
-
-
 @pytest.fixture(scope="session")
-def engine(demo_config_path):
+def demo_engine(demo_config_path):
+    """An engine over the k-only demo, shared by the session."""
     from gateway.engine import Engine
 
     engine = Engine.from_config_file(demo_config_path)
@@ -101,7 +58,27 @@ def engine(demo_config_path):
     engine.close()
 
 
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+@pytest.fixture(scope="module")
+def engine(request, tmp_path_factory):
+    """The engine a module's tests share: over the room the module declares as
+    `ROOM = tests.roomkit.Room(...)`, built once for the module in a folder of its
+    own; the k-only demo (demo_engine) when it declares none."""
+    room = getattr(request.module, "ROOM", None)
+    if room is None:
+        yield request.getfixturevalue("demo_engine")
+        return
+    built = room.build(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def fresh_engine(request, tmp_path):
+    """The module's ROOM built anew for one test, in the test's tmp_path: for tests
+    that change approvals, policy files or other state a shared engine would keep."""
+    built = request.module.ROOM.build(tmp_path)
+    yield built
+    built.close()
 
 
 @pytest.fixture
@@ -110,11 +87,7 @@ def pg_schema():
     afterwards; skips with the reason when the server cannot be reached."""
     import uuid
 
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(error).strip()[:200]}")
+    admin = postgres()
     schema = f"test_{uuid.uuid4().hex[:12]}"
     admin.execute(f"CREATE SCHEMA {schema}")
     try:
@@ -124,57 +97,60 @@ def pg_schema():
         admin.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.server)])
+def where(request, tmp_path) -> dict:
+    """Keyword arguments that open a store of gateway/storage.py (the ledger, the release
+    cache) on each backend: SQLite in tmp_path, then the local PostgreSQL (pg_schema)."""
+    if request.param == "sqlite":
+        return {"sqlite_path": tmp_path / "ledger.sqlite"}
+    return {"postgres_dsn": request.getfixturevalue("pg_schema")}
+
+
+# -- gateways serving the demo (tests/servers.py launches them) ------------------------------
 
 
 @pytest.fixture(scope="session")
 def http_server(demo_config_path, tmp_path_factory):
     """Base URL of `python -m gateway serve` with two gunicorn workers (k-only demo)."""
-    yield from serve_http(demo_config_path, tmp_path_factory)
+    yield from serve_http(demo_config_path, tmp_path_factory.mktemp("http-server"))
 
 
 @pytest.fixture(scope="session")
 def dp_http_server(dp_demo_config_path, tmp_path_factory):
     """The same over the demo as shipped, with differential privacy."""
-    yield from serve_http(dp_demo_config_path, tmp_path_factory)
+    yield from serve_http(dp_demo_config_path, tmp_path_factory.mktemp("http-server"))
 
 
-def serve_http(config_path: Path, tmp_path_factory):
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("http-server") / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, process, log_path)
-        yield base_url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+@pytest.fixture(scope="module")
+def pg(demo_config_path, tmp_path_factory):
+    """A PostgreSQL wire gateway over the k-only demo, with its own state, per module."""
+    folder = tmp_path_factory.mktemp("pgwire")
+    yield from serve_pg(wire_config(demo_config_path, folder), folder)
 
 
-def wait_until_healthy(base_url: str, process: subprocess.Popen, log_path: Path, timeout=60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(base_url + "/v1/health", timeout=5) as response:
-                if response.status == 200 and json.load(response)["status"] == "ok":
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server not healthy after {timeout}s:\n{log_path.read_text()}")
+@pytest.fixture(scope="module")
+def dp_pg(dp_demo_config_path, tmp_path_factory):
+    """A PostgreSQL wire gateway over the demo as shipped (differential privacy), with
+    its own state (so its own budget), per module."""
+    folder = tmp_path_factory.mktemp("dp-pgwire")
+    yield from serve_pg(wire_config(dp_demo_config_path, folder), folder)
+
+
+# -- markers ----------------------------------------------------------------------------------
+
+# Fixtures that start a server (a gateway, Spark, Superset) or reach PostgreSQL or MariaDB:
+# a test using one is marked `server` without saying so. Tests that launch servers
+# themselves carry the mark in their module.
+SERVER_FIXTURES = frozenset({"http_server", "dp_http_server", "pg", "dp_pg", "pg_schema", "console_server",
+                             "spark_server"})
+# Fixtures that take minutes to start (a JVM): a test using one is marked `slow` too.
+SLOW_FIXTURES = frozenset({"spark_server"})
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))  # every fixture the test needs, however indirectly
+        if SERVER_FIXTURES & used:
+            item.add_marker(pytest.mark.server)
+        if SLOW_FIXTURES & used:
+            item.add_marker(pytest.mark.slow)

@@ -15,22 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_POLICY, serve_http, write_demo_config
+from tests.demokit import DEMO_POLICY, write_demo_config
+from tests.servers import HttpGateway
 
 
 SERVER_LOGS: dict[str, Path] = {}  # base URL -> the server's log (gunicorn's access log records every URL)
 POLICIES: dict[str, Path] = {}  # base URL -> the policy file it serves
-
-
-class _Recording:
-    """tmp_path_factory, remembering the folders it made (serve_http puts its log in one)."""
-
-    def __init__(self, factory):
-        self.factory, self.made = factory, []
-
-    def mktemp(self, name: str) -> Path:
-        self.made.append(self.factory.mktemp(name))
-        return self.made[-1]
 
 
 OUTPUT_TEMPLATE = """
@@ -43,10 +33,12 @@ OUTPUT_TEMPLATE = """
 
 def with_output_template(policy: str) -> str:
     """The demo policy plus a template whose result goes to the retailer as an output
-    (the demo has none), granted to the analyst; approve_demo approves it."""
-    assert policy.count("\nanalysts:") == 1 and policy.count("templates: [campaign_reach]") == 1
+    (an aggregate one, beside the demo's row-level output), granted to the analyst; approve_demo
+    approves it."""
+    granted = "templates: [campaign_reach"  # the analyst's list, whatever follows the demo template
+    assert policy.count("\nanalysts:") == 1 and policy.count(granted) == 1
     policy = policy.replace("\nanalysts:", OUTPUT_TEMPLATE + "\nanalysts:")
-    return policy.replace("templates: [campaign_reach]", "templates: [campaign_reach, baskets_for_retailer]")
+    return policy.replace(granted, "templates: [campaign_reach, baskets_for_retailer")
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +49,12 @@ def console_server(demo_data_dir, tmp_path_factory):
     policy = folder / "demo.yaml"  # a copy the approver's test may edit (the gateway reloads it)
     policy.write_text(with_output_template(DEMO_POLICY.read_text()))
     config = write_demo_config(folder, demo_data_dir, policy)
-    recording = _Recording(tmp_path_factory)
-    for base in serve_http(config, recording):
-        SERVER_LOGS[base] = recording.made[-1] / "server.log"
-        POLICIES[base] = policy
-        yield base
+    server = HttpGateway(config, folder / "server.log")
+    SERVER_LOGS[server.url], POLICIES[server.url] = server.log_path, policy
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -136,15 +129,3 @@ class ConsoleClient:
 
 def page_csrf(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def bearer(base: str, path: str, token: str, body=None) -> tuple[int, dict]:
-    """The HTTP API, as curl would call it."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)

@@ -3,12 +3,36 @@ SQL, a policy and a config written as YAML, and the real engine over them."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import yaml
 
 from gateway.engine import Engine
+
+
+@dataclass(frozen=True)
+class Room:
+    """A clean room a test module runs on, declared as `ROOM = Room(...)`: the `engine`
+    fixture (tests/conftest.py) builds it once for the module, `fresh_engine` once per
+    test."""
+
+    policy: dict
+    setup_sql: list[str]
+    settings: dict = field(default_factory=dict)  # the config's engine: section, beyond build_engine's
+    warm: bool = False  # every executor up before the first test, as servers start
+    prepare: Callable[[Engine], None] | None = None  # after the build, e.g. approvals withdrawn
+
+    def build(self, folder: Path) -> Engine:
+        engine = build_engine(folder, copy.deepcopy(self.policy), list(self.setup_sql), **self.settings)
+        if self.prepare is not None:
+            self.prepare(engine)
+        if self.warm:
+            engine.warm(wait=True)
+        return engine
 
 
 def build_engine(tmp_path: Path, policy: dict, setup_sql: list[str], **engine_settings) -> Engine:

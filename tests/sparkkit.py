@@ -9,16 +9,14 @@ the same rows from a Parquet export (written once here), so both engines see the
 
 from __future__ import annotations
 
-import os
+import math
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.servers import Launched, free_port
 
 JDBC_JARS = ("/usr/share/java/postgresql.jar", "/usr/share/java/mariadb-java-client.jar")
 START_SECONDS = 300.0  # a JVM on a loaded 2-core machine
@@ -55,11 +53,12 @@ def missing() -> str | None:
     return None
 
 
-class SparkServer:
+class SparkServer(Launched):
+    stop_seconds = 20.0
+
     def __init__(self, log_path: Path, port: int | None = None, conf: dict[str, str] | None = None):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.remote = f"sc://127.0.0.1:{self.port}"
-        self.log_path = log_path
         home = spark_home()
         settings = {**SERVER_CONF, **(conf or {}), "spark.connect.grpc.binding.port": str(self.port)}
         jars = [jar for jar in JDBC_JARS if Path(jar).exists()]
@@ -70,39 +69,9 @@ class SparkServer:
         if jars:
             command += ["--jars", ",".join(jars)]
         command.append("spark-internal")
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, "SPARK_HOME": str(home)}, start_new_session=True)
-        self._wait()
-
-    def _wait(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Spark Connect server exited:\n{self.log_path.read_text()[-3000:]}")
-            if b"Spark Connect server started" in self.log_path.read_bytes():
-                return
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"Spark Connect server not up after {START_SECONDS:g} s:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != 5432:
-            return port
+        super().__init__(command, log_path, own_group=True, env={"SPARK_HOME": str(home)})
+        self.wait_for(lambda: b"Spark Connect server started" in self.log_path.read_bytes(), "Spark Connect server",
+                      START_SECONDS)
 
 
 @pytest.fixture(scope="session")
@@ -186,3 +155,25 @@ def spark_engine(spark_config_path):
 @pytest.fixture(scope="session")
 def spark_dp_engine(spark_dp_config_path):
     yield from warm_engine(spark_dp_config_path)
+
+
+def assert_same_rows(spark_table, duckdb_table, rel=1e-9) -> None:
+    """Same names and types; the same rows as multisets, floats within `rel` (the engines add
+    in different orders)."""
+    assert spark_table.schema == duckdb_table.schema, f"{spark_table.schema} != {duckdb_table.schema}"
+
+    def rows(table):
+        return sorted((tuple(row.values()) for row in table.to_pylist()), key=repr)
+
+    def float_key(row):
+        return tuple("float" if isinstance(v, float) else v for v in row)
+
+    left, right = sorted(rows(spark_table), key=lambda r: repr(float_key(r))), \
+        sorted(rows(duckdb_table), key=lambda r: repr(float_key(r)))
+    assert len(left) == len(right), f"{len(left)} rows on Spark, {len(right)} on DuckDB"
+    for a, b in zip(left, right):
+        for x, y in zip(a, b):
+            if isinstance(x, float) and isinstance(y, float):
+                assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rel, abs_tol=1e-12), (a, b)
+            else:
+                assert x == y, (a, b)

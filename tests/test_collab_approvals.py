@@ -13,6 +13,7 @@ from gateway.collab.store import Store
 from gateway.engine import Engine, QueryRequest
 from gateway.audit_log import AuditLog
 from gateway.errors import Refused
+from tests import collabkit
 from tests.collabkit import build, rewrite_policy, room_of
 
 PARAMS = {"tier": "gold"}
@@ -22,11 +23,7 @@ def run(engine, template="joined", user="ana", params=PARAMS):
     return engine.run(QueryRequest(user=user, cleanroom="room", template=template, params=params))
 
 
-@pytest.fixture
-def engine(tmp_path):
-    engine = build(tmp_path)
-    yield engine
-    engine.close()
+ROOM = collabkit.ROOM  # fresh_engine (tests/conftest.py): the room per test, no template approved
 
 
 def approve(engine, *users, template="joined"):
@@ -34,30 +31,30 @@ def approve(engine, *users, template="joined"):
         engine.context.collab.approve(user, room_of(engine), template)
 
 
-def test_unapproved_by_one_owner_is_refused_then_runs_when_all_approved(engine):
+def test_unapproved_by_one_owner_is_refused_then_runs_when_all_approved(fresh_engine):
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "template.not_approved"
     assert "a, b" in refusal.value.message
-    approve(engine, "appr_a")
+    approve(fresh_engine, "appr_a")
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "template.not_approved"
     assert "not approved by b " in refusal.value.message
-    approve(engine, "appr_b")
-    release = run(engine)
+    approve(fresh_engine, "appr_b")
+    release = run(fresh_engine)
     assert release.authorised_by == "template:joined"
     assert release.table.to_pylist() == [{"region": "north", "households": 15}, {"region": "south", "households": 25}]
 
 
-def test_a_template_reading_one_partys_tables_needs_only_that_party(engine):
-    approve(engine, "appr_a", template="only_a")
-    assert run(engine, "only_a", params={}).table.num_rows == 2
+def test_a_template_reading_one_partys_tables_needs_only_that_party(fresh_engine):
+    approve(fresh_engine, "appr_a", template="only_a")
+    assert run(fresh_engine, "only_a", params={}).table.num_rows == 2
 
 
-def test_roles_come_from_the_policy(engine):
-    room = room_of(engine)
-    collab = engine.context.collab
+def test_roles_come_from_the_policy(fresh_engine):
+    room = room_of(fresh_engine)
+    collab = fresh_engine.context.collab
     with pytest.raises(Refused) as refusal:
         collab.approve("ana", room, "joined")  # an analyst is not an approver
     assert refusal.value.rule == "collab.not_approver"
@@ -73,27 +70,27 @@ def test_roles_come_from_the_policy(engine):
     assert collab.propose("appr_b", room, "joined").proposed_by == "appr_b"
 
 
-def test_one_byte_changed_in_the_sql_voids_the_approvals(tmp_path, engine):
-    approve(engine, "appr_a", "appr_b")
-    before = engine.context.collab.status(room_of(engine), "joined").sha256
-    assert run(engine).table.num_rows == 2
+def test_one_byte_changed_in_the_sql_voids_the_approvals(tmp_path, fresh_engine):
+    approve(fresh_engine, "appr_a", "appr_b")
+    before = fresh_engine.context.collab.status(room_of(fresh_engine), "joined").sha256
+    assert run(fresh_engine).table.num_rows == 2
 
     # Layout and comments are not part of the canonical template: approvals hold.
     rewrite_policy(tmp_path, lambda p: p["templates"]["joined"].update(
         sql="-- reviewed\n" + p["templates"]["joined"]["sql"].replace(" FROM", "\n   FROM")))
-    assert engine.reload()
-    assert engine.context.collab.status(room_of(engine), "joined").sha256 == before
-    assert run(engine).table.num_rows == 2
+    assert fresh_engine.reload()
+    assert fresh_engine.context.collab.status(room_of(fresh_engine), "joined").sha256 == before
+    assert run(fresh_engine).table.num_rows == 2
 
     # One byte of what runs: 'v.region' ordering -> descending.
     rewrite_policy(tmp_path, lambda p: p["templates"]["joined"].update(
         sql=p["templates"]["joined"]["sql"].replace("ORDER BY v.region", "ORDER BY v.region DESC")))
-    assert engine.reload()
-    status = engine.context.collab.status(room_of(engine), "joined")
+    assert fresh_engine.reload()
+    status = fresh_engine.context.collab.status(room_of(fresh_engine), "joined")
     assert status.sha256 != before
     assert status.missing == ("a", "b") and status.approvals == ()
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "template.not_approved"
 
 
@@ -105,19 +102,19 @@ def test_one_byte_changed_in_the_sql_voids_the_approvals(tmp_path, engine):
     ],
     ids=["parameters", "min_group_size"],
 )
-def test_parameter_and_release_changes_void_the_approvals(tmp_path, engine, change):
-    approve(engine, "appr_a", "appr_b")
+def test_parameter_and_release_changes_void_the_approvals(tmp_path, fresh_engine, change):
+    approve(fresh_engine, "appr_a", "appr_b")
     rewrite_policy(tmp_path, lambda p: change(p["templates"]["joined"]))
-    assert engine.reload()
+    assert fresh_engine.reload()
     with pytest.raises(Refused):
-        run(engine)
+        run(fresh_engine)
 
 
-def test_revoke_withdraws_an_approval(engine):
-    approve(engine, "appr_a", "appr_b")
-    assert engine.context.collab.revoke("appr_b", room_of(engine), "joined") == 1
+def test_revoke_withdraws_an_approval(fresh_engine):
+    approve(fresh_engine, "appr_a", "appr_b")
+    assert fresh_engine.context.collab.revoke("appr_b", room_of(fresh_engine), "joined") == 1
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert "not approved by b " in refusal.value.message
 
 
@@ -132,17 +129,17 @@ def test_approvals_survive_an_engine_restart(tmp_path):
         second.close()
 
 
-def test_audit_records_carry_the_template_and_approval_hashes(engine):
-    approve(engine, "appr_a", "appr_b")
-    release = run(engine)
-    record = [r for r in engine.context.audit.records() if r.get("request_id") == release.request_id][-1]
-    status = engine.context.collab.status(room_of(engine), "joined")
+def test_audit_records_carry_the_template_and_approval_hashes(fresh_engine):
+    approve(fresh_engine, "appr_a", "appr_b")
+    release = run(fresh_engine)
+    record = [r for r in fresh_engine.context.audit.records() if r.get("request_id") == release.request_id][-1]
+    status = fresh_engine.context.collab.status(room_of(fresh_engine), "joined")
     assert record["decision"] == "released"
     assert record["template_sha256"] == status.sha256
     assert sorted(record["approvals"]) == sorted(a.approval_sha256 for a in status.approvals)
     assert record["rows_released"] == 2
     assert record["collaborator"] == "a"
-    actions = [r["decision"] for r in engine.context.audit.records() if r.get("template") == "joined"]
+    actions = [r["decision"] for r in fresh_engine.context.audit.records() if r.get("template") == "joined"]
     assert actions[:2] == ["approved", "approved"]
 
 

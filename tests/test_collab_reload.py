@@ -11,6 +11,7 @@ import pytest
 
 from gateway.engine import Engine, QueryRequest
 from gateway.errors import Refused
+from tests import collabkit
 from tests.collabkit import build, rewrite_policy
 
 COUNT = "SELECT region, COUNT(*) AS n FROM visits GROUP BY region"
@@ -20,42 +21,38 @@ def run(engine, sql=COUNT):
     return engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql))
 
 
-@pytest.fixture
-def engine(tmp_path):
-    engine = build(tmp_path)
-    yield engine
-    engine.close()
+ROOM = collabkit.ROOM  # fresh_engine (tests/conftest.py): the room per test, no template approved
 
 
-def test_a_good_edit_is_served_after_reload(tmp_path, engine):
-    assert run(engine).table.num_rows == 2
+def test_a_good_edit_is_served_after_reload(tmp_path, fresh_engine):
+    assert run(fresh_engine).table.num_rows == 2
     rewrite_policy(tmp_path, lambda p: p.update(min_group_size=20))  # north (15) is now too small
-    assert engine.reload()
-    assert run(engine).table.to_pylist() == [{"region": "south", "n": 25}]
-    assert engine.policy_status()["status"] == "ok"
+    assert fresh_engine.reload()
+    assert run(fresh_engine).table.to_pylist() == [{"region": "south", "n": 25}]
+    assert fresh_engine.policy_status()["status"] == "ok"
 
 
-def test_a_broken_edit_leaves_the_old_policy_serving(tmp_path, engine, caplog):
-    version = engine.context.cleanrooms["room"].version
+def test_a_broken_edit_leaves_the_old_policy_serving(tmp_path, fresh_engine, caplog):
+    version = fresh_engine.context.cleanrooms["room"].version
     rewrite_policy(tmp_path, lambda p: p["tables"]["visits"]["columns"]["region"].update(role="dimensoin"))
     with caplog.at_level(logging.ERROR, logger="gateway.engine"):
-        assert not engine.reload()
-    assert run(engine).table.num_rows == 2  # still serving the old policy
-    status = engine.policy_status()
+        assert not fresh_engine.reload()
+    assert run(fresh_engine).table.num_rows == 2  # still serving the old policy
+    status = fresh_engine.policy_status()
     assert status["status"] == "stale"
     assert status["serving"] == {"room": version}
     assert any("tables.visits.columns.region.role" in p for p in status["problems"])
     assert "keep serving" in caplog.text and "dimensoin" in caplog.text
     # Fixed: served again, status back to ok.
     rewrite_policy(tmp_path, lambda p: p["tables"]["visits"]["columns"]["region"].update(role="dimension"))
-    assert engine.reload() and engine.policy_status()["status"] == "ok"
+    assert fresh_engine.reload() and fresh_engine.policy_status()["status"] == "ok"
 
 
-def test_an_edit_naming_a_missing_column_keeps_the_old_policy(tmp_path, engine):
+def test_an_edit_naming_a_missing_column_keeps_the_old_policy(tmp_path, fresh_engine):
     rewrite_policy(tmp_path, lambda p: p["tables"]["visits"]["columns"].update(nope={"role": "dimension"}))
-    assert not engine.reload()  # valid YAML and schema, but the source has no such column
-    assert run(engine).table.num_rows == 2
-    assert engine.policy_status()["status"] == "stale"
+    assert not fresh_engine.reload()  # valid YAML and schema, but the source has no such column
+    assert run(fresh_engine).table.num_rows == 2
+    assert fresh_engine.policy_status()["status"] == "stale"
 
 
 def test_a_file_change_is_picked_up_by_the_next_request(tmp_path):
@@ -98,19 +95,19 @@ def test_a_restart_after_a_broken_edit_serves_the_last_good_policy(tmp_path):
         engine.close()
 
 
-def test_sighup_reloads(tmp_path, engine):
+def test_sighup_reloads(tmp_path, fresh_engine):
     import signal
 
     from gateway.collab.reload import install_sighup
 
     previous = signal.getsignal(signal.SIGHUP)
     try:
-        assert install_sighup(engine.reload)
+        assert install_sighup(fresh_engine.reload)
         rewrite_policy(tmp_path, lambda p: p.update(min_group_size=20))
         os.kill(os.getpid(), signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while engine.context.cleanrooms["room"].min_group_size != 20 and time.monotonic() < deadline:
+        while fresh_engine.context.cleanrooms["room"].min_group_size != 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert run(engine).table.num_rows == 1
+        assert run(fresh_engine).table.num_rows == 1
     finally:
         signal.signal(signal.SIGHUP, previous)

@@ -15,6 +15,7 @@ from gateway.auth import hash_token
 from gateway.cli import main as cli
 from gateway.engine import Engine, QueryRequest
 from gateway.errors import Refused
+from tests import collabkit
 from tests.collabkit import build, policy, rewrite_policy, room_of
 
 SQL = ("SELECT v.region, COUNT(DISTINCT v.hh) AS households FROM visits AS v "
@@ -35,46 +36,42 @@ def status(engine, rule="agg"):
     return engine.context.collab.status(room_of(engine), rule, "rule")
 
 
-@pytest.fixture
-def engine(tmp_path):
-    engine = build(tmp_path, rules_approved=False)
-    yield engine
-    engine.close()
+ROOM = collabkit.UNAPPROVED_RULES  # fresh_engine (tests/conftest.py): the room per test, nothing approved
 
 
-def test_unapproved_by_one_owner_is_refused_then_runs_when_all_approved(engine):
+def test_unapproved_by_one_owner_is_refused_then_runs_when_all_approved(fresh_engine):
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "rule.not_approved" and refusal.value.sqlstate == "42501"
     assert "not approved by a, b " in refusal.value.message
-    approve(engine, "appr_a")
+    approve(fresh_engine, "appr_a")
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "rule.not_approved"
     assert "not approved by b " in refusal.value.message and "cleanroom rule approve agg" in refusal.value.hint
-    approve(engine, "appr_b")
-    release = run(engine)
+    approve(fresh_engine, "appr_b")
+    release = run(fresh_engine)
     assert release.authorised_by == "rule:agg"
     assert release.table.to_pylist() == ROWS
 
     # The audit record carries the approvals it ran under; the refusals were audited too.
-    records = engine.context.audit.records()
+    records = fresh_engine.context.audit.records()
     record = [r for r in records if r.get("request_id") == release.request_id][-1]
-    assert sorted(record["approvals"]) == sorted(a.approval_sha256 for a in status(engine).approvals)
+    assert sorted(record["approvals"]) == sorted(a.approval_sha256 for a in status(fresh_engine).approvals)
     assert len(record["approvals"]) == 2
     refused = [r for r in records if r.get("decision") == "refused" and r.get("rule") == "rule.not_approved"]
     assert len(refused) == 2 and refused[-1]["sql"] == SQL
 
 
-def test_a_query_the_rule_does_not_allow_keeps_its_own_refusal(engine):
+def test_a_query_the_rule_does_not_allow_keeps_its_own_refusal(fresh_engine):
     # Unapproved rule, but the query breaks the rule anyway: the rule's check speaks first.
     with pytest.raises(Refused) as refusal:
-        run(engine, "SELECT region, hh FROM visits")
+        run(fresh_engine, "SELECT region, hh FROM visits")
     assert refusal.value.rule != "rule.not_approved"
 
 
-def test_roles_come_from_the_policy(engine):
-    collab, room = engine.context.collab, room_of(engine)
+def test_roles_come_from_the_policy(fresh_engine):
+    collab, room = fresh_engine.context.collab, room_of(fresh_engine)
     with pytest.raises(Refused) as refusal:
         collab.approve("ana", room, "agg", kind="rule")
     assert refusal.value.rule == "collab.not_approver"
@@ -98,26 +95,26 @@ def test_roles_come_from_the_policy(engine):
     ],
     ids=["aggregate", "room_k", "analyst", "column_values"],
 )
-def test_a_loosening_edit_voids_the_approvals(tmp_path, engine, loosen, reason):
+def test_a_loosening_edit_voids_the_approvals(tmp_path, fresh_engine, loosen, reason):
     from gateway.collab.canonical import loosenings
 
-    approve(engine, "appr_a", "appr_b")
-    assert run(engine).table.num_rows == 2
-    before = engine.context.collab.subject(room_of(engine), "rule", "agg").form
+    approve(fresh_engine, "appr_a", "appr_b")
+    assert run(fresh_engine).table.num_rows == 2
+    before = fresh_engine.context.collab.subject(room_of(fresh_engine), "rule", "agg").form
     rewrite_policy(tmp_path, loosen)
-    assert engine.reload()
-    after = engine.context.collab.subject(room_of(engine), "rule", "agg").form
+    assert fresh_engine.reload()
+    after = fresh_engine.context.collab.subject(room_of(fresh_engine), "rule", "agg").form
     assert any(reason in found for found in loosenings(before, after)), loosenings(before, after)
-    current = status(engine)
+    current = status(fresh_engine)
     assert current.missing == ("a", "b") and current.approvals == ()
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "rule.not_approved"
 
 
-def test_a_tightening_edit_carries_the_approvals_forward(tmp_path, engine):
-    approve(engine, "appr_a", "appr_b")
-    first = status(engine)
+def test_a_tightening_edit_carries_the_approvals_forward(tmp_path, fresh_engine):
+    approve(fresh_engine, "appr_a", "appr_b")
+    first = status(fresh_engine)
 
     def tighten(p):
         p["rules"]["agg"]["aggregates"].remove("avg")  # one aggregate fewer
@@ -125,10 +122,10 @@ def test_a_tightening_edit_carries_the_approvals_forward(tmp_path, engine):
         p["tables"]["loyalty"]["max_epsilon_per_query"] = 0.5  # an owner's new cap is tighter too
 
     rewrite_policy(tmp_path, tighten)
-    assert engine.reload()
-    release = run(engine)  # north has 15 households, south 25: both pass k = 12
+    assert fresh_engine.reload()
+    release = run(fresh_engine)  # north has 15 households, south 25: both pass k = 12
     assert release.table.to_pylist() == ROWS and release.min_group_size == 12
-    now = status(engine)
+    now = status(fresh_engine)
     assert now.sha256 != first.sha256 and now.approved
     assert {a.collaborator for a in now.approvals} == {"a", "b"}
     assert {a.approver for a in now.approvals} == {"appr_a", "appr_b"}  # still the approvers who approved
@@ -136,48 +133,48 @@ def test_a_tightening_edit_carries_the_approvals_forward(tmp_path, engine):
         assert approval.carried_from["rule_sha256"] == first.sha256
         assert approval.carried_from["approval_sha256"] in {a.approval_sha256 for a in first.approvals}
         assert any("avg" in change for change in approval.carried_from["tightened"])
-    carried = [r for r in engine.context.audit.records() if r.get("decision") == "carried_forward"]
+    carried = [r for r in fresh_engine.context.audit.records() if r.get("decision") == "carried_forward"]
     assert {r["collaborator"] for r in carried} == {"a", "b"}
     assert all(r["from_sha256"] == first.sha256 and r["rule_sha256"] == now.sha256 for r in carried)
     assert all(r["aggregation_rule"] == "agg" for r in carried)
-    record = [r for r in engine.context.audit.records() if r.get("request_id") == release.request_id][-1]
+    record = [r for r in fresh_engine.context.audit.records() if r.get("request_id") == release.request_id][-1]
     assert sorted(record["approvals"]) == sorted(a.approval_sha256 for a in now.approvals)
 
     # A later loosening (avg back) is compared with what was approved: it needs new approvals.
     rewrite_policy(tmp_path, lambda p: p["rules"]["agg"]["aggregates"].append("avg")
                    or p["rules"]["agg"].update(min_group_size=12))
-    assert engine.reload()
+    assert fresh_engine.reload()
     # avg back at k = 12 with the cap: looser than the tightened version, but no looser than the
     # first approved one, whose approvals (k = 10, avg) still cover it: carried from there.
-    assert status(engine).approved
+    assert status(fresh_engine).approved
 
 
-def test_a_tightening_then_a_loosening_beyond_the_first_approval_needs_new_approvals(tmp_path, engine):
-    approve(engine, "appr_a", "appr_b")
+def test_a_tightening_then_a_loosening_beyond_the_first_approval_needs_new_approvals(tmp_path, fresh_engine):
+    approve(fresh_engine, "appr_a", "appr_b")
     rewrite_policy(tmp_path, lambda p: p["rules"]["agg"].update(min_group_size=12))
-    assert engine.reload() and status(engine).approved
+    assert fresh_engine.reload() and status(fresh_engine).approved
     rewrite_policy(tmp_path, lambda p: p["rules"]["agg"]["aggregates"].append("median"))
-    assert engine.reload()
-    assert status(engine).missing == ("a", "b")
+    assert fresh_engine.reload()
+    assert status(fresh_engine).missing == ("a", "b")
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "rule.not_approved"
 
 
-def test_revoke_takes_effect_on_the_very_next_identical_statement(engine):
-    approve(engine, "appr_a", "appr_b")
-    run(engine)
-    state = engine._start(QueryRequest(user="ana", cleanroom="room", sql=SQL))
+def test_revoke_takes_effect_on_the_very_next_identical_statement(fresh_engine):
+    approve(fresh_engine, "appr_a", "appr_b")
+    run(fresh_engine)
+    state = fresh_engine._start(QueryRequest(user="ana", cleanroom="room", sql=SQL))
     from gateway.engine.recall import cache_key
 
-    assert engine.context.analyses.get(cache_key(state)) is not None  # the repeat is recalled
-    assert run(engine).table.to_pylist() == ROWS
-    assert engine.context.collab.revoke("appr_b", room_of(engine), "agg", kind="rule") == 1
+    assert fresh_engine.context.analyses.get(cache_key(state)) is not None  # the repeat is recalled
+    assert run(fresh_engine).table.to_pylist() == ROWS
+    assert fresh_engine.context.collab.revoke("appr_b", room_of(fresh_engine), "agg", kind="rule") == 1
     with pytest.raises(Refused) as refusal:
-        run(engine)
+        run(fresh_engine)
     assert refusal.value.rule == "rule.not_approved" and "not approved by b " in refusal.value.message
-    approve(engine, "appr_b")
-    assert run(engine).table.to_pylist() == ROWS
+    approve(fresh_engine, "appr_b")
+    assert run(fresh_engine).table.to_pylist() == ROWS
 
 
 def test_a_revoked_rule_falls_back_to_another_approved_rule_that_allows_the_query(tmp_path):
@@ -197,16 +194,16 @@ def test_a_revoked_rule_falls_back_to_another_approved_rule_that_allows_the_quer
         engine.close()
 
 
-def test_reading_the_store_on_every_repeat_is_cheap(engine):
+def test_reading_the_store_on_every_repeat_is_cheap(fresh_engine):
     """The per-statement cost of re-checking a recalled rule's approvals: one
     small indexed read of the store (SQLite here)."""
     import time
 
     from gateway.engine.authorise import rule_approvals
 
-    approve(engine, "appr_a", "appr_b")
-    state = engine._start(QueryRequest(user="ana", cleanroom="room", sql=SQL))
-    rule = room_of(engine).rules["agg"]
+    approve(fresh_engine, "appr_a", "appr_b")
+    state = fresh_engine._start(QueryRequest(user="ana", cleanroom="room", sql=SQL))
+    rule = room_of(fresh_engine).rules["agg"]
     rule_approvals(state, rule)
     started = time.perf_counter()
     for _ in range(200):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests import consolekit
-from tests.consolekit import POLICIES, bearer
+from tests.consolekit import POLICIES
+from tests.servers import bearer
 
 console_server = consolekit.console_server  # a module-scoped fixture: its own gateway
 

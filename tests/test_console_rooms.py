@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import DEMO_POLICY, write_demo_config
+from tests.demokit import DEMO_POLICY, write_demo_config
 
 SQL = "SELECT region, COUNT(DISTINCT household_id) AS households FROM purchases GROUP BY region"
 

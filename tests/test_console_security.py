@@ -11,7 +11,8 @@ from html.parser import HTMLParser
 import pytest
 
 from tests import consolekit
-from tests.consolekit import SERVER_LOGS, ConsoleClient, bearer, page_csrf
+from tests.consolekit import SERVER_LOGS, ConsoleClient, page_csrf
+from tests.servers import bearer
 
 console_server = consolekit.console_server  # a module-scoped fixture: its own gateway
 

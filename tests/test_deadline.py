@@ -17,8 +17,8 @@ import yaml
 from gateway.engine import QueryRequest
 from gateway.engine.executors import ExecutorPool
 from gateway.errors import QueryCancelled, QueryTimeout
-from tests.roomkit import build_engine, private_table, simple_policy
-from tests.test_pgwire_clients import PASSWORD, PgServer
+from tests.roomkit import Room, private_table, simple_policy
+from tests.servers import PASSWORD, serve_pg
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -44,12 +44,9 @@ def dp_policy() -> dict:
     return policy
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    engine = build_engine(tmp_path_factory.mktemp("deadline"), dp_policy(), SETUP, query_timeout_seconds=DEADLINE)
-    engine.warm(wait=True)  # as servers do at startup: no statement here waits for an interpreter
-    yield engine
-    engine.close()
+# The module's `engine` (tests/conftest.py), warmed as servers do at startup: no statement
+# here waits for an interpreter.
+ROOM = Room(dp_policy(), SETUP, settings={"query_timeout_seconds": DEADLINE}, warm=True)
 
 
 @pytest.fixture(autouse=True)
@@ -146,9 +143,7 @@ def wire(engine, tmp_path_factory):
     folder = tmp_path_factory.mktemp("deadline-wire")
     path = folder / "gateway.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    server = PgServer(path, folder / "server.log")
-    yield server
-    server.stop()
+    yield from serve_pg(path, folder)
 
 
 def test_over_the_wire_57014_within_the_deadline_and_the_session_goes_on(wire):

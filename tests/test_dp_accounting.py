@@ -34,13 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 ANN = Account("room", "ann")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request, tmp_path) -> dict:
-    if request.param == "sqlite":
-        return {"sqlite_path": str(tmp_path / "ledger.sqlite")}
-    return {"postgres_dsn": request.getfixturevalue("pg_schema")}
-
-
 def zcdp(rho: float, delta: float = 0.0) -> Spend:
     return Spend(0.0, delta, rho, "zcdp")
 

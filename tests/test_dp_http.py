@@ -9,8 +9,6 @@ import multiprocessing
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,27 +19,11 @@ import pytest
 import yaml
 
 from gateway.auth import hash_token
-from tests.conftest import REPO, free_port, wait_until_healthy
-from tests.test_dp_engine import COLUMNS, VISITS
+from tests.dpkit import COLUMNS, VISITS
 from tests.roomkit import build_engine, private_table, simple_policy
+from tests.servers import HttpGateway, get, post
 
-TOKEN = "analyst"
-
-
-def post(base: str, path: str, body: dict, token: str = TOKEN) -> tuple[int, dict]:
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def get(base: str, path: str, token: str = TOKEN) -> dict:
-    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+pytestmark = pytest.mark.server  # dp_http_server (tests/conftest.py), or a gateway of the test's own
 
 
 def test_demo_releases_noisy_aggregates_that_say_how_they_were_protected(dp_http_server):
@@ -91,22 +73,11 @@ def race_room(tmp_path):
     config = yaml.safe_load(config_path.read_text())
     config["users"] = {"ana": {"token_sha256": hash_token("ana-token")}}
     config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "2"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server = HttpGateway(config_path, tmp_path / "server.log", own_group=True)  # the kill -9 test kills the group
     try:
-        wait_until_healthy(base, process, log_path)
-        yield base, process, tmp_path / "state"
+        yield server.url, server.process, tmp_path / "state"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
+        server.stop()
 
 
 def _client(args: tuple[str, int]) -> list[int]:

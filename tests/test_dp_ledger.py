@@ -31,14 +31,6 @@ def at(*args) -> dt.datetime:
     return dt.datetime(*args, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def where(request, tmp_path) -> dict:
-    """Keyword arguments of Ledger.open for one backend."""
-    if request.param == "sqlite":
-        return {"sqlite_path": str(tmp_path / "ledger.sqlite")}
-    return {"postgres_dsn": request.getfixturevalue("pg_schema")}
-
-
 def charges(ledger: Ledger, account: Account = ANN) -> list[dict]:
     return [row for row in ledger.history(account) if row["kind"] == "charge"]
 

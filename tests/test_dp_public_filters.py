@@ -12,6 +12,7 @@ import pytest
 from gateway.engine import QueryRequest
 from gateway.errors import Refused
 from tests.roomkit import build_engine, private_table, simple_policy
+from tests.servers import PASSWORD, get, post
 
 COLUMNS = {
     "hh": {"role": "join_key"},
@@ -192,8 +193,6 @@ def test_the_decision_reads_the_policy_not_the_data(tmp_path):
 
 def test_demo_refusal_over_http_is_a_problem_with_the_declared_values_and_costs_nothing(dp_http_server,
                                                                                         dp_demo_config_path):
-    from tests.test_dp_http import get, post
-
     before = get(dp_http_server, "/v1/budget")
     sql = "SELECT purchased_on, count(*) FROM purchases WHERE region = 'atlantis' GROUP BY 1"
     status, problem = post(dp_http_server, "/v1/query", {"sql": sql})
@@ -230,8 +229,6 @@ def test_demo_prepared_statements_describe_with_stand_ins_and_judge_the_bound_va
     import asyncio
     import datetime as dt
 
-    from tests.test_pgwire_clients import PASSWORD
-
     async def main():
         conn = await asyncpg.connect(host="127.0.0.1", port=dp_pg.port, user="analyst", password=PASSWORD,
                                      database="demo", ssl=False)
@@ -249,6 +246,3 @@ def test_demo_prepared_statements_describe_with_stand_ins_and_judge_the_bound_va
             await conn.close()
 
     asyncio.run(main())
-
-
-from tests.test_dp_wire import dp_pg  # noqa: E402,F401  (the module's wire server over the demo)

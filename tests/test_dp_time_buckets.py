@@ -18,6 +18,7 @@ from gateway.engine import QueryRequest
 from gateway.errors import PolicyInvalid, Refused
 from gateway.policy.loader import load_policy
 from tests.roomkit import build_engine, private_table, simple_policy
+from tests.servers import get, post
 
 FROM, TO = "2024-01-03", "2024-03-27"  # both Wednesdays: the first and last weeks are partial
 COLUMNS = {
@@ -320,8 +321,6 @@ def test_the_stated_units_are_what_the_mechanism_releases():
 
 
 def test_demo_weekly_series_of_a_segment_is_released_as_public_keys_over_http(dp_http_server):
-    from tests.test_dp_http import get, post
-
     sql = ("SELECT date_trunc('week', shown_at) AS week, count(DISTINCT household_id) AS households "
            "FROM impressions WHERE channel = 'ctv' GROUP BY 1 ORDER BY 1")
     explained = post(dp_http_server, "/v1/explain", {"sql": sql})[1]
@@ -341,8 +340,6 @@ def test_demo_weekly_series_of_a_segment_is_released_as_public_keys_over_http(dp
 
 
 def test_demo_explain_over_http_shows_the_households_a_day_needs(dp_http_server):
-    from tests.test_dp_http import post
-
     sql = "SELECT date_trunc('hour', shown_at) AS hour, count(*) FROM impressions GROUP BY 1"
     status, explained = post(dp_http_server, "/v1/explain", {"sql": sql})
     assert status == 200
@@ -365,6 +362,3 @@ def test_demo_explain_over_the_wire_shows_the_threshold(dp_pg):
         rows = conn.execute("SELECT purchased_on, count(*) FROM purchases WHERE region = 'central' "
                             "GROUP BY 1 ORDER BY 1").fetchall()
         assert rows and all(dt.date(2026, 1, 1) <= r[0] <= dt.date(2026, 12, 31) for r in rows)
-
-
-from tests.test_dp_wire import dp_pg  # noqa: E402,F401  (the module's wire server over the demo)

@@ -31,7 +31,7 @@ from gateway.dp.plan import Kind
 from gateway.engine import QueryRequest
 from gateway.errors import PolicyInvalid
 from gateway.policy.loader import load_policy
-from tests.roomkit import build_engine, private_table, simple_policy
+from tests.roomkit import Room, build_engine, private_table, simple_policy
 
 REGIONS = ["r0", "r1", "r2", "r3", "r4", "r5"]
 COLUMNS = {
@@ -68,26 +68,26 @@ QUERIES = {
 }
 
 
-def make_engine(tmp_path, setup=SETUP, accounting="pure", epsilon=1.0, **privacy):
-    tmp_path.mkdir(parents=True, exist_ok=True)
+def dp_policy(accounting="pure", epsilon=1.0, **privacy) -> dict:
     policy = simple_policy({"visits": private_table("visits", COLUMNS)},
                            aggregates=("count", "count_distinct", "sum", "avg", "median"), k=2)
     policy["privacy"] = {"epsilon_per_query": epsilon, "delta_per_query": 1e-6, "max_rows_per_unit": R,
                          "max_groups_per_unit": G, "max_contributions_per_unit": C, "accounting": accounting,
                          "budget": {"epsilon": 10_000, "delta": 0.01}, **privacy}
     policy["privacy"] = {key: value for key, value in policy["privacy"].items() if value is not None}
-    return build_engine(tmp_path, policy, list(setup))
+    return policy
+
+
+def make_engine(tmp_path, setup=SETUP, **settings):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return build_engine(tmp_path, dp_policy(**settings), list(setup))
 
 
 def request(sql: str) -> QueryRequest:
     return QueryRequest(user="ana", cleanroom="room", sql=sql)
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    built = make_engine(tmp_path_factory.mktemp("total_cap"), report_clipping=0.1)
-    yield built
-    built.close()
+ROOM = Room(dp_policy(report_clipping=0.1), SETUP)  # the module's `engine` (tests/conftest.py)
 
 
 def run(engine, sql: str, table: str = "visits") -> list[dict]:

@@ -10,17 +10,11 @@ import subprocess
 
 import pytest
 
-from tests.test_pgwire_clients import PASSWORD, PgServer, psql_env, wire_config
+from tests.demokit import DEMO_POLICY, write_demo_config
+from tests.servers import PASSWORD, psql_env, serve_pg, wire_config
 
 psycopg = pytest.importorskip("psycopg")
-
-
-@pytest.fixture(scope="module")
-def dp_pg(dp_demo_config_path, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dp-pgwire")
-    server = PgServer(wire_config(dp_demo_config_path, folder), folder / "server.log")
-    yield server
-    server.stop()
+pytestmark = pytest.mark.server  # dp_pg (tests/conftest.py), or a wire gateway of the test's own
 
 
 def test_psycopg_gets_noisy_rows_with_notices_and_a_free_repeat(dp_pg):
@@ -95,17 +89,13 @@ def dp_pg_small_bounds(demo_data_dir, tmp_path_factory):
     test is about what the notices say, not about the bounds."""
     import yaml
 
-    from tests.conftest import DEMO_POLICY, write_demo_config
-
     folder = tmp_path_factory.mktemp("dp-pgwire-small-bounds")
     policy = yaml.safe_load(DEMO_POLICY.read_text())
     policy["privacy"].update(max_rows_per_unit=5, max_groups_per_unit=4)
     policy["tables"]["purchases"]["columns"]["amount"]["bounds"] = [0, 500]
     (folder / "demo.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
     config = write_demo_config(folder, demo_data_dir, folder / "demo.yaml")
-    server = PgServer(wire_config(config, folder), folder / "server.log")
-    yield server
-    server.stop()
+    yield from serve_pg(wire_config(config, folder), folder)
 
 
 def test_notices_carry_each_values_interval_and_explain_shows_them(dp_pg_small_bounds):

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.engine import QueryRequest
 from gateway.errors import QueryCancelled, QueryTimeout, ResultTooLarge
-from tests.roomkit import build_engine, private_table, simple_policy
+from tests.roomkit import Room, private_table, simple_policy
 
 # 30,000 x 30,000 rows share one key: the declared join explodes to 900M rows.
 SETUP = [
@@ -21,18 +21,11 @@ SETUP = [
 SLOW = "SELECT count(*) FROM a JOIN b ON a.hh = b.hh"
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    tables = {
-        "a": private_table("a", {"hh": {"role": "join_key"}, "g": {"role": "dimension"}}),
-        "b": private_table("b", {"hh": {"role": "join_key"}}),
-        "lookup": {"owner": "a", "source": "room", "relation": "lookup", "public": True, "columns": {"n": {"role": "dimension"}}},
-    }
-    policy = simple_policy(tables, joins=[("a.hh", "b.hh")], k=2)
-    engine = build_engine(tmp_path_factory.mktemp("limits"), policy, SETUP, query_timeout_seconds=0.5, max_result_rows=1000)
-    engine.warm(wait=True)
-    yield engine
-    engine.close()
+ROOM = Room(simple_policy({  # the module's `engine` (tests/conftest.py)
+    "a": private_table("a", {"hh": {"role": "join_key"}, "g": {"role": "dimension"}}),
+    "b": private_table("b", {"hh": {"role": "join_key"}}),
+    "lookup": {"owner": "a", "source": "room", "relation": "lookup", "public": True, "columns": {"n": {"role": "dimension"}}},
+}, joins=[("a.hh", "b.hh")], k=2), SETUP, settings={"query_timeout_seconds": 0.5, "max_result_rows": 1000}, warm=True)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ thresholds, refusals, DP bounding) must equal the Parquet one."""
 from __future__ import annotations
 
 import sqlite3
-import uuid
 
 import duckdb
 import pyarrow.parquet as pq
@@ -16,41 +15,13 @@ import yaml
 
 from gateway.engine import Engine, QueryRequest
 from gateway.errors import Refused
+from tests.federationkit import HOUSEHOLDS, server_tables
 from tests.lakehouse import iceberg_table, metadata_file, write_delta
 from tests.roomkit import approve_all
+from tests.servers import MYSQL_DSN, PG_DSN
 
-HOUSEHOLDS = 30  # h0..h29, regions r0/r1 alternate: 15 households each
 ADS = ("ads", "ads_delta", "ads_iceberg")  # one table in Parquet, Delta and Iceberg
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
-MYSQL_DSN = "host=127.0.0.1 port=3306 user=root database=test"
-
-
-def _postgres(schema: str):
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        con = psycopg.connect(PG_DSN, autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {error}")
-    con.execute(f'CREATE SCHEMA "{schema}"')
-    con.execute(f'CREATE TABLE "{schema}".members (hh text, tier text)')
-    with con.cursor() as cur:
-        cur.executemany(
-            f'INSERT INTO "{schema}".members VALUES (%s, %s)',
-            [(f"h{i}", "gold" if i % 3 == 0 else "basic") for i in range(HOUSEHOLDS)],
-        )
-    return con
-
-
-def _mariadb(table: str):
-    pymysql = pytest.importorskip("pymysql")
-    try:
-        con = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test", autocommit=True)
-    except pymysql.err.OperationalError as error:
-        pytest.skip(f"MariaDB on 127.0.0.1:3306 is not reachable: {error}")
-    with con.cursor() as cur:
-        cur.execute(f"CREATE TABLE `{table}` (hh VARCHAR(8), visits INT)")
-        cur.executemany(f"INSERT INTO `{table}` VALUES (%s, %s)", [(f"h{i}", i % 7) for i in range(HOUSEHOLDS)])
-    return con
+pytestmark = pytest.mark.server  # the room reads tables on the local PostgreSQL and MariaDB
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +29,7 @@ def federated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("federated")
     data = tmp / "data"
     data.mkdir()
-    suffix = uuid.uuid4().hex[:8]
-    pg_schema, my_table = f"fed_{suffix}", f"fed_visits_{suffix}"
-    pg = _postgres(pg_schema)
-    my = None
-    try:
-        my = _mariadb(my_table)
+    with server_tables("fed") as (pg_schema, my_table):
         with duckdb.connect(str(data / "orders.duckdb")) as con:
             con.execute(
                 f"CREATE TABLE orders AS SELECT 'h' || (i % {HOUSEHOLDS}) AS hh, 'r' || (i % 2) AS region, "
@@ -131,13 +97,6 @@ def federated(tmp_path_factory):
         approve_all(engine)  # both owners approve the rule, as tests/test_collab_rules.py does for real
         yield engine
         engine.close()
-    finally:
-        pg.execute(f'DROP SCHEMA IF EXISTS "{pg_schema}" CASCADE')
-        pg.close()
-        if my is not None:
-            with my.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS `{my_table}`")
-            my.close()
 
 
 def rows(engine, sql):

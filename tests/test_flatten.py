@@ -9,7 +9,7 @@ import pytest
 
 from gateway.engine import QueryRequest
 from gateway.errors import Refused
-from tests.test_dp_engine import make_engine, request, spent
+from tests.dpkit import make_engine, request, spent
 
 
 def rows(engine, sql: str) -> list[dict]:

@@ -21,7 +21,7 @@ from gateway.errors import GatewayError, PolicyInvalid
 from gateway.sources import open_database
 from tests.lakehouse import delete_from_delta, iceberg_table, metadata_file, publish_version_hint, write_delta
 from tests.roomkit import approve_all
-from tests.test_sources import make_config, ref
+from tests.sourcekit import make_config, ref
 
 SEGMENTS = pa.table({"hh": [f"h{i}" for i in range(40)], "segment": [f"s{i % 2}" for i in range(40)],
                      "score": [i % 7 for i in range(40)]})
@@ -113,6 +113,7 @@ def test_missing_or_corrupt_tables_stop_the_start_naming_the_source(tmp_path, la
     assert "not an Iceberg table" in problems[3]
 
 
+@pytest.mark.server  # starts the gateway (which stops at once)
 @pytest.mark.parametrize("front_end", ["pg", "serve"])
 def test_a_broken_table_is_one_line_on_stderr_at_start(tmp_path, lake, front_end):
     root, _ = lake
@@ -167,7 +168,7 @@ def gateway_config(tmp_path, root, sources: dict):
 
 
 @pytest.fixture
-def engine(tmp_path, lake):
+def lake_engine(tmp_path, lake):
     root, iceberg = lake
     (root / "policy.yaml").write_text(yaml.safe_dump(room_policy({"dl": "dl", "ib": "ib"})))
     built = Engine.from_config_file(gateway_config(tmp_path, root, {
@@ -189,17 +190,17 @@ def engine(tmp_path, lake):
     "SELECT count(*) FROM src_dl.dl",
     "SELECT count(*) FROM memory.src_ib.ib",
 ])
-def test_analysts_cannot_name_the_scans_or_their_views(engine, lake, sql):
+def test_analysts_cannot_name_the_scans_or_their_views(lake_engine, lake, sql):
     root, iceberg = lake
     with pytest.raises(GatewayError) as refused:
-        engine.run(QueryRequest(user="ana", cleanroom="room",
+        lake_engine.run(QueryRequest(user="ana", cleanroom="room",
                                 sql=sql.format(root=root, metadata=metadata_file(iceberg))))
     assert refused.value.rule.startswith(("source.", "bind.unknown_table")), refused.value.rule
 
 
-def test_analysts_query_the_tables_under_the_policy(engine):
+def test_analysts_query_the_tables_under_the_policy(lake_engine):
     def run(sql):
-        return engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql)).table.to_pylist()
+        return lake_engine.run(QueryRequest(user="ana", cleanroom="room", sql=sql)).table.to_pylist()
 
     sql = "SELECT segment, count(*) AS n, sum(score) AS s FROM {} GROUP BY segment ORDER BY segment"
     expected = [{"segment": s, "n": 20, "s": SCORE_SUMS[s]} for s in ("s0", "s1")]

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.engine import QueryRequest
 from gateway.errors import Refused
-from tests.roomkit import build_engine, private_table, simple_policy
+from tests.roomkit import Room, build_engine, private_table, simple_policy
 
 K = 10
 
@@ -28,24 +28,20 @@ COLUMNS = {
 }
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    tables = {
-        "visits": private_table("visits", COLUMNS),
-        "loyalty": private_table("loyalty", {"hh": {"role": "join_key"}, "tier": {"role": "dimension"}}, owner="b"),
+TABLES = {
+    "visits": private_table("visits", COLUMNS),
+    "loyalty": private_table("loyalty", {"hh": {"role": "join_key"}, "tier": {"role": "dimension"}}, owner="b"),
+}
+TEMPLATES = {
+    "spend_by_region": {
+        "parameters": {"floor": {"type": "integer", "minimum": 0, "maximum": 100}},
+        "sql": "WITH per_hh AS (SELECT hh, region, SUM(spend) AS total FROM visits GROUP BY hh, region) "
+        "SELECT region, COUNT(*) AS households, AVG(total) AS avg_total FROM per_hh "
+        "WHERE total >= :floor GROUP BY region ORDER BY region",
     }
-    templates = {
-        "spend_by_region": {
-            "parameters": {"floor": {"type": "integer", "minimum": 0, "maximum": 100}},
-            "sql": "WITH per_hh AS (SELECT hh, region, SUM(spend) AS total FROM visits GROUP BY hh, region) "
-            "SELECT region, COUNT(*) AS households, AVG(total) AS avg_total FROM per_hh "
-            "WHERE total >= :floor GROUP BY region ORDER BY region",
-        }
-    }
-    policy = simple_policy(tables, joins=[("visits.hh", "loyalty.hh")], k=K, templates=templates)
-    engine = build_engine(tmp_path_factory.mktemp("k"), policy, VISITS)
-    yield engine
-    engine.close()
+}
+ROOM = Room(simple_policy(TABLES, joins=[("visits.hh", "loyalty.hh")], k=K, templates=TEMPLATES),
+            VISITS)  # the module's `engine` (tests/conftest.py)
 
 
 def rows(engine, sql=None, template=None, params=()):

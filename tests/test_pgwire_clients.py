@@ -19,7 +19,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -27,89 +26,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.servers import PASSWORD, REPO, PgServer, psql_env, wire_config
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-PASSWORD = "analyst"  # the demo analyst's password on the wire
 DEMO_TABLES = ["impressions", "purchases", "regions"]
 PURCHASE_COLUMNS = ["household_id", "region", "category", "amount", "purchased_on"]  # card_last4 is hidden
 AGGREGATE = "SELECT region, COUNT(*) AS n FROM purchases WHERE region = {} GROUP BY region"
 REFUSED = "SELECT * FROM purchases"
 JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 
-
-# -- the server ------------------------------------------------------------------------
-
-
-def wire_config(demo_config_path: Path, folder: Path, **pg) -> Path:
-    from gateway.pgwire.scram import make_verifier
-
-    config = yaml.safe_load(demo_config_path.read_text())
-    config["users"]["analyst"]["scram_sha256"] = make_verifier(PASSWORD)
-    config["state_dir"] = str(folder / "state")
-    config.setdefault("pg", {}).update(pg)
-    path = folder / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    from gateway.collab.demo import approve_demo
-
-    approve_demo(path)  # its own state folder: both owners approve the demo template, as `cleanroom demo` does
-    return path
-
-
-class PgServer:
-    def __init__(self, config_path: Path, log_path: Path):
-        self.port = free_port()
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.pgwire", "--config", str(config_path), "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pg server exited:\n{log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"pg server did not start:\n{log_path.read_text()}")
-
-    def dsn(self, **overrides) -> str:
-        params = {"host": "127.0.0.1", "port": self.port, "dbname": "demo", "user": "analyst",
-                  "password": PASSWORD, "sslmode": "disable", **overrides}
-        return " ".join(f"{k}={v}" for k, v in params.items() if v is not None)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture(scope="module")
-def pg(demo_config_path, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pgwire")
-    server = PgServer(wire_config(demo_config_path, folder), folder / "server.log")
-    yield server
-    server.stop()
-
-
-def psql_env() -> dict:
-    return {**os.environ, "PGPASSWORD": PASSWORD, "PGCONNECT_TIMEOUT": "10"}
+pytestmark = pytest.mark.server  # every test talks to a gateway: `pg` (tests/conftest.py) or one of its own
 
 
 # -- psql ------------------------------------------------------------------------------
@@ -731,17 +656,9 @@ def test_a_password_saslprep_changes_logs_in_with_every_client(demo_config_path,
 def test_workers_share_the_port(demo_config_path, tmp_path):
     import psycopg
 
-    config = wire_config(demo_config_path, tmp_path)
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(config), "--host", "127.0.0.1",
-                                "--port", str(port), "--workers", "2"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    server = PgServer(wire_config(demo_config_path, tmp_path), tmp_path / "server.log", workers=2)
     try:
-        deadline = time.monotonic() + 60
-        while (tmp_path / "server.log").read_text().count("listening on") < 2:
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.2)
-        dsn = f"host=127.0.0.1 port={port} dbname=demo user=analyst password={PASSWORD} sslmode=disable"
+        dsn = server.dsn()
         for _ in range(6):
             with psycopg.connect(dsn) as conn:
                 conn.cancel()  # routed to whichever worker owns the session
@@ -754,9 +671,7 @@ def test_workers_share_the_port(demo_config_path, tmp_path):
                     row = conn.execute(AGGREGATE.format("%s"), ["north"]).fetchone()
                 assert row[0] == "north"
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+        server.stop()
 
 
 # -- cancellation of a real, slow statement --------------------------------------------------
@@ -802,17 +717,9 @@ def test_cancel_request_interrupts_the_running_statement(tmp_path):
 
     import psycopg
 
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "gateway.pgwire", "--config", str(slow_room_config(tmp_path)),
-                                "--host", "127.0.0.1", "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    server = PgServer(slow_room_config(tmp_path), tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 60
-        while "listening on" not in (tmp_path / "server.log").read_text():
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.2)
-        with psycopg.connect(f"host=127.0.0.1 port={port} dbname=slow user=analyst password={PASSWORD} "
-                             "sslmode=disable", autocommit=True) as conn:
+        with psycopg.connect(server.dsn(dbname="slow"), autocommit=True) as conn:
             threading.Timer(0.5, conn.cancel).start()
             started = time.monotonic()
             with pytest.raises(psycopg.errors.QueryCanceled):
@@ -820,9 +727,7 @@ def test_cancel_request_interrupts_the_running_statement(tmp_path):
             assert time.monotonic() - started < 10  # interrupted, not left to the 60 s timeout
             assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+        server.stop()
 
 
 def test_copy_to_stdout_of_an_allowed_query(pg):

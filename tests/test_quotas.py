@@ -31,8 +31,8 @@ from gateway.quotas.limits import HostQuotas, Limits, analyst_limits, collaborat
 from gateway.quotas.service import QuotaService
 from gateway.quotas.slots import SlotDirectory
 from gateway.quotas.usage import UsageStore
-from tests.conftest import free_port, wait_until_healthy
 from tests.roomkit import approve_config, build_engine, private_table, simple_policy
+from tests.servers import HttpGateway, PgServer
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = {"hh": {"role": "join_key"}, "g": {"role": "dimension"}}
@@ -352,35 +352,17 @@ class Gateway:
         self.config = gateway_config(tmp_path, served_room("room", "a"), extra_rooms=[served_room("room2", "b")],
                                      operators=["ops"])
         self.state = tmp_path / "state"
-        self.processes = []
-        self.http = f"http://127.0.0.1:{free_port()}"
-        self.wire_port = free_port()
-        self._start(tmp_path / "http.log", ["-m", "gateway", "serve", "--config", str(self.config), "--host",
-                                            "127.0.0.1", "--port", self.http.rsplit(":", 1)[1], "--workers", "2"])
-        self._start(tmp_path / "wire.log", ["-m", "gateway.pgwire", "--config", str(self.config), "--host",
-                                            "127.0.0.1", "--port", str(self.wire_port), "--workers", "2"])
-        wait_until_healthy(self.http, self.processes[0], tmp_path / "http.log")
-        deadline = time.monotonic() + 60
-        while (tmp_path / "wire.log").read_text().count("listening on") < 2:
-            assert self.processes[1].poll() is None and time.monotonic() < deadline, (tmp_path / "wire.log").read_text()
-            time.sleep(0.2)
-
-    def _start(self, log: Path, args: list[str]) -> None:
-        with open(log, "wb") as out:
-            self.processes.append(subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=out,
-                                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+        self.servers = [HttpGateway(self.config, tmp_path / "http.log", own_group=True)]
+        try:
+            self.servers.append(PgServer(self.config, tmp_path / "wire.log", workers=2, own_group=True))
+        except BaseException:
+            self.stop()
+            raise
+        self.http, self.wire_port = self.servers[0].url, self.servers[1].port
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        for server in self.servers:
+            server.stop()
 
     def post(self, user: str, sql: str = QUERY, cleanroom: str = "room") -> tuple[int, dict, dict]:
         request = urllib.request.Request(self.http + "/v1/query", method="POST",
@@ -437,6 +419,7 @@ def gateway(tmp_path_factory):
         served.stop()
 
 
+@pytest.mark.server  # the module's gateway: HTTP and wire servers
 def test_the_rate_holds_across_front_ends_rooms_and_collaborator_identities(gateway):
     import psycopg
 
@@ -463,6 +446,7 @@ def test_the_rate_holds_across_front_ends_rooms_and_collaborator_identities(gate
     assert gateway.sample('cleanroom_analyst_quota_refusals_total{analyst="rate_user",rule="quota.rate"}') == 2
 
 
+@pytest.mark.server  # the module's gateway: HTTP and wire servers
 def test_a_running_statement_holds_its_slot_against_other_front_ends_and_its_collaborator(gateway):
     import psycopg
 
@@ -499,6 +483,7 @@ def test_a_running_statement_holds_its_slot_against_other_front_ends_and_its_col
     assert gateway.post("peer_user")[0] == 200
 
 
+@pytest.mark.server  # the module's gateway: HTTP and wire servers
 def test_engine_seconds_used_elsewhere_refuse_on_both_front_ends(gateway):
     import psycopg
 
@@ -519,6 +504,7 @@ def test_engine_seconds_used_elsewhere_refuse_on_both_front_ends(gateway):
         assert conn.execute("SELECT 1").fetchone() == (1,)  # reads nothing: not counted, not refused
 
 
+@pytest.mark.server  # the module's gateway: HTTP and wire servers
 def test_metrics_are_for_operators_only(gateway):
     status, kind, body = gateway.metrics(user=None)
     assert status == 401 and "rate_user" not in body

@@ -13,7 +13,7 @@ from gateway.engine import QueryRequest
 from gateway.errors import GatewayError, Refused
 from gateway.plan.resolve import resolve_statement
 from gateway.plan.verify import check_generated
-from tests.roomkit import build_engine, private_table, simple_policy
+from tests.roomkit import Room, build_engine, private_table, simple_policy
 
 K = 5
 
@@ -33,16 +33,10 @@ COLUMNS = {"hh": {"role": "join_key"}, "region": {"role": "dimension"},
            "spend": {"role": "measure", "bounds": [0, 1000]}}
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    tables = {"visits": private_table("visits", COLUMNS),
-              "shows": private_table("shows", {"hh": {"role": "join_key"}, "channel": {"role": "dimension"}},
-                                     owner="b")}
-    policy = simple_policy(tables, joins=[("visits.hh", "shows.hh")], k=K,
-                           aggregates=("count", "count_distinct", "sum", "avg", "min", "max"))
-    engine = build_engine(tmp_path_factory.mktemp("resolver"), policy, SETUP)
-    yield engine
-    engine.close()
+ROOM = Room(simple_policy(  # the module's `engine` (tests/conftest.py)
+    {"visits": private_table("visits", COLUMNS),
+     "shows": private_table("shows", {"hh": {"role": "join_key"}, "channel": {"role": "dimension"}}, owner="b")},
+    joins=[("visits.hh", "shows.hh")], k=K, aggregates=("count", "count_distinct", "sum", "avg", "min", "max")), SETUP)
 
 
 def run(engine, sql):

@@ -11,29 +11,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from gateway.config_model import EngineSettings, GatewayConfig, Source
+from gateway.config_model import Source
 from gateway.errors import PolicyInvalid
 from gateway.policy.model import CleanRoom, Column, Role, Table
-from gateway.sources import describe, open_database, relation_for
+from gateway.sources import describe, open_database
+from tests.servers import MYSQL_DSN, PG_DSN, postgres
+from tests.sourcekit import make_config, ref
 
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-MYSQL_DSN = "host=127.0.0.1 port=3306 user=root database=test"
-
-
-def make_config(tmp_path: Path, sources: list[Source], **engine) -> GatewayConfig:
-    engine.setdefault("data_roots", (tmp_path / "data",))
-    return GatewayConfig(
-        path=tmp_path / "gateway.yaml",
-        policies=(),
-        sources={s.name: s for s in sources},
-        users={},
-        engine=EngineSettings(**engine),
-        state_dir=tmp_path / "state",
-    )
-
-
-def ref(source: str, relation: str | None = None) -> str:
-    return relation_for(Table(name="t", owner="o", source=source, relation=relation, columns={})).sql("duckdb")
 
 
 @pytest.fixture
@@ -229,11 +213,7 @@ def test_describe_lists_every_problem(locked):
 @pytest.fixture
 def pg_table():
     """A uniquely named schema in the real PostgreSQL, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable: {e}")
+    conn = postgres()
     schema = f"cleanroom_sources_{uuid.uuid4().hex[:8]}"
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"CREATE TABLE {schema}.visits (id integer, page text, spent numeric(10, 2))")
@@ -268,6 +248,7 @@ def mysql_table():
         conn.close()
 
 
+@pytest.mark.server
 def test_postgres_attaches_joins_parquet_and_is_read_only(tmp_path, data, pg_table):
     sources = file_sources(data) + [Source("web", "postgres", dsn=PG_DSN)]
     with open_database(make_config(tmp_path, sources)) as con:
@@ -293,6 +274,7 @@ def test_postgres_attaches_joins_parquet_and_is_read_only(tmp_path, data, pg_tab
         assert describe(con, room) == {"visits": {"page": "VARCHAR", "spent": "DECIMAL(10,2)"}}
 
 
+@pytest.mark.server
 def test_mysql_attaches_joins_duckdb_file_and_is_read_only(tmp_path, data, mysql_table):
     sources = file_sources(data) + [Source("orders", "mysql", dsn=MYSQL_DSN)]
     with open_database(make_config(tmp_path, sources)) as con:

@@ -17,7 +17,7 @@ from gateway.engine import QueryRequest
 from gateway.engine.executors import Executor, _Stopped
 from gateway.errors import GatewayError, PolicyInvalid
 from gateway.spark import session as spark_session
-from tests.adversarial.test_corpus import assert_same_rows
+from tests.sparkkit import assert_same_rows
 
 
 def run(engine, sql, **request):

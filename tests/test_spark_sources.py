@@ -4,16 +4,17 @@ The same room on DuckDB gives the reference answers: both engines must agree row
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 
 import duckdb
 import pytest
 import yaml
 
 from gateway.engine import Engine, QueryRequest
-from tests.adversarial.test_corpus import assert_same_rows
+from tests.federationkit import HOUSEHOLDS, server_tables
 from tests.roomkit import approve_all
-from tests.test_federation import HOUSEHOLDS, MYSQL_DSN, PG_DSN, _mariadb, _postgres
+from tests.servers import MYSQL_DSN, PG_DSN
+from tests.sparkkit import assert_same_rows
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +23,8 @@ def rooms(spark_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("spark-sources")
     data = tmp / "data"
     data.mkdir()
-    suffix = uuid.uuid4().hex[:8]
-    pg_schema, my_table = f"spark_{suffix}", f"spark_visits_{suffix}"
-    pg = _postgres(pg_schema)
-    my = None
     engines = []
-    try:
-        my = _mariadb(my_table)
+    with server_tables("spark") as (pg_schema, my_table), contextlib.ExitStack() as closing:
         with duckdb.connect() as con:
             con.execute(f"COPY (SELECT 'h' || (i % {HOUSEHOLDS}) AS hh, 'r' || (i % 2) AS region, (i * 13) % 90 AS amount, "
                         f"DATE '2026-01-01' + (i % 40)::INTEGER AS day FROM range(300) t(i)) TO '{data}/orders.parquet'")
@@ -66,18 +62,10 @@ def rooms(spark_server, tmp_path_factory):
                       "state_dir": str(tmp / f"state-{kind}"), "users": {}}
             (tmp / f"{kind}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             engine = Engine.from_config_file(tmp / f"{kind}.yaml")
+            closing.callback(engine.close)
             engines.append(engine)
             approve_all(engine)
         yield tuple(engines)
-    finally:
-        for engine in engines:
-            engine.close()
-        pg.execute(f'DROP SCHEMA IF EXISTS "{pg_schema}" CASCADE')
-        pg.close()
-        if my is not None:
-            with my.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS `{my_table}`")
-            my.close()
 
 
 def release(engine, sql):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_DSN
-from tests.test_pgwire_clients import PgServer, wire_config
+from tests import servers
+from tests.servers import PG_DSN
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -34,23 +34,18 @@ COLUMN_QUERY = re.compile(r"format_type\(\s*(a|pg_catalog\.pg_attribute)\.atttyp
 
 
 @pytest.fixture(scope="module")
-def gateway(demo_config_path, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sa-reflection")
-    server = PgServer(wire_config(demo_config_path, folder), folder / "server.log")
-    conn = psycopg.connect(server.dsn(), autocommit=True)
+def gateway(pg):
+    """A connection to the module's wire gateway over the demo (tests/conftest.py)."""
+    conn = psycopg.connect(pg.dsn(), autocommit=True)
     yield conn
     conn.close()
-    server.stop()
 
 
 @pytest.fixture(scope="module")
 def postgres(gateway):
     """A database of the real PostgreSQL with the tables the gateway shows, built
     from the gateway's own catalog answers; skips when the server is unreachable."""
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(error).strip()[:200]}")
+    admin = servers.postgres()
     name = f"sa_reflect_{uuid.uuid4().hex[:10]}"
     admin.execute(f"CREATE DATABASE {name}")
     conn = psycopg.connect(PG_DSN.replace("dbname=test", f"dbname={name}"), autocommit=True)

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.engine import QueryRequest
 from gateway.errors import UnknownColumn, UnknownTable
-from tests.roomkit import build_engine, private_table, simple_policy
+from tests.roomkit import Room, private_table, simple_policy
 
 COLUMNS = {"hh": {"role": "join_key"}, "region": {"role": "dimension"}, "secret_score": {"role": "hidden"},
            "spend": {"role": "measure", "bounds": [0, 10]}}
@@ -17,17 +17,17 @@ ROWS = ["CREATE TABLE visits AS SELECT 'h' || i AS hh, 'north' AS region, i % 7 
         "CREATE TABLE salaries AS SELECT 'h' || i AS hh, 'north' AS region, 1 AS spend FROM range(50) t(i)"]
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def policy() -> dict:
     policy = simple_policy({"visits": private_table("visits", COLUMNS)}, k=5)
     # b's table: in the policy, in no rule of the analyst's, so not theirs to name
     policy["tables"]["salaries"] = private_table("salaries", {"hh": {"role": "join_key"},
                                                               "region": {"role": "dimension"},
                                                               "spend": {"role": "measure", "bounds": [0, 1]}},
                                                  owner="b")
-    engine = build_engine(tmp_path_factory.mktemp("suggestions"), policy, ROWS)
-    yield engine
-    engine.close()
+    return policy
+
+
+ROOM = Room(policy(), ROWS)  # the module's `engine` (tests/conftest.py)
 
 
 def refusal(engine, sql):

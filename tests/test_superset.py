@@ -25,17 +25,15 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from gateway.engine.types import QueryRequest
-from tests.conftest import REPO, free_port
-from tests.test_pgwire_clients import PASSWORD, PgServer, wire_config
+from tests.servers import PASSWORD, REPO, Launched, free_port
 
 requests = pytest.importorskip("requests")
-pytestmark = pytest.mark.superset
+pytestmark = [pytest.mark.superset, pytest.mark.server, pytest.mark.slow]
 
 VENV = Path(os.environ.get("SUPERSET_VENV", REPO / ".venv-superset"))
 SUPERSET_VERSION = "6.1.0"
@@ -105,42 +103,32 @@ def superset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("superset")
     shutil.copy(template, folder / "superset.db")
     port = free_port()
-    log = folder / "superset.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(VENV / "bin" / "gunicorn"), "-w", "1", "--threads", "4", "--timeout", "300",
-             "-b", f"127.0.0.1:{port}", "superset.app:create_app()"],
-            env=env_for(folder), stdout=out, stderr=subprocess.STDOUT, cwd=folder)
     base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(base + "/health", timeout=5).text == "OK"
+        except requests.RequestException:
+            return False
+
+    server = Launched([str(VENV / "bin" / "gunicorn"), "-w", "1", "--threads", "4", "--timeout", "300",
+                       "-b", f"127.0.0.1:{port}", "superset.app:create_app()"],
+                      folder / "superset.log", env=env_for(folder), cwd=folder)
+    server.stop_seconds = 30
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.skip(f"Superset exited at start: {log.read_text()[-800:]}")
-            try:
-                if requests.get(base + "/health", timeout=5).text == "OK":
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.skip(f"Superset did not answer /health within {START_TIMEOUT}s: {log.read_text()[-800:]}")
-            time.sleep(1)
+        server.wait_for(healthy, "Superset", START_TIMEOUT)
+    except RuntimeError as error:
+        pytest.skip(f"Superset did not start: {str(error)[-800:]}")
+    try:
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 @pytest.fixture(scope="module")
-def gateway(dp_demo_config_path, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("superset-gateway")
-    server = PgServer(wire_config(dp_demo_config_path, folder), folder / "server.log")
-    yield server
-    server.stop()
+def gateway(dp_pg):
+    """The module's wire gateway over the demo as shipped (tests/conftest.py)."""
+    return dp_pg
 
 
 class Api:

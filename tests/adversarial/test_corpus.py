@@ -43,6 +43,7 @@ from gateway import sources
 from gateway.engine import QueryRequest
 from gateway.engine.types import Release
 from gateway.errors import ExecutionFailed, GatewayError
+from tests.sparkkit import assert_same_rows
 
 CORPUS = Path(__file__).parent / "corpus"
 DATA_PLACEHOLDER = "@DATA@"
@@ -312,27 +313,3 @@ def test_corpus_entry_on_spark(spark_engine, engine, demo_data_dir, case):
     on_duckdb = outcome(engine, case.sql, demo_data_dir)
     assert on_duckdb.kind == "released", on_duckdb.describe()
     assert_same_rows(on_spark.release.table, on_duckdb.release.table)
-
-
-def assert_same_rows(spark_table, duckdb_table, rel=1e-9) -> None:
-    """Same names and types; the same rows as multisets, floats within `rel` (the engines add
-    in different orders)."""
-    import math
-
-    assert spark_table.schema == duckdb_table.schema, f"{spark_table.schema} != {duckdb_table.schema}"
-
-    def rows(table):
-        return sorted((tuple(row.values()) for row in table.to_pylist()), key=repr)
-
-    def float_key(row):
-        return tuple("float" if isinstance(v, float) else v for v in row)
-
-    left, right = sorted(rows(spark_table), key=lambda r: repr(float_key(r))), \
-        sorted(rows(duckdb_table), key=lambda r: repr(float_key(r)))
-    assert len(left) == len(right), f"{len(left)} rows on Spark, {len(right)} on DuckDB"
-    for a, b in zip(left, right):
-        for x, y in zip(a, b):
-            if isinstance(x, float) and isinstance(y, float):
-                assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=rel, abs_tol=1e-12), (a, b)
-            else:
-                assert x == y, (a, b)
