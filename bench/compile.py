@@ -184,6 +184,8 @@ def write_demo(folder: Path, scale: float) -> dict[str, Path]:
     else:
         demo.generate(data)
     shipped = yaml.safe_load((REPO / "policies/demo.yaml").read_text())
+    for model in shipped.get("models", {}).values():  # the copies lie elsewhere: model files stay where they are
+        model["file"] = str(REPO / "policies" / model["file"])
     k_only = {key: value for key, value in shipped.items() if key != "privacy"}
     configs = {}
     for kind, policy in ((K_ONLY, k_only), (DP, shipped)):

@@ -55,6 +55,8 @@ def configure(folder: Path) -> Path:
     policy.pop("privacy", None)
     policy["timing"] = {"pad": "off"}
     policy["analysts"]["heavy"] = dict(policy["analysts"]["analyst"])
+    for model in policy.get("models", {}).values():  # the copy lies elsewhere: its model files stay where they are
+        model["file"] = str(REPO / "policies" / model["file"])
     policy_path = folder / "soak-policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
     config = yaml.safe_load(config_path.read_text())

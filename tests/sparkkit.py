@@ -109,6 +109,8 @@ def spark_config(config_path: Path, remote: str, folder: Path) -> Path:
     policy = yaml.safe_load(policy_path.read_text())
     policy["tables"]["purchases"]["source"] = "retail_parquet"
     policy["tables"]["purchases"].pop("relation", None)
+    for model in policy.get("models", {}).values():  # the copy lies elsewhere: its model files stay where they are
+        model["file"] = str((policy_path.parent / model["file"]).resolve())
     spark_policy = folder / f"spark-{policy_path.name}"
     spark_policy.write_text(yaml.safe_dump(policy, sort_keys=False))
     data = Path(config["sources"]["publisher_impressions"]["path"]).parent.parent

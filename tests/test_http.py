@@ -407,6 +407,7 @@ def test_cleanroom_must_be_named_when_the_user_has_several(demo_config_path, tmp
     second = tmp_path / "second.yaml"
     second.write_text(Path(yaml.safe_load(demo_config_path.read_text())["policies"][0]).read_text()
                       .replace("cleanroom: demo", "cleanroom: second", 1))
+    (tmp_path / "models").symlink_to(Path(__file__).parent.parent / "policies" / "models")  # its model files
     config = yaml.safe_load(demo_config_path.read_text())
     config["policies"].append(str(second))
     config["state_dir"] = str(tmp_path / "state")
