@@ -143,3 +143,22 @@ def test_every_analyst_sees_the_declaration_never_the_file(room):
         assert listed["output"] == {"name": "probabilities", "bounds": [0.0, 1.0]}
         assert listed["call"] == "score('m', a, b)"
         assert str(path) not in repr(listed) and "clf.onnx" not in repr(listed)
+
+
+def test_the_last_good_policy_finds_its_model_files_where_the_policy_is(tmp_path):
+    import yaml
+
+    from gateway.engine import Engine
+
+    sha = write_classifier(tmp_path / "clf.onnx")
+    build_engine(tmp_path, scored_room(model_entry("clf.onnx", sha)), PEOPLE_SQL).close()  # its copy is kept
+    policy = yaml.safe_load((tmp_path / "policy.yaml").read_text())
+    policy["min_group_size"] = 1  # below the schema's minimum: the restart serves the last good copy
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    engine = Engine.from_config_file(tmp_path / "gateway.yaml")
+    try:
+        assert engine.policy_status()["status"] == "stale"
+        assert engine.context.cleanrooms["scored"].models["m"].file.path == str(tmp_path / "clf.onnx")
+        assert run(engine, "SELECT avg(score('m', a, b)) AS s FROM people").table.num_rows == 1
+    finally:
+        engine.close()

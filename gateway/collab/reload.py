@@ -128,7 +128,8 @@ def load_with_fallback(config) -> tuple[dict, list[str]]:
                 raise
             log.error("policy %s does not validate; serving its last good version:\n%s", path, error)
             problems += error.problems
-            room = dataclasses.replace(load_policy(copy), source_file=str(path))
+            # its model files are where the policy's are, not beside the copy
+            room = dataclasses.replace(load_policy(copy, relative_to=path), source_file=str(path))
         rooms[room.name] = room
     remember_good(config.state_dir, good)
     return rooms, problems

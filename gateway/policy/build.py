@@ -38,7 +38,7 @@ from gateway.policy.quotas import quotas_from
 
 
 
-def build(data: dict, source_file: str, version: str) -> CleanRoom:
+def build(data: dict, source_file: str, version: str, relative_to: str | None = None) -> CleanRoom:
     return CleanRoom(
         name=data["cleanroom"],
         description=data.get("description", ""),
@@ -48,7 +48,7 @@ def build(data: dict, source_file: str, version: str) -> CleanRoom:
             for name, spec in data["collaborators"].items()
         },
         tables={name: _table(name, spec) for name, spec in data["tables"].items()},
-        models=models_from(data, source_file),
+        models=models_from(data, relative_to or source_file),
         rules={name: _rule(name, spec) for name, spec in data.get("rules", {}).items()},
         templates={name: _template(name, spec) for name, spec in data.get("templates", {}).items()},
         analysts={

@@ -27,8 +27,10 @@ _SCHEMA = load_schema("gateway.policy", "schema.json")
 _SCHEMA["$defs"]["rule"]["properties"]["aggregates"]["items"]["enum"] = list(AGGREGATE_NAMES)
 
 
-def load_policy(path: str | Path) -> CleanRoom:
-    """Load and validate one policy file; raise PolicyInvalid with every problem."""
+def load_policy(path: str | Path, relative_to: str | Path | None = None) -> CleanRoom:
+    """Load and validate one policy file; raise PolicyInvalid with every problem.
+    relative_to: the file its relative paths (model files) are written against, when
+    `path` is a copy kept elsewhere (gateway.collab.reload's last good version)."""
     doc = load_yaml(path)
     if doc.data is None and doc.problems:
         raise PolicyInvalid(doc.problems)
@@ -38,7 +40,7 @@ def load_policy(path: str | Path) -> CleanRoom:
     problems = report(doc, found)
     if problems:
         raise PolicyInvalid(problems)
-    cleanroom = build(data, str(path), doc.sha256)
+    cleanroom = build(data, str(path), doc.sha256, str(relative_to or path))
     problems = report(doc, model_file_problems(cleanroom))  # each ONNX file is the declared one
     if problems:
         raise PolicyInvalid(problems)
