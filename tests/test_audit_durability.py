@@ -214,3 +214,47 @@ def test_a_refusal_waits_for_its_record(tmp_path, monkeypatch):
         assert audit.records()[-1]["decision"] == "refused"
     finally:
         engine.close()
+
+
+def test_the_wire_serves_other_sessions_while_an_audit_fsync_is_held(demo_config_path, tmp_path, monkeypatch):
+    """The wire server's event loop never writes or fsyncs audit records (the audit log's
+    thread does): while one statement's record waits for a slow disk, a new session
+    logs in and runs SELECT 1. With the fsync on the loop's thread, nothing would move."""
+    import asyncio
+
+    import psycopg
+
+    from gateway.engine import Engine
+    from gateway.pgwire.server import PgServer
+    from tests.servers import PASSWORD, free_port, wire_config
+
+    engine = Engine.from_config_file(wire_config(demo_config_path, tmp_path))
+    server, port, loop = PgServer(engine, engine.context.config), free_port(), asyncio.new_event_loop()
+    loop.run_until_complete(server.start("127.0.0.1", port))
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    dsn = f"host=127.0.0.1 port={port} dbname=demo user=analyst password={PASSWORD} sslmode=disable connect_timeout=20"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:  # the chain exists before the fsync is held
+            conn.execute(DEMO_SQL).fetchall()
+        held = HeldFsync(engine.context.audit, monkeypatch)
+        released = {}
+        worker = threading.Thread(target=lambda: released.update(rows=psycopg.connect(dsn, autocommit=True).execute(
+            DEMO_SQL.replace("region", "region, category")).fetchall()))
+        worker.start()
+        try:
+            assert held.entered.wait(120)  # that statement's record is inside the held fsync
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert "rows" not in released  # its answer still waits for its record
+        finally:
+            held.open()
+        worker.join(60)
+        assert released["rows"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(10)
+        engine.close()
+
+
+DEMO_SQL = "SELECT region, count(*) FROM purchases GROUP BY region"

@@ -342,49 +342,47 @@ def test_a_failed_fsync_fails_its_statements_and_the_next_append_starts_a_new_ch
     assert all(report.problems == [] for report in verify_state(tmp_path))
 
 
-# -- an event loop as the committer (the wire front end) ------------------------------------
+# -- group commit on the writer thread (every front end, the wire's event loop too) ---------
 
 
-def test_an_event_loop_commits_a_turns_records_with_one_fsync(tmp_path, monkeypatch):
-    import asyncio
+def test_records_queued_during_an_fsync_share_the_next_one(tmp_path, monkeypatch):
+    """Twenty statements whose records arrive while the writer fsyncs are made durable
+    by one more fsync, not twenty; each gets its own place in the chain."""
     import threading
 
     from gateway.audit_log import AuditLog, verify, writer
 
     log = AuditLog(tmp_path)
-    log.append({"n": "created"})  # (creating the chain also fsyncs its folder)
-    fsyncs, fsync = [], writer.os.fsync
-    monkeypatch.setattr(writer.os, "fsync", lambda fd: fsyncs.append(fd) or fsync(fd))
+    log.append({"n": "created"})
+    fsyncs, fsync, held, release = [], writer.os.fsync, threading.Event(), threading.Event()
 
-    async def main() -> None:
-        log.commit_on(asyncio.get_running_loop())
-        futures = [log.submit({"n": n}) for n in range(20)]  # twenty sessions' statements in one turn
-        assert not any(f.done() for f in futures)  # nothing is durable before the loop's turn ends
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert [f.result()["seq"] for f in futures] == list(range(2, 22))
-        assert len(fsyncs) == 1
-        # A record queued by another thread (a statement that ran in the pool) is committed by the loop.
-        other = []
-        worker = threading.Thread(target=lambda: other.append(log.submit({"n": "pool"})))
-        worker.start()
-        worker.join()
-        assert (await asyncio.wrap_future(other[0]))["seq"] == 22
-        # append on the loop's own thread (a failure being audited) cannot wait for the loop: it commits.
-        assert log.append({"n": "failure"})["seq"] == 23
-        late = log.submit({"n": "late"})
-        log.commit_on(None)  # the loop is stopping: what it queued is committed now
-        assert late.done() and late.result()["seq"] == 24
+    def slow_fsync(fd):
+        fsyncs.append(fd)
+        if len(fsyncs) == 1:
+            held.set()
+            assert release.wait(30)
+        fsync(fd)
 
-    asyncio.run(main())
-    assert log.append({"n": "threads again"})["seq"] == 25
+    monkeypatch.setattr(writer.os, "fsync", slow_fsync)
+    first = log.submit({"n": "first"})
+    assert held.wait(30)  # the writer is inside the first record's fsync
+    futures = []
+    threads = [threading.Thread(target=lambda n=n: futures.append(log.submit({"n": n}))) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not any(f.done() for f in futures)  # none is durable before its own fsync
+    release.set()
+    assert first.result(30)["seq"] == 2
+    assert sorted(f.result(30)["seq"] for f in futures) == list(range(3, 23))
+    assert len(fsyncs) == 2
     (path,) = chain_paths(tmp_path)
-    assert verify(path) == []
-    assert log.anchors.heads()[path.stem]["seq"] == 25
+    assert verify(path) == [] and log.anchors.heads()[path.stem]["seq"] == 22
 
 
-def test_records_nobody_waits_for_share_the_loops_commit_and_are_synced_later(tmp_path, monkeypatch):
-    import asyncio
+def test_records_nobody_waits_for_are_written_in_order_and_synced_soon(tmp_path, monkeypatch):
+    import time
 
     from gateway.audit_log import AuditLog, writer
 
@@ -392,49 +390,12 @@ def test_records_nobody_waits_for_share_the_loops_commit_and_are_synced_later(tm
     log.append({"n": "created"})
     fsyncs, fsync = [], writer.os.fsync
     monkeypatch.setattr(writer.os, "fsync", lambda fd: fsyncs.append(fd) or fsync(fd))
-
-    async def main() -> None:
-        log.commit_on(asyncio.get_running_loop())
-        quick = [log.submit({"n": n}, durable=False) for n in range(5)]
-        assert all(f.done() for f in quick)  # answered at once
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        (path,) = chain_paths(tmp_path)
-        assert len(path.read_text().splitlines()) == 6 and fsyncs == []  # written in order, not yet fsync'd
-        waited = log.submit({"n": "released"})
-        assert (await asyncio.wrap_future(waited))["seq"] == 7
-        assert len(fsyncs) == 1  # one fsync covers the five before it too
-        log.submit({"n": "late"}, durable=False)
-        log.commit_on(None)  # stopping: written and fsync'd
-
-    asyncio.run(main())
-    assert len(fsyncs) == 2
+    quick = [log.submit({"n": n}, durable=False) for n in range(5)]
+    assert all(f.done() for f in quick)  # answered at once
+    deadline = time.monotonic() + 10
+    while not fsyncs and time.monotonic() < deadline:  # the writer syncs them SYNC_AFTER_SECONDS later
+        time.sleep(0.01)
     (path,) = chain_paths(tmp_path)
-    assert log.anchors.heads()[path.stem]["seq"] == 8
-
-
-def test_a_failed_commit_on_the_loop_fails_its_statements_only(tmp_path, monkeypatch):
-    import asyncio
-
-    from gateway.audit_log import AuditLog, verify, writer
-
-    log = AuditLog(tmp_path)
-    log.append({"n": 0})
-
-    async def main() -> None:
-        log.commit_on(asyncio.get_running_loop())
-        with monkeypatch.context() as patch:
-            patch.setattr(writer.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk gone")))
-            failed = log.submit({"n": 1})
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-        with pytest.raises(OSError):
-            failed.result()
-        kept = log.submit({"n": 2})
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert kept.result()["seq"] == 1  # in a new chain: nothing is known of the one whose fsync failed
-        log.commit_on(None)
-
-    asyncio.run(main())
-    assert all(verify(path) == [] for path in chain_paths(tmp_path))
+    assert len(fsyncs) == 1 and [json.loads(line)["n"] for line in path.read_text().splitlines()][1:] == list(range(5))
+    assert log.append({"n": "released"})["seq"] == 7 and len(fsyncs) == 2
+    assert log.anchors.heads()[path.stem]["seq"] == 7

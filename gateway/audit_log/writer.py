@@ -19,7 +19,6 @@ Two kinds of record (`submit(record, durable=...)`):
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import datetime as dt
 import logging
@@ -58,7 +57,10 @@ class AuditLog:
     store's round trip does not hold up the chain. The anchor only ever names a head
     already fsync'd. Each waiter is woken once, by its own future.
 
-    An event loop serving many sessions commits on its own thread instead (commit_on).
+    The wire server's event loop submits like any thread and never writes or fsyncs
+    itself: an fsync on the loop's thread stalled every session of the process for
+    its length (bench/mixed_load.py: the wire's latency beside the HTTP load went
+    from 3.1x to 1.6-1.9x its latency alone, SELECT 1's from 11.8 ms to 3.1 ms).
     """
 
     def __init__(self, state_dir: Path, store: Database | None = None):
@@ -94,27 +96,8 @@ class AuditLog:
         self._unsynced = 0  # records written, not yet fsync'd
         self._copies: list[tuple] = []  # with PostgreSQL: those records, to copy with their anchor
         self._started = False
-        self._loop = self._loop_thread = None  # see commit_on
-        self._on_loop: list[tuple[dict, Future | None]] = []  # queued for the loop's next commit
-        self._sync_timer = None
 
     # -- submitting ----------------------------------------------------------------
-
-    def commit_on(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """From now on, this process's records are committed by the thread running
-        `loop`, between its callbacks: one write and fsync for all the records the
-        loop's sessions queued in a turn. Call it from that thread, and with None
-        before the loop stops. A busy loop holds the GIL, so a writer thread would wait
-        for it after every fsync, for milliseconds; and nothing is handed between threads."""
-        if loop is None:
-            self._loop = self._loop_thread = None
-            if self._sync_timer is not None:
-                self._sync_timer.cancel()
-                self._sync_timer = None
-            self._commit_queued()  # what the loop had not committed yet
-            self._sync_written(inline=not self.anchors.copies_records)
-        else:
-            self._loop, self._loop_thread = loop, threading.get_ident()
 
     def append(self, record: dict) -> dict:
         """Returns once the record, chained and hashed, is on disk and anchored."""
@@ -122,8 +105,6 @@ class AuditLog:
 
     def wait(self, future: Future) -> dict:
         """A submitted record's future, waited for from any thread."""
-        if self._loop_thread == threading.get_ident() and not future.done():
-            self._commit_queued()  # the loop's thread cannot wait for itself
         return future.result()
 
     def submit(self, record: dict, durable: bool = True) -> Future:
@@ -139,19 +120,8 @@ class AuditLog:
         if not durable:
             future.set_result(record)
         waiter = future if durable else None
-        loop = self._loop
         with self._lock:
             self._submitted += 1
-            if loop is not None:
-                self._on_loop.append((record, waiter))
-                first = len(self._on_loop) == 1
-        if loop is not None:
-            if first:  # the rest of this turn's records join this commit
-                if self._loop_thread == threading.get_ident():
-                    loop.call_soon(self._commit_queued)
-                else:
-                    loop.call_soon_threadsafe(self._commit_queued)
-            return future
         if not self._started:
             self._start_threads()
         self._to_write.put((record, waiter))
@@ -164,8 +134,6 @@ class AuditLog:
             return
         with self._lock:
             target = self._submitted
-        if self._may_commit_here():
-            self._commit_queued()
         with self._written:
             self._written.wait_for(lambda: self._done >= target, timeout)
 
@@ -174,18 +142,10 @@ class AuditLog:
         closes). The log stays usable."""
         if self._pid != os.getpid():
             return
-        if self._may_commit_here():
-            self._commit_queued()
         self.flush(timeout=10)
-        done = self._sync_written(inline=False)
+        done = self._sync_written()
         if done is not None:
             done.exception(timeout=10)
-
-    def _may_commit_here(self) -> bool:
-        """Whether this thread may commit the loop's queue now: it is the loop's thread,
-        or the loop is gone (stopped without commit_on(None))."""
-        loop = self._loop
-        return loop is None or self._loop_thread == threading.get_ident() or not loop.is_running()
 
     # -- committing ------------------------------------------------------------------
 
@@ -196,37 +156,21 @@ class AuditLog:
                 threading.Thread(target=self._anchor_forever, name="audit-anchor", daemon=True).start()
                 self._started = True
 
-    def _commit_queued(self) -> None:
-        """On the loop's thread: write (and fsync, if anyone waits) what is queued for it."""
-        with self._lock:
-            batch, self._on_loop = self._on_loop, []
-        if not batch:
-            return
-        # Anchoring in the store is quick with SQLite, kept inline; a PostgreSQL commit is
-        # a round trip and an fsync on another machine, left to the anchoring thread.
-        synced = self._commit(batch, inline=not self.anchors.copies_records)
-        if not synced and self._loop is not None and self._sync_timer is None:
-            self._sync_timer = self._loop.call_later(SYNC_AFTER_SECONDS, self._timed_sync)
-
-    def _timed_sync(self) -> None:
-        self._sync_timer = None
-        self._sync_written(inline=not self.anchors.copies_records)
-
     def _write_forever(self) -> None:
         while True:
             try:
                 batch = _everything_queued(self._to_write, SYNC_AFTER_SECONDS if self._unsynced else None)
             except queue.Empty:  # records written a while ago that nobody waited for: make them durable
-                self._sync_written(inline=False)
+                self._sync_written()
                 continue
-            self._commit(batch, inline=False)
+            self._commit(batch)
 
     def _anchor_forever(self) -> None:
         while True:
             durable = _everything_queued(self._to_anchor, None)
             self._anchor(durable)
 
-    def _commit(self, batch: list[tuple[dict, Future | None]], inline: bool) -> bool:
+    def _commit(self, batch: list[tuple[dict, Future | None]]) -> bool:
         """Chain and write the batch; fsync and anchor it if any record in it is waited
         for, or enough are unsynced. Returns whether nothing written is left unsynced."""
         waiters = [(future, record) for record, future in batch if future is not None]
@@ -240,19 +184,19 @@ class AuditLog:
             self._count_done(len(batch))
             if not waiters and self._unsynced < SYNC_AFTER_RECORDS:
                 return False
-            self._sync_locked(waiters, inline)
+            self._sync_locked(waiters)
             return True
 
-    def _sync_written(self, inline: bool) -> Future | None:
+    def _sync_written(self) -> Future | None:
         """Fsync and anchor what was written and not yet synced; a future for the anchor."""
         with self._commit_lock:
             if not self._unsynced:
                 return None
             done: Future = Future()
-            self._sync_locked([(done, None)], inline)
+            self._sync_locked([(done, None)])
             return done
 
-    def _sync_locked(self, waiters: list[tuple[Future, dict | None]], inline: bool) -> None:
+    def _sync_locked(self, waiters: list[tuple[Future, dict | None]]) -> None:
         chain, copies, pending = self._chain, self._copies, self._unsynced
         self._unsynced, self._copies = 0, []
         try:
@@ -262,13 +206,9 @@ class AuditLog:
             self._fail(waiters, failure, pending - sum(record is not None for _, record in waiters))
             return
         # The anchor is stored after the fsync, so it never names a record the disk may lose.
-        item = (chain.name, chain.seq, chain.prev, copies, waiters)
-        if inline:
-            self._anchor([item])
-        else:
-            if not self._started:
-                self._start_threads()
-            self._to_anchor.put(item)
+        if not self._started:
+            self._start_threads()
+        self._to_anchor.put((chain.name, chain.seq, chain.prev, copies, waiters))
 
     def _anchor(self, durable: list[tuple]) -> None:
         """Anchor each chain's newest head (with PostgreSQL, copying its records), then

@@ -2,10 +2,10 @@
 
 One event loop serves every connection; engine calls (and encoding of large
 batches) run in a thread pool, except a statement the engine can answer from
-memory (Engine.runs_in_memory), which runs on the loop. The loop also commits
-the audit records its sessions queue, one fsync per turn (AuditLog.commit_on);
-that fsync is the only time the loop waits. Idle connections cost a coroutine
-and two buffers. `cleanroom pg --config FILE` runs it.
+memory (Engine.runs_in_memory), which runs on the loop. Audit records are
+written and fsync'd by the audit log's own thread, never on the loop, which
+therefore never waits on the disk. Idle connections cost a coroutine and two
+buffers. `cleanroom pg --config FILE` runs it.
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ class StreamTransport:
 
     async def wait(self, future: concurrent.futures.Future):
         """A future completed elsewhere (an audit record made durable), without holding a
-        thread. Completed on the loop's own thread (AuditLog.commit_on), it wakes the
-        session directly; asyncio.wrap_future would go through the loop's self-pipe."""
+        thread. Completed on the loop's own thread, it wakes the session directly;
+        from another thread, through call_soon_threadsafe."""
         if future.done():
             return future.result()
         loop = asyncio.get_running_loop()
@@ -131,9 +131,6 @@ class PgServer:
         self.connections: set[asyncio.Task] = set()  # one task per open connection, ended by stop()
 
     async def start(self, host: str, port: int, sock=None, reuse_port: bool = False):
-        audit = getattr(getattr(self.state.engine, "context", None), "audit", None)
-        if audit is not None:  # gateway.audit_log.AuditLog.commit_on says why
-            audit.commit_on(asyncio.get_running_loop())
         if sock is not None:
             self.server = await asyncio.start_server(self.handle, sock=sock, limit=READ_LIMIT)
         else:
@@ -243,9 +240,6 @@ class PgServer:
         self.close()
 
     def close(self) -> None:
-        audit = getattr(getattr(self.state.engine, "context", None), "audit", None)
-        if audit is not None:
-            audit.commit_on(None)
         if self.server is not None:
             self.server.close()
         if self.cancel_server is not None:
