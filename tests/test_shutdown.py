@@ -22,40 +22,20 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-START_SECONDS = 180.0  # a start on a loaded 2-core machine: generous, it only bounds a hang
+from tests.servers import REPO, HttpGateway, Launched, PgServer, free_port
+
+# Every test starts servers (some the demo, with its data); the slow part of the suite.
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+START_SECONDS = 180.0  # the demo's start on a loaded 2-core machine: generous, it only bounds a hang
 STOP_SECONDS = 60.0
 # What a crash, or an exception nobody handled, leaves in the output.
 CRASH_SIGNS = ("Segmentation", "SIGSEGV", "SIGABRT", "core dumped", "terminate called", "Traceback",
                "was sent SIG", "exited with code")
 
 
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != 5432:
-            return port
-
-
-def launch(args: list[str], log_path: Path) -> subprocess.Popen:
-    with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "gateway", *args], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def wait_until(ready, process: subprocess.Popen, log_path: Path, what: str) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        if ready():
-            return
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"{what} not ready after {START_SECONDS:g} s:\n{log_path.read_text()[-4000:]}")
+def cleanroom(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
 
 
 def healthy(port: int) -> bool:
@@ -111,13 +91,13 @@ def gone(pids: list[int]) -> bool:
     return True
 
 
-def stop(process: subprocess.Popen, sig: int) -> int:
-    process.send_signal(sig)
+def stop(server: Launched, sig: int) -> int:
+    server.process.send_signal(sig)
     try:
-        return process.wait(STOP_SECONDS)
+        return server.process.wait(STOP_SECONDS)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        server.process.kill()
+        server.process.wait()
         pytest.fail(f"no exit {STOP_SECONDS:g} s after {signal.Signals(sig).name}")
 
 
@@ -128,25 +108,20 @@ def assert_clean(log: str) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_stops_cleanly(demo_config_path, tmp_path, sig):
-    port, log_path = free_port(), tmp_path / "serve.log"
-    process = launch(["serve", "--config", str(demo_config_path), "--host", "127.0.0.1", "--port", str(port),
-                      "--workers", "2"], log_path)
-    wait_until(lambda: healthy(port), process, log_path, "cleanroom serve")
+    server = HttpGateway(demo_config_path, tmp_path / "serve.log", workers=2)
     for _ in range(4):  # DuckDB at work in the workers and their executors
-        assert query(port)["rows"]
+        assert query(server.port)["rows"]
     # The pid started is gunicorn's master now (exec), and DuckDB never entered it.
-    assert "cleanroom-http" in Path(f"/proc/{process.pid}/cmdline").read_text() or \
-        "gateway.http.serve" in Path(f"/proc/{process.pid}/cmdline").read_text()
-    assert "_duckdb" not in Path(f"/proc/{process.pid}/maps").read_text()
+    assert "gateway.http.serve" in Path(f"/proc/{server.pid}/cmdline").read_text()
+    assert "_duckdb" not in Path(f"/proc/{server.pid}/maps").read_text()
     # Each worker warms its engine before it accepts (post_worker_init): its executors are up.
-    wait_until(lambda: log_path.read_text().count(": engine ready in") == 2, process, log_path, "both workers")
-    below = descendants(process.pid)
+    server.wait_for(lambda: server.log().count(": engine ready in") == 2, "both workers")
+    below = descendants(server.pid)
     assert len(below) == 2 + 2 * 2  # two workers, two executors each (the demo config's)
 
-    code = stop(process, sig)
-    log = log_path.read_text()
-    assert code == 0, log[-6000:]
-    assert_clean(log)
+    code = stop(server, sig)
+    assert code == 0, server.log()[-6000:]
+    assert_clean(server.log())
     deadline = time.monotonic() + 10
     while not gone(below) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -155,63 +130,55 @@ def test_serve_stops_cleanly(demo_config_path, tmp_path, sig):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_pg_stops_cleanly(demo_config_path, tmp_path, sig):
-    port, log_path = free_port(), tmp_path / "pg.log"
-    process = launch(["pg", "--config", str(demo_config_path), "--host", "127.0.0.1", "--port", str(port)], log_path)
-    wait_until(lambda: accepts(port), process, log_path, "cleanroom pg")
-    below = descendants(process.pid)
+    server = PgServer(demo_config_path, tmp_path / "pg.log")
+    below = descendants(server.pid)
     assert len(below) == 2  # the executors, started before the port listened
-    code = stop(process, sig)
-    log = log_path.read_text()
-    assert code == 0, log[-6000:]
-    assert_clean(log)
+    code = stop(server, sig)
+    assert code == 0, server.log()[-6000:]
+    assert_clean(server.log())
     assert gone(below)
 
 
-def start_demo(tmp_path) -> tuple[subprocess.Popen, Path, int, int]:
-    http_port, pg_port, log_path = free_port(), free_port(), tmp_path / "demo.log"
-    process = launch(["demo", "--http-port", str(http_port), "--pg-port", str(pg_port),
-                      "--data-dir", str(tmp_path / "demo"), "--scale", "0.05"], log_path)
-    wait_until(lambda: f"port={pg_port} " in log_path.read_text(), process, log_path, "cleanroom demo")
-    return process, log_path, http_port, pg_port
+def start_demo(tmp_path) -> tuple[Launched, int, int]:
+    http_port, pg_port = free_port(), free_port()
+    demo = Launched(cleanroom("demo", "--http-port", str(http_port), "--pg-port", str(pg_port),
+                              "--data-dir", str(tmp_path / "demo"), "--scale", "0.05"), tmp_path / "demo.log")
+    demo.wait_for(lambda: f"port={pg_port} " in demo.log(), "cleanroom demo", START_SECONDS)
+    return demo, http_port, pg_port
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_demo_stops_cleanly(tmp_path, sig):
-    process, log_path, http_port, pg_port = start_demo(tmp_path)
+    demo, http_port, pg_port = start_demo(tmp_path)
     assert healthy(http_port) and accepts(pg_port)  # the instructions appear once both answer
     assert query(http_port)["rows"]
-    below = descendants(process.pid)
-    code = stop(process, sig)
-    log = log_path.read_text()
-    assert code == 0, log[-6000:]
-    assert_clean(log)
+    below = descendants(demo.pid)
+    code = stop(demo, sig)
+    assert code == 0, demo.log()[-6000:]
+    assert_clean(demo.log())
     assert gone(below)
     assert not accepts(http_port) and not accepts(pg_port)
 
 
 def test_demo_stops_when_a_server_dies(tmp_path):
-    process, log_path, http_port, pg_port = start_demo(tmp_path)
-    wire = [pid for pid in descendants(process.pid) if "\0pg\0" in Path(f"/proc/{pid}/cmdline").read_text()]
+    demo, http_port, pg_port = start_demo(tmp_path)
+    wire = [pid for pid in descendants(demo.pid) if "\0pg\0" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert len(wire) == 1
     os.kill(wire[0], signal.SIGKILL)
-    assert process.wait(STOP_SECONDS) == 1
-    last_line = log_path.read_text().strip().splitlines()[-1]
+    assert demo.process.wait(STOP_SECONDS) == 1
+    last_line = demo.log().strip().splitlines()[-1]
     assert last_line == "cleanroom demo: the wire server ended (was killed by SIGKILL); the demo stopped"
     assert not accepts(http_port)  # the HTTP server went down with it
 
 
 def test_pg_workers_stop_together(demo_config_path, tmp_path):
     """One of several wire workers dying stops the others and the supervisor, non-zero."""
-    port, log_path = free_port(), tmp_path / "pg.log"
-    process = launch(["pg", "--config", str(demo_config_path), "--host", "127.0.0.1", "--port", str(port),
-                      "--workers", "2"], log_path)
-    wait_until(lambda: log_path.read_text().count("cleanroom pg: listening on") == 2, process, log_path,
-               "cleanroom pg --workers 2")
-    workers = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+    server = PgServer(demo_config_path, tmp_path / "pg.log", workers=2)
+    workers = [int(pid) for pid in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()]
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
-    assert process.wait(STOP_SECONDS) == 1
-    assert "cleanroom pg: worker 0 ended with exit status -9; the other workers were stopped" in log_path.read_text()
+    assert server.process.wait(STOP_SECONDS) == 1
+    assert "cleanroom pg: worker 0 ended with exit status -9; the other workers were stopped" in server.log()
     assert gone(workers)
 
 
@@ -234,8 +201,7 @@ def test_port_in_use_fails_fast_in_one_line(demo_config_path, tmp_path, taken_po
         ports = {"--http-port": free_port(), "--pg-port": free_port(), command.split()[1]: taken_port}
         args = ["demo", "--data-dir", str(tmp_path / "demo"), "--scale", "0.05",
                 *[str(part) for option, port in ports.items() for part in (option, port)]]
-    result = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=STOP_SECONDS)
+    result = subprocess.run(cleanroom(*args), cwd=REPO, capture_output=True, text=True, timeout=STOP_SECONDS)
     program = args[0]
     assert result.returncode == 2, result
     assert result.stderr.splitlines() == [

@@ -16,61 +16,30 @@ load balancer would. Over both, HTTP and the wire mixed:
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.servers import PASSWORD, REPO, HttpGateway, PgServer
 
+pytestmark = [pytest.mark.server, pytest.mark.slow]  # gateways of its own, on the local PostgreSQL (pg_schema)
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO_POLICY = REPO / "policies" / "demo.yaml"
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 N = 6  # charges the budget pays for
 EPSILON = 0.1  # per statement: the budget is exactly N of them (the ledger counts in exact units)
 CATEGORIES = ["grocery", "dairy", "bakery", "produce", "meat", "frozen", "beverages", "snacks", "household"]
 # 3N distinct statements of the same cost (one charge each): region keys are public, no delta.
 STATEMENTS = [f"SELECT region, {aggregate} AS value FROM purchases WHERE category = '{category}' GROUP BY region"
               for category in CATEGORIES for aggregate in ("COUNT(*)", "SUM(amount)")][: 3 * N]
-START_SECONDS = 180.0
 APPROVER = "retailer_approver"  # owns purchases: approves (and revokes) the rule
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != 5432:
-            return port
-
-
-@pytest.fixture
-def shared_store():
-    """A DSN of the local PostgreSQL whose search_path is a schema made for this test."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(error).strip()[:200]}")
-    schema = f"two_gateways_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_ADMIN_DSN} options='-csearch_path={schema}'"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 def write_room(folder: Path, demo_config_path: Path, dsn: str) -> tuple[Path, Path]:
@@ -106,40 +75,20 @@ def write_room(folder: Path, demo_config_path: Path, dsn: str) -> tuple[Path, Pa
 
 
 class Instance:
-    """One gateway: `cleanroom serve` (one worker) and `cleanroom pg` over one config."""
+    """One gateway: `cleanroom serve` (one worker) and the wire server over one config."""
 
     def __init__(self, config: Path, name: str):
         self.config, self.name = config, name
-        self.http_port, self.pg_port = free_port(), free_port()
-        self.logs = [config.parent / "serve.log", config.parent / "pg.log"]
-        self.processes = [
-            _launch(["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(self.http_port),
-                     "--workers", "1"], self.logs[0]),
-            _launch(["pg", "--config", str(config), "--host", "127.0.0.1", "--port", str(self.pg_port)],
-                    self.logs[1]),
-        ]
+        self.servers = []
+        self.servers.append(HttpGateway(config, config.parent / "serve.log", workers=1))
+        self.servers.append(PgServer(config, config.parent / "pg.log"))
+        self.http_port, self.pg_port = self.servers[0].port, self.servers[1].port
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            for process, log in zip(self.processes, self.logs):
-                if process.poll() is not None:
-                    pytest.fail(f"gateway {self.name} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            if _healthy(self.http_port) and _accepts(self.pg_port):
-                return
-            time.sleep(0.3)
-        pytest.fail(f"gateway {self.name} not ready after {START_SECONDS:g} s")
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def stop(self) -> list[int]:
+        """Stop both (SIGTERM); their exit statuses."""
+        for server in self.servers:
+            server.stop()
+        return [server.process.returncode for server in self.servers]
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -164,7 +113,7 @@ class Instance:
         import psycopg
 
         return psycopg.connect(host="127.0.0.1", port=self.pg_port, dbname="shared", user="analyst",
-                               password="analyst", sslmode="disable", autocommit=True, connect_timeout=30)
+                               password=PASSWORD, sslmode="disable", autocommit=True, connect_timeout=30)
 
     @staticmethod
     def ask_wire(connection, sql: str) -> tuple:
@@ -178,29 +127,6 @@ class Instance:
             detail = error.diag.message_detail or ""
             status = {"53400": 429, "42501": 403}.get(error.sqlstate)
             return "refused", error.sqlstate, detail.removeprefix("rule: "), status
-
-
-def _launch(args: list[str], log_path: Path) -> subprocess.Popen:
-    with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "gateway", *args], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return True
-    except OSError:
-        return False
 
 
 def normalised(rows) -> tuple:
@@ -221,22 +147,20 @@ BUDGET = ("refused", "53400", "privacy.budget", 429)
 NOT_APPROVED = ("refused", "42501", "rule.not_approved", 403)
 
 
-def test_two_gateways_share_one_state(shared_store, demo_config_path, tmp_path):
-    config_a, config_b = write_room(tmp_path, demo_config_path, shared_store)
+def test_two_gateways_share_one_state(pg_schema, demo_config_path, tmp_path):
+    config_a, config_b = write_room(tmp_path, demo_config_path, pg_schema)
     approved = cli("rule", "approve", "retail", "--config", str(config_a), "--token", APPROVER)
     assert approved.returncode == 0, approved.stderr
-    a, b = Instance(config_a, "a"), Instance(config_b, "b")
+    instances = []
     try:
-        a.wait_ready()
-        b.wait_ready()
+        instances += [Instance(config_a, "a"), Instance(config_b, "b")]
+        a, b = instances
         check_budget_race(a, b)
         check_repeat_elsewhere(a, b)
         check_approvals(a, b)
     finally:
-        a.stop()
-        b.stop()
-    for instance in (a, b):  # and both stopped cleanly
-        assert [process.returncode for process in instance.processes] == [0, 0]
+        statuses = [instance.stop() for instance in instances]
+    assert statuses == [[0, 0], [0, 0]]  # both stopped cleanly
     check_audit(config_a, config_b)
 
 
