@@ -1,6 +1,7 @@
 """Tables on the machine's real PostgreSQL and MariaDB for the federated rooms
 (tests/test_federation.py on DuckDB, tests/test_spark_sources.py on Spark): each
-module gets its own schema and table, dropped when it is done."""
+module gets its own schema and table, dropped when it is done; `private` writes the
+policy table of households over one of them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import uuid
 from tests.servers import mariadb, postgres
 
 HOUSEHOLDS = 30  # h0..h29 in every table
+
+
+def private(source: str, relation: str | None, columns: dict, owner: str = "a") -> dict:
+    """A policy table of households (privacy unit and join key `hh`) in `source`."""
+    table = {"owner": owner, "source": source, "privacy_unit": "hh", "columns": {"hh": {"role": "join_key"}, **columns}}
+    if relation:
+        table["relation"] = relation
+    return table
 
 
 @contextlib.contextmanager

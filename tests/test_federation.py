@@ -15,7 +15,7 @@ import yaml
 
 from gateway.engine import Engine, QueryRequest
 from gateway.errors import Refused
-from tests.federationkit import HOUSEHOLDS, server_tables
+from tests.federationkit import HOUSEHOLDS, private, server_tables
 from tests.lakehouse import iceberg_table, metadata_file, write_delta
 from tests.roomkit import approve_all
 from tests.servers import MYSQL_DSN, PG_DSN
@@ -43,12 +43,6 @@ def federated(tmp_path_factory):
         with sqlite3.connect(data / "stores.sqlite") as con:
             con.execute("CREATE TABLE stores (region TEXT, city TEXT)")
             con.executemany("INSERT INTO stores VALUES (?, ?)", [("r0", "Lyon"), ("r1", "Turin")])
-
-        def private(source, relation, columns, owner="a"):
-            table = {"owner": owner, "source": source, "privacy_unit": "hh", "columns": {"hh": {"role": "join_key"}, **columns}}
-            if relation:
-                table["relation"] = relation
-            return table
 
         tables = {
             "orders": private("duck", "orders", {"region": {"role": "dimension"}, "amount": {"role": "measure", "bounds": [0, 100]}}),

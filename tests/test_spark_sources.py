@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gateway.engine import Engine, QueryRequest
-from tests.federationkit import HOUSEHOLDS, server_tables
+from tests.federationkit import HOUSEHOLDS, private, server_tables
 from tests.roomkit import approve_all
 from tests.servers import MYSQL_DSN, PG_DSN
 from tests.sparkkit import assert_same_rows
@@ -31,12 +31,6 @@ def rooms(spark_server, tmp_path_factory):
             # semicolons and a header: the options the CSV source passes on; the date column is typed by DuckDB's guess
             con.execute(f"COPY (SELECT 'h' || i AS hh, i % 2 = 0 AS opted_in, DATE '2026-02-01' + i::INTEGER AS since "
                         f"FROM range({HOUSEHOLDS}) t(i)) TO '{data}/consent.csv' (HEADER, DELIMITER ';')")
-
-        def private(source, relation, columns, owner="a"):
-            table = {"owner": owner, "source": source, "privacy_unit": "hh", "columns": {"hh": {"role": "join_key"}, **columns}}
-            if relation:
-                table["relation"] = relation
-            return table
 
         tables = {
             "orders": private("parquet", None, {"region": {"role": "dimension"}, "amount": {"role": "measure", "bounds": [0, 100]},

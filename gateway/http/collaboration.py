@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request
 
+from gateway.collab.approvals import ACTIONS
 from gateway.collab.audit_tools import tail
 from gateway.collab.outputs import list_outputs, read_output
 from gateway.engine.types import Release
@@ -63,21 +64,24 @@ def _collab():
     return _engine().context.collab
 
 
-# One pair of views for both kinds of approval subject (gateway.collab.subjects):
-# /v1/templates/... and /v1/rules/... differ only in the kind they pass on.
-SUBJECT_KINDS = {"templates": "template", "rules": "rule"}
-
-
-@blueprint.post("/v1/<any(templates, rules):kinds>/<name>/<any(propose, approve, revoke):action>")
-def act(kinds: str, name: str, action: str):
+# One pair of views for both kinds of approval subject (gateway.collab.subjects), each
+# path spelt out (as openapi.yaml documents it) and passing its kind and action on.
+def act(kind: str, name: str, action: str):
     user = _user()
-    return _collab().act(user, _room(user), SUBJECT_KINDS[kinds], name, action, front_end="http")
+    return _collab().act(user, _room(user), kind, name, action, front_end="http")
 
 
-@blueprint.get("/v1/<any(templates, rules):kinds>/<name>/status")
-def status(kinds: str, name: str):
+def status(kind: str, name: str):
     user = _user()
-    return _collab().status(_room(user), name, SUBJECT_KINDS[kinds]).as_json()
+    return _collab().status(_room(user), name, kind).as_json()
+
+
+for _kind, _plural in (("template", "templates"), ("rule", "rules")):
+    for _action in ACTIONS:
+        blueprint.add_url_rule(f"/v1/{_plural}/<name>/{_action}", f"{_action}_{_kind}", act, methods=["POST"],
+                               defaults={"kind": _kind, "action": _action})
+    blueprint.add_url_rule(f"/v1/{_plural}/<name>/status", f"status_{_kind}", status, methods=["GET"],
+                           defaults={"kind": _kind})
 
 
 @blueprint.get("/v1/audit")
