@@ -57,6 +57,7 @@ def test_standard_conversion_values_and_inverse():
         rho_to_epsilon(0.1, 2.0)
 
 
+@pytest.mark.slow
 def test_the_ledger_conversion_is_never_tighter_than_opendps():
     """OpenDP's make_zCDP_to_approxDP is the tighter bound (CKS20): ours may spend
     more, never less."""
@@ -257,6 +258,7 @@ def _race(where: dict, rho: float, barrier, results) -> None:
         thread.join()
 
 
+@pytest.mark.slow
 def test_sixteen_clients_race_for_ten_zcdp_charges(where):
     ledger = Ledger.open(**where)
     rho = max_rho(1.0, 1e-6) / 10.5  # ten fit, the eleventh does not

@@ -57,6 +57,7 @@ def test_which_groups_a_unit_keeps_does_not_follow_the_query_text(tmp_path):
     assert engine.context.privacy.hash_key in state.generated_sql
 
 
+@pytest.mark.slow
 def test_thresholds_apply_to_noisy_counts_never_the_true_ones(tmp_path):
     # units get epsilon 0.1 with sensitivity MAX_GROUPS: an empty public group clears k=5 often
     engine = make_engine(tmp_path, epsilon=0.2)
@@ -84,6 +85,7 @@ def test_having_order_by_and_limit_run_after_noise_on_released_values(tmp_path):
     assert release.protection["columns"]["n"]["aggregate"] == "count"
 
 
+@pytest.mark.slow
 def test_unbounded_values_are_refused_and_every_release_is_finite(tmp_path):
     engine = make_engine(tmp_path, epsilon=0.3)
     with pytest.raises(Refused) as refused:
@@ -100,6 +102,7 @@ def test_unbounded_values_are_refused_and_every_release_is_finite(tmp_path):
         assert all(math.isfinite(v) for v in table.column("s").to_pylist())
 
 
+@pytest.mark.slow
 def test_median_is_noised_within_the_bounds(tmp_path):
     engine = make_engine(tmp_path, epsilon=4.0)  # 1 per group for the median: 1,000 draws stayed within ±8
     release = engine.run(request("SELECT region, median(spend) AS m FROM visits GROUP BY region"))

@@ -286,6 +286,7 @@ def truth(tmp_path) -> dict:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accounting", ["pure", "zcdp"])
 def test_released_intervals_cover_the_truth_through_the_engine(tmp_path, accounting):
     """The release path itself (measure, then publish with the analyst's SQL) repeated

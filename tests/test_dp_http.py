@@ -97,6 +97,7 @@ def charges(state_dir: Path) -> int:
         return con.execute("SELECT COUNT(*) FROM dp_ledger WHERE kind = 'charge'").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_sixteen_clients_in_four_processes_get_exactly_ten_answers(race_room):
     base, _, state_dir = race_room
     with multiprocessing.get_context("spawn").Pool(4) as pool:
@@ -109,6 +110,7 @@ def test_sixteen_clients_in_four_processes_get_exactly_ten_answers(race_room):
     assert status == 429 and problem["type"].endswith("budget-exhausted") and "exhausted" in problem["detail"]
 
 
+@pytest.mark.slow
 def test_kill_9_mid_race_loses_no_charge(race_room):
     base, process, state_dir = race_room
     answered = []

@@ -294,6 +294,7 @@ def cli_config(tmp_path, monkeypatch) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_budget_show_and_reset(cli_config, capsys):
     from gateway.cli import main
     from gateway.config import load_config

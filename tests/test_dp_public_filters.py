@@ -139,6 +139,7 @@ NOT_EMPTY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(NOT_EMPTY))
 def test_filters_that_can_match_run_and_are_charged(tmp_path, name):
     engine = make_engine(tmp_path)

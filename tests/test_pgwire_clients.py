@@ -564,6 +564,7 @@ def test_cancel_request_leaves_session_usable(pg):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+@pytest.mark.slow
 def test_tls(demo_config_path, tmp_path):
     import psycopg
 
@@ -603,6 +604,7 @@ public class Login {
 """
 
 
+@pytest.mark.slow
 def test_a_password_saslprep_changes_logs_in_with_every_client(demo_config_path, tmp_path):
     import psycopg
     from gateway.pgwire.scram import make_verifier
@@ -653,6 +655,7 @@ def test_a_password_saslprep_changes_logs_in_with_every_client(demo_config_path,
         server.stop()
 
 
+@pytest.mark.slow
 def test_workers_share_the_port(demo_config_path, tmp_path):
     import psycopg
 
@@ -712,6 +715,7 @@ def slow_room_config(folder: Path) -> Path:
     return folder / "gateway.yaml"
 
 
+@pytest.mark.slow
 def test_cancel_request_interrupts_the_running_statement(tmp_path):
     import threading
 

@@ -40,6 +40,7 @@ def room(engine):
     return Room(engine)
 
 
+@pytest.mark.slow
 @CI
 @given(statement=statements())
 def test_refused_with_a_rule_or_released_k_safely(room, statement):
@@ -47,6 +48,7 @@ def test_refused_with_a_rule_or_released_k_safely(room, statement):
     assert not outcome.violations, "\n".join(outcome.violations)
 
 
+@pytest.mark.slow
 @CI
 @given(statement=statements(forbidden="required"))
 def test_forbidden_fragments_are_refused(room, statement):
@@ -119,6 +121,7 @@ def test_relation_check(room, sql, bad):
     assert bool(sqlgen.relation_violations(sql, room)) is bad, sqlgen.relation_violations(sql, room)
 
 
+@pytest.mark.slow
 @settings(CI, max_examples=100)
 @given(statement=statements())
 def test_generated_references_run(room, statement):

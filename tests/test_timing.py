@@ -73,6 +73,7 @@ def unpadded(tmp_path_factory):
     engine.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("predicate", PREDICATES)
 def test_without_padding_the_rows_kept_show_in_the_time(unpadded, predicate):
     """The control: without padding, how many rows a filter keeps shows in the time
@@ -82,6 +83,7 @@ def test_without_padding_the_rows_kept_show_in_the_time(unpadded, predicate):
     assert times["two"] > 1.5 * times["none"] and times["two"] - times["none"] > 0.05, times
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("predicate", PREDICATES)
 def test_padded_answers_leave_at_the_same_step_whatever_the_rows(padded, predicate):
     times = medians(padded, predicate)
@@ -97,6 +99,7 @@ def test_refusals_are_not_padded(padded):
     assert time.monotonic() - started < STEP / 2
 
 
+@pytest.mark.slow
 def test_k_only_rooms_pad_when_the_policy_says_always(tmp_path):
     engine = room(tmp_path, "always", dp=False)
     try:
