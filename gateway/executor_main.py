@@ -27,6 +27,7 @@ from gateway.models.files import ModelFileError
 from gateway.models.scoring import ensure_registered
 
 BATCH_ROWS = 65_536
+WARM_BYTES = 256 * 1024 * 1024  # attached DuckDB files up to this size are read once at start (_warm)
 
 
 def serve(pipe: Connection, session_id: str = "") -> None:
@@ -41,6 +42,8 @@ def serve(pipe: Connection, session_id: str = "") -> None:
     except BaseException as error:  # the parent logs it and counts the statement failed
         pipe.send(("failed", f"{type(error).__name__}: {error}"))
         return
+    if spark is None:
+        _warm(database)
     pipe.send(("ready",))
     registered: set[str] = set()  # scoring functions this database has
     try:
@@ -60,6 +63,35 @@ def serve(pipe: Connection, session_id: str = "") -> None:
         if spark is not None:
             spark.close()
         database.close()
+
+
+def _warm(database) -> None:
+    """Read the tables of the attached DuckDB files into this process's buffer pool before it
+    says it is ready: its first statement would otherwise read them from the file (about 0.4 s
+    of CPU for 10M rows, a 52 MB file, on the first statement only). Only while they fit in
+    WARM_BYTES: past that, a scan of everything in every executor at every start costs more
+    than it saves, and the buffer pool could not keep it all. Parquet and CSV sources are read
+    from their files on every statement anyway; server sources live elsewhere."""
+    try:
+        files = database.execute(
+            "SELECT d.database_name, s.block_size * s.used_blocks FROM duckdb_databases() d "
+            "JOIN pragma_database_size() s USING (database_name) "
+            "WHERE d.type = 'duckdb' AND NOT d.internal AND d.database_name LIKE 'src\\_%' ESCAPE '\\'").fetchall()
+        if not files or sum(size for _, size in files) > WARM_BYTES:
+            return
+        columns = database.execute(
+            "SELECT database_name, schema_name, table_name, list(column_name ORDER BY column_index) "
+            "FROM duckdb_columns() WHERE database_name IN (SELECT unnest(?)) "
+            "GROUP BY ALL", [[name for name, _ in files]]).fetchall()
+        for catalog, schema, table, names in columns:
+            read = ", ".join(f"sum(hash({_quoted(name)}))" for name in names)
+            database.execute(f"SELECT {read} FROM {_quoted(catalog)}.{_quoted(schema)}.{_quoted(table)}").fetchall()
+    except duckdb.Error:
+        pass  # only a head start: the statements read what they need anyway
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _run(database, pipe, sql: str, max_rows: int) -> None:
