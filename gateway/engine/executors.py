@@ -15,8 +15,9 @@ lately, the oldest first among equals, so an analyst who sends many statements a
 once does not queue the others behind them.
 
 An executor is a fresh interpreter (`python -m gateway.executor_main`),
-never a fork of a front end: DuckDB's threads do not survive a fork. It starts on
-the first statement that needs it (about half a second) and then serves many.
+never a fork of a front end: DuckDB's threads do not survive a fork. Front ends
+start all of theirs before they take traffic (ExecutorPool.warm with wait); one
+killed is replaced in the background. Each then serves many statements.
 
 With `engine.kind: spark` an executor holds a Spark Connect session as well
 (gateway/spark/session.py) and runs the statement's Spark form there
