@@ -110,7 +110,7 @@ def run_server(config_path, host=None, port=None, workers=None, listen_fd: int |
     config_path = Path(config_path).resolve()
     try:
         config = load_config(config_path)
-        host, port = host or config.http.host, port or config.http.port
+        host, port = host or config.http.host, port if port is not None else config.http.port
         sock = inherited(listen_fd) if listen_fd is not None else bind(host, port)  # first: a taken port fails fast
         check_sources(config_path)
     except CannotListen as error:
