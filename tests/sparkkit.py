@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.demokit import link_demo_models
 from tests.servers import Launched, free_port
 
 JDBC_JARS = ("/usr/share/java/postgresql.jar", "/usr/share/java/mariadb-java-client.jar")
@@ -113,6 +114,7 @@ def spark_config(config_path: Path, remote: str, folder: Path) -> Path:
         model["file"] = str((policy_path.parent / model["file"]).resolve())
     spark_policy = folder / f"spark-{policy_path.name}"
     spark_policy.write_text(yaml.safe_dump(policy, sort_keys=False))
+    link_demo_models(folder)  # the copy names its model files relative to itself
     data = Path(config["sources"]["publisher_impressions"]["path"]).parent.parent
     config["sources"].pop("retail")
     config["sources"]["retail_parquet"] = {"kind": "parquet", "path": str(data / "purchases.parquet")}

@@ -23,6 +23,7 @@ from flask import Blueprint, g, request
 
 from gateway.collab.approvals import ACTIONS
 from gateway.collab.audit_tools import tail
+from gateway.collab.subjects import KINDS
 from gateway.collab.outputs import list_outputs, read_output
 from gateway.engine.types import Release
 from gateway.errors import BadParameter, Refused, UnknownCleanRoom
@@ -76,12 +77,12 @@ def status(kind: str, name: str):
     return _collab().status(_room(user), name, kind).as_json()
 
 
-for _kind, _plural in (("template", "templates"), ("rule", "rules")):
+for _kind, _facts in KINDS.items():  # /v1/templates/..., /v1/rules/...
     for _action in ACTIONS:
-        blueprint.add_url_rule(f"/v1/{_plural}/<name>/{_action}", f"{_action}_{_kind}", act, methods=["POST"],
-                               defaults={"kind": _kind, "action": _action})
-    blueprint.add_url_rule(f"/v1/{_plural}/<name>/status", f"status_{_kind}", status, methods=["GET"],
-                           defaults={"kind": _kind})
+        blueprint.add_url_rule(f"/v1/{_facts.plural}/<name>/{_action}", f"{_action}_{_kind.value}", act,
+                               methods=["POST"], defaults={"kind": _kind.value, "action": _action})
+    blueprint.add_url_rule(f"/v1/{_facts.plural}/<name>/status", f"status_{_kind.value}", status, methods=["GET"],
+                           defaults={"kind": _kind.value})
 
 
 @blueprint.get("/v1/audit")
