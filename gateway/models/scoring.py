@@ -1,5 +1,7 @@
 """The scoring function executors register with DuckDB: ONNX Runtime over Arrow
-batches, one call per DuckDB vector, clamped to the declared bounds.
+batches, one call per DuckDB vector, clamped to the declared bounds. Linear graphs
+are registered as a SQL macro instead (gateway.models.compiled: the same scores,
+without a Python call per vector); `register` chooses from the graph.
 
 No row's value can make it fail: a NULL, NaN or infinite input makes that
 row's score NULL (aggregates skip it), never an error; values are cast to the
@@ -22,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.models.files import Layout, ModelFile, load
+from gateway.models.compiled import FALLBACK_SUFFIX, LinearForm, NotLinear, classify, macro_sql
+from gateway.models.files import Layout, ModelFile, load, read
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -103,11 +106,30 @@ def _as(values: np.ndarray, onnx_type: str) -> np.ndarray:
     return values.astype(dtype, copy=False)
 
 
-def register(connection, model: ModelFile) -> None:
-    """Register the model's scoring function on a DuckDB connection (an executor's)."""
+def register(connection, model: ModelFile) -> str:
+    """Make the declaration's function (ModelFile.function) callable on a DuckDB connection
+    (an executor's): a SQL macro when the graph is linear (gateway.models.compiled), with
+    the ONNX Runtime function beside it for rows beyond float32's safe range; the ONNX
+    Runtime function itself for every other graph. Returns which: "macro" or "function"."""
+    form = classify(model, read(model))  # the declared bytes (read checks the sha256 again)
+    if isinstance(form, NotLinear):
+        register_function(connection, model, model.function)
+        return "function"
+    register_macro(connection, model, form)
+    return "macro"
+
+
+def register_function(connection, model: ModelFile, name: str) -> None:
+    """The ONNX Runtime function under `name`: one Python call per DuckDB vector."""
     connection.create_function(
-        model.function, Scorer(model), [duckdb.sqltypes.DOUBLE] * len(model.inputs), duckdb.sqltypes.DOUBLE,
+        name, Scorer(model), [duckdb.sqltypes.DOUBLE] * len(model.inputs), duckdb.sqltypes.DOUBLE,
         type="arrow", null_handling="special", exception_handling="default", side_effects=False)
+
+
+def register_macro(connection, model: ModelFile, form: LinearForm) -> None:
+    """The compiled macro, and the ONNX Runtime function it hands out-of-range rows to."""
+    register_function(connection, model, model.function + FALLBACK_SUFFIX)
+    connection.execute(macro_sql(model, form))
 
 
 def ensure_registered(connection, models, registered: set[str]) -> None:
