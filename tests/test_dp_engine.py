@@ -202,6 +202,21 @@ def test_the_budget_cannot_be_overspent_and_failures_are_not_refunded(tmp_path):
     assert records[1]["rows_suppressed"] == 0 and records[1]["measurement_sha256"]
 
 
+def test_a_retry_of_a_failed_statement_pays_again(tmp_path):
+    """Copies of a statement in flight share one payment, but a failed run covers nothing:
+    each run whose outcome and time the analyst sees is paid for."""
+    engine = make_engine(tmp_path, budget=3.0, max_result_rows=2)
+    sql = "SELECT region, count(*) FROM visits GROUP BY region"  # four public groups > 2 rows
+    for paid in (1, 2, 3):
+        with pytest.raises(ResultTooLarge):
+            engine.run(request(sql))
+        assert spent(engine) == (float(paid), paid)
+    with pytest.raises(BudgetExhausted):
+        engine.run(request(sql))
+    history = engine.context.privacy.ledger.history(Account("room", "ana"))
+    assert [(row["kind"], row["reason"]) for row in history] == [("charge", "failed")] * 3
+
+
 def test_queries_that_cannot_be_bounded_per_unit_are_refused(tmp_path):
     engine = make_engine(tmp_path)
     with pytest.raises(Refused):

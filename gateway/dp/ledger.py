@@ -306,8 +306,9 @@ _SPENT = """SELECT COALESCE(SUM(epsilon_units), 0), COALESCE(SUM(delta_units), 0
     FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'charge'
     AND id > COALESCE((SELECT MAX(id) FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'reset'), 0)"""
 
-# A charge for this measurement since the account's last reset (charge_once).
+# A charge for this measurement since the account's last reset whose statement has not failed (charge_once).
 _PAID = """SELECT 1 FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'charge' AND query_sha256 = ?
+    AND reason = ''
     AND id > COALESCE((SELECT MAX(id) FROM dp_ledger WHERE cleanroom = ? AND analyst = ? AND kind = 'reset'), 0)"""
 
 
@@ -339,11 +340,19 @@ class Ledger(OnDatabase):
     def charge_once(self, account: Account, cost: Spend, budget: Budget, *, request_id: str,
                     query_sha256: str) -> bool:
         """`charge` for a measurement, unless the account has paid for it (query_sha256)
-        already in this period: an identical statement still running, on any worker or host
-        sharing the ledger, or one that failed after paying. Returns whether it charged.
-        The release cache keeps one answer per measurement, so a second payment would buy
-        nothing, and near the end of a budget would refuse a statement that is being answered."""
+        already in this period for an identical statement still running (on any worker or
+        host sharing the ledger) or answered. Returns whether it charged. The release cache
+        keeps one answer per measurement, so a second payment would buy nothing, and near
+        the end of a budget would refuse a statement that is being answered. A statement
+        that failed after paying covers nothing (`failed`): its retry pays, as every run
+        whose outcome or time an analyst sees must."""
         return self._charge(account, cost, budget, request_id, query_sha256, once=True) is not None
+
+    def failed(self, account: Account, request_id: str) -> None:
+        """The statement `request_id` failed after paying: its charge stays spent (no refund:
+        that would tell the analyst something), but no longer pays for identical statements."""
+        self.db.execute("UPDATE dp_ledger SET reason = 'failed' WHERE cleanroom = ? AND analyst = ? "
+                        "AND kind = 'charge' AND request_id = ?", (account.cleanroom, account.analyst, request_id))
 
     def _charge(self, account: Account, cost: Spend, budget: Budget, request_id: str, query_sha256: str,
                 once: bool) -> Balance | None:

@@ -8,11 +8,14 @@ both run, the first answer stored is the one both return (pass release).
 Otherwise the ledger debits the query's (epsilon, delta) in
 the transaction that checks the remaining budget, and commits before the query
 runs; a query that then fails is not refunded, since its cost is fixed by its
-text and a refund would tell the analyst something about the data (its retry
-runs on that payment: the measurement is still released at most once).
+text and a refund would tell the analyst something about the data. Nor does its
+payment cover a retry (`settle_failure`): each run's outcome and time are seen,
+so each run that is not a copy of one in flight pays.
 """
 
 from __future__ import annotations
+
+import logging
 
 from gateway.dp.ledger import Account
 from gateway.dp.noising import Measurement
@@ -40,3 +43,14 @@ def charge(state: QueryState) -> QueryState:
         return state.evolve(charged=(0.0, 0.0))
     # (epsilon, delta), and the rho under zcdp accounting (its epsilon is then 0)
     return state.evolve(charged=(cost.epsilon, cost.delta, cost.rho) if cost.rho else (cost.epsilon, cost.delta))
+
+
+def settle_failure(state: QueryState) -> None:
+    """A statement that paid and then failed: its charge no longer pays for identical ones."""
+    if not state.charged or not any(state.charged):
+        return
+    try:
+        state.context.privacy.ledger.failed(Account(state.cleanroom.name, state.request.user), state.request.request_id)
+    except Exception:  # the failure is reported as it is; the ledger's trouble is the operator's
+        logging.getLogger("gateway.engine").exception("could not mark the failed charge of %s",
+                                                      state.request.request_id)

@@ -55,6 +55,7 @@ def run(state: QueryState, passes=PASSES) -> QueryState:
             if _needed(step, state):
                 state = step(state)
     except Exception as error:  # refusals, and internal faults reported by request id only
+        charge.settle_failure(state)  # paid, then failed: a retry pays again
         audit.audit_failure(state, error)
         raise
     finally:
