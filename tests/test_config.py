@@ -11,6 +11,7 @@ import pytest
 from gateway.config import load_config, source_problems
 from gateway.errors import PolicyInvalid
 from gateway.policy.loader import load_policy
+from tests.demokit import link_demo_models
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = hashlib.sha256(b"secret").hexdigest()
@@ -19,6 +20,7 @@ SCRAM = "SCRAM-SHA-256$4096:c2FsdHNhbHQ=$c3RvcmVka2V5c3RvcmVka2V5:c2VydmVya2V5c2
 
 def write(folder: Path, text: str) -> Path:
     (folder / "policy.yaml").write_text((REPO / "policies" / "demo.yaml").read_text())
+    link_demo_models(folder)  # the copy names its model files relative to itself
     path = folder / "gateway.yaml"
     path.write_text(textwrap.dedent(text))
     return path
