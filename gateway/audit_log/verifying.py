@@ -107,14 +107,16 @@ def _verify_absent(name: str, head: dict, anchors: ChainAnchors, folder: Path) -
     return report
 
 
-def _against_anchor(report: ChainReport, check: ChainCheck, head: dict, where: str) -> None:
+def _against_anchor(report: ChainReport, check: ChainCheck, head: dict, where: str, what: str = "chain",
+                    empty: str = "the chain is empty, but {where} anchors its record {seq}") -> None:
+    """The end of a chain (or of the old single log) against the head anchored for it."""
     report.anchored = True
     last = check.last
     if last is None:
-        report.problems.append(f"the chain is empty, but {where} anchors its record {head['seq']}")
-    elif last.get("seq", 0) < head["seq"]:
-        report.problems.append(f"the chain ends at record {last.get('seq')}, but {where} anchors record "
-                               f"{head['seq']}: records at its end were removed")
+        report.problems.append(empty.format(where=where, seq=head["seq"]))
+    elif last.get("seq", len(check.records)) < head["seq"]:
+        report.problems.append(f"the {what} ends at record {last.get('seq', len(check.records))}, but {where} "
+                               f"anchors record {head['seq']}: records at its end were removed")
     else:
         anchored = check.at(head["seq"])
         if anchored is None or anchored.get("hash") != head["hash"]:
@@ -146,18 +148,8 @@ def _verify_legacy(path: Path, store: Database | None) -> ChainReport:
     found = LegacyAnchor(stores, path).load(first.get("hash") if first else None)
     if found is None:
         return report
-    head, where = found[0], found[1].describe()
-    report.anchored = True
-    last = check.last
-    if last is None:
-        report.problems.append(f"the log is empty or missing, but {where} anchors {head['seq']} records")
-    elif last.get("seq", len(check.records)) < head["seq"]:
-        report.problems.append(f"the log ends at record {last.get('seq', len(check.records))}, but {where} "
-                               f"anchors record {head['seq']}: records at its end were removed")
-    else:
-        anchored = check.at(head["seq"])
-        if anchored is None or anchored.get("hash") != head["hash"]:
-            report.problems.append(f"record {head['seq']} is not the one {where} anchors")
+    _against_anchor(report, check, found[0], found[1].describe(), what="log",
+                    empty="the log is empty or missing, but {where} anchors {seq} records")
     return report
 
 
