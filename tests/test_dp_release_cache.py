@@ -116,14 +116,14 @@ def test_entries_seen_are_kept_in_process_and_handed_out_as_copies(where):
     key = ReleaseCache.key("demo", "v1", "SELECT region, count(*) FROM t GROUP BY region", [])
     cache.put(key, released(0.5), PROTECTION)
     queries = []
-    real_query = cache.db.query
-    cache.db.query = lambda *args: queries.append(args) or real_query(*args)
+    real_reading = cache.db.reading
+    cache.db.reading = lambda: queries.append("read") or real_reading()
     first = cache.get(key)
     first.protection["epsilon"] = 99  # a caller that edits what it got
     again = cache.get(key)
     assert queries == [] and again.protection == PROTECTION and again.table.equals(released(0.5))
     elsewhere = ReleaseCache.open(**where)  # another process (or host) reads the database once
-    elsewhere.db.query = lambda *args: queries.append(args) or real_query(*args)
+    elsewhere.db.reading = lambda: queries.append("read") or real_reading()
     assert elsewhere.get(key).protection == PROTECTION and elsewhere.get(key).created_at == again.created_at
     assert len(queries) == 1
     assert elsewhere.get("no such key") is None and len(queries) == 2  # misses are never kept

@@ -81,8 +81,11 @@ class ReleaseCache(OnDatabase):
         if seen is not None:
             table, protection, created_at = seen
             return CachedRelease(table, json.loads(protection), created_at)  # a copy the caller may change
-        rows = self.db.query("SELECT data, protection, created_at FROM dp_releases WHERE key = ?", (key,))
-        return None if not rows else self._remember(key, tuple(rows[0].values()))
+        # A miss comes before each fresh release: a short-lived connection, not one kept per thread
+        # (with PostgreSQL, kept connections per thread and per store exhausted max_connections).
+        with self.db.reading() as tx:
+            row = tx.one("SELECT data, protection, created_at FROM dp_releases WHERE key = ?", (key,))
+        return None if row is None else self._remember(key, row)
 
     def put(self, key: str, table: pa.Table, protection: dict) -> CachedRelease:
         """Store the release unless one is stored already; return the stored one
