@@ -38,8 +38,8 @@ def test_lift_by_decile_is_released_on_public_keys_and_charged(demo):
     assert demo.budget("analyst", "demo")["spent"]["epsilon"] == pytest.approx(spent + 0.1)
     rows = release.table.to_pydict()
     assert set(rows["decile"]) <= {float(d) for d in range(10)} and len(rows["decile"]) >= 3
-    low, high = rows["observed"][0], max(o for o in rows["observed"] if o is not None)
-    assert high > low  # households the model ranks higher did buy more after an ad
+    observed = [o for o in rows["observed"] if o is not None]  # a decile's noisy count can make its rate NULL
+    assert len(observed) >= 3 and max(observed) > observed[0]  # households ranked higher bought more after an ad
 
 
 def test_the_auc_comes_from_a_released_histogram(demo):
