@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -226,11 +227,13 @@ def test_the_wire_serves_other_sessions_while_an_audit_fsync_is_held(demo_config
 
     from gateway.engine import Engine
     from gateway.pgwire.server import PgServer
-    from tests.servers import PASSWORD, free_port, wire_config
+    from tests.servers import PASSWORD, wire_config
 
     engine = Engine.from_config_file(wire_config(demo_config_path, tmp_path))
-    server, port, loop = PgServer(engine, engine.context.config), free_port(), asyncio.new_event_loop()
-    loop.run_until_complete(server.start("127.0.0.1", port))
+    server, loop = PgServer(engine, engine.context.config), asyncio.new_event_loop()
+    listening = socket.create_server(("127.0.0.1", 0))  # bound here: no other test can take the port meanwhile
+    port = listening.getsockname()[1]
+    loop.run_until_complete(server.start("127.0.0.1", port, sock=listening))
     serving = threading.Thread(target=loop.run_forever, daemon=True)
     serving.start()
     dsn = f"host=127.0.0.1 port={port} dbname=demo user=analyst password={PASSWORD} sslmode=disable connect_timeout=20"
