@@ -132,6 +132,7 @@ class UsageStore:
         self._local = threading.local()
         self._pruned_at = 0.0
         self._buffer_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time: the one at exit waits for the flusher's
         self._buffer_pid = os.getpid()
         self._buffer: collections.Counter = collections.Counter()  # (subject, measure, slot) -> amount to add
         self._flusher: threading.Thread | None = None
@@ -204,17 +205,18 @@ class UsageStore:
     def flush(self, every_lease: bool = False) -> None:
         """Write this process's buffer now, with what its expired leases (or all of
         them) left unused."""
-        expired = self.leases.expired(None if every_lease else WINDOWS[STATEMENTS].slot(self.clock()))
-        self._buffer_add((subject, STATEMENTS, slot, -unused) for subject, slot, unused in expired)
-        changes = self._take_buffer()
-        if not changes:
-            return
-        try:
-            with self._transaction(sorted({subject for subject, *_ in changes})) as con:
-                _many(con, self._sql(_ADD), changes)
-        except BaseException:
-            self._buffer_add(changes)
-            raise
+        with self._flush_lock:
+            expired = self.leases.expired(None if every_lease else WINDOWS[STATEMENTS].slot(self.clock()))
+            self._buffer_add((subject, STATEMENTS, slot, -unused) for subject, slot, unused in expired)
+            changes = self._take_buffer()
+            if not changes:
+                return
+            try:
+                with self._transaction(sorted({subject for subject, *_ in changes})) as con:
+                    _many(con, self._sql(_ADD), changes)
+            except BaseException:
+                self._buffer_add(changes)
+                raise
 
     # -- what operators see ------------------------------------------------------
 
@@ -369,9 +371,11 @@ _open_stores: "weakref.WeakSet[UsageStore]" = weakref.WeakSet()
 
 @atexit.register
 def _flush_at_exit() -> None:
+    """A process that ends gives back every lease, this second's too: the window would
+    otherwise count statements it never admitted."""
     for store in list(_open_stores):
         with contextlib.suppress(Exception):
-            store.flush()
+            store.flush(every_lease=True)
 
 
 # PostgreSQL: what every admission runs, prepared once per session (name, argument types)
