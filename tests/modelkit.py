@@ -56,6 +56,15 @@ def model_entry(file: str, sha256: str, inputs=("a", "b"), output="probabilities
             "inputs": {name: {"type": "float"} for name in inputs}, "output": output_spec}
 
 
+def classifier_engine(folder: Path, room_for):
+    """An engine over `room_for(entry)`, the entry that of a classifier written to
+    folder/clf.onnx, with PEOPLE_SQL's tables: what the model modules' fixtures build."""
+    from tests.roomkit import build_engine
+
+    sha = write_classifier(folder / "clf.onnx")
+    return build_engine(folder, room_for(model_entry("clf.onnx", sha)), PEOPLE_SQL)
+
+
 def scored_room(model: dict, **extra) -> dict:
     """Two owners: owner_a's people (unit id, features a and b as dimensions, a bounded
     measure spend) and owner_b's labels; owner_b brings the model. The analyst works for

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.modelkit import PEOPLE_SQL, model_entry, scored_room, write_classifier
-from tests.roomkit import build_engine
+from tests.modelkit import classifier_engine, scored_room, write_classifier
 from gateway.collab.subjects import Kind
 from gateway.engine import QueryRequest
 from gateway.errors import Refused
@@ -25,8 +24,7 @@ def room_with_template(model: dict) -> dict:
 
 @pytest.fixture
 def engine(tmp_path):
-    sha = write_classifier(tmp_path / "clf.onnx")
-    engine = build_engine(tmp_path, room_with_template(model_entry("clf.onnx", sha)), PEOPLE_SQL)
+    engine = classifier_engine(tmp_path, room_with_template)
     yield engine
     engine.close()
 

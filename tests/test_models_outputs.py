@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.modelkit import PEOPLE_SQL, model_entry, np, scored_room, write_classifier
-from tests.roomkit import build_engine
+from tests.modelkit import classifier_engine, model_entry, np, scored_room, write_classifier
 from gateway.collab.outputs import UnknownOutput, read_output
 from gateway.collab.subjects import Kind
 from gateway.engine import QueryRequest
@@ -29,8 +28,7 @@ def row_level_room(model: dict, sql: str = ROW_SQL, output: dict | None = None) 
 
 @pytest.fixture
 def engine(tmp_path):
-    sha = write_classifier(tmp_path / "clf.onnx")
-    engine = build_engine(tmp_path, row_level_room(model_entry("clf.onnx", sha)), PEOPLE_SQL)
+    engine = classifier_engine(tmp_path, row_level_room)
     yield engine
     engine.close()
 

@@ -10,8 +10,7 @@ import json
 import pytest
 import yaml
 
-from tests.modelkit import PEOPLE_SQL, model_entry, scored_room, write_classifier
-from tests.roomkit import build_engine
+from tests.modelkit import classifier_engine, model_entry, scored_room, write_classifier
 from gateway.collab.subjects import Kind
 from gateway.engine import QueryRequest
 from gateway.errors import BadParameter, GatewayError, PolicyInvalid, Refused
@@ -31,8 +30,7 @@ def training_room(model: dict, template: dict | None = None) -> dict:
 
 @pytest.fixture
 def engine(tmp_path):
-    sha = write_classifier(tmp_path / "clf.onnx")
-    engine = build_engine(tmp_path, training_room(model_entry("clf.onnx", sha)), PEOPLE_SQL)
+    engine = classifier_engine(tmp_path, training_room)
     yield engine
     engine.close()
 
