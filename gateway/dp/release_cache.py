@@ -25,14 +25,13 @@ import datetime as dt
 import decimal
 import hashlib
 import json
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from gateway.dp.ledger import OnDatabase
+from gateway.lru import LruCache
 from gateway.storage import Database
 
 SCHEMA = [
@@ -60,8 +59,7 @@ class ReleaseCache(OnDatabase):
 
     def __init__(self, database: Database):
         self.db = database
-        self._seen: OrderedDict[str, tuple[pa.Table, str, float]] = OrderedDict()
-        self._seen_lock = threading.Lock()
+        self._seen = LruCache(self.KEPT_ENTRIES)  # key -> (table, protection as stored JSON, created_at)
         self.db.create(SCHEMA, blob="BLOB|BYTEA")
 
     @staticmethod
@@ -74,10 +72,7 @@ class ReleaseCache(OnDatabase):
         return hashlib.sha256(text.encode()).hexdigest()
 
     def get(self, key: str) -> CachedRelease | None:
-        with self._seen_lock:
-            seen = self._seen.get(key)
-            if seen is not None:
-                self._seen.move_to_end(key)
+        seen = self._seen.get(key)
         if seen is not None:
             table, protection, created_at = seen
             return CachedRelease(table, json.loads(protection), created_at)  # a copy the caller may change
@@ -107,10 +102,7 @@ class ReleaseCache(OnDatabase):
     def _remember(self, key: str, row) -> CachedRelease:
         release = _release(row)
         if release.table.num_rows <= self.KEPT_ROWS:
-            with self._seen_lock:
-                self._seen[key] = (release.table, row[1], release.created_at)
-                while len(self._seen) > self.KEPT_ENTRIES:
-                    self._seen.popitem(last=False)
+            self._seen.put(key, (release.table, row[1], release.created_at))
         return release
 
 

@@ -15,8 +15,8 @@ from gateway.collab.approvals import Collaboration
 from gateway.config_model import GatewayConfig
 from gateway.dp.services import PrivacyServices
 from gateway.engine.executors import ExecutorPool
-from gateway.engine.recall import LruCache
 from gateway.engine.watchdog import Watchdog
+from gateway.lru import LruCache
 from gateway.pgcatalog import CatalogCache
 from gateway.policy.model import CleanRoom
 from gateway.quotas.service import QuotaService

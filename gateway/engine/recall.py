@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-from collections import OrderedDict
 
 from gateway.engine.authorise import rule_approvals
 from gateway.engine.state import Authority, QueryState
@@ -26,29 +24,6 @@ from gateway.errors import Refused
 # must be noised and charged like the first run).
 ANALYSIS_FIELDS = ("tree", "canonical_sql", "uses", "tables_read", "outer", "authorisation", "noise_plan",
                    "measurement_key", "generated_sql", "counts_suppressed", "constant")
-
-
-class LruCache:
-    """A bounded LRU map, shared by the threads of one engine."""
-
-    def __init__(self, capacity: int = 2048):
-        self.capacity = capacity
-        self._items: OrderedDict[tuple, dict] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> dict | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple, analysis: dict) -> None:
-        with self._lock:
-            self._items[key] = analysis
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
 
 
 def cache_key(state: QueryState) -> tuple | None:
