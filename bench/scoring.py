@@ -1,37 +1,41 @@
 """Scoring throughput: score() through the gateway vs ONNX Runtime alone on the same
 Arrow batches (docs/models.md#throughput).
 
-    .venv/bin/python bench/scoring.py [--rows 1000000] [--reps 5]
+    .venv/bin/python bench/scoring.py [--rows 1000000] [--reps 7] [--threads 1]
 
 A clean room over one DuckDB table of `rows` rows (three float features, 16 groups);
 the demo's model (policies/models/purchase_propensity.onnx) declared in it twice: as `m`,
 which executors compile to a SQL macro (a LinearClassifier: gateway/models/compiled.py),
 and as `m_udf`, the same file with one Cast node appended to its output, a node the
 compiler does not take, so executors score it with the ONNX Runtime Arrow function.
-Timed, each `reps` times, medians reported:
+
+Every side runs on `threads` threads: the executors' DuckDB (engine.threads), DuckDB
+alone (SET threads) and ONNX Runtime alone (intra_op_num_threads). Timed `reps` times
+each, the gateway's three statements interleaved in each round (so load from other
+processes falls on all of them alike), medians reported:
 
 - gateway, macro and function: `SELECT grp, SUM(score('m', x1, x2, x3)) FROM t GROUP BY grp`
   through Engine.run (resolve, authorise, the k test, an executor process, DuckDB running
   the macro, or calling the Arrow function once per vector of 2,048 rows);
 - gateway without scoring: the same statement over SUM(x1 + x2 + x3), the engine's share;
-  a path's scoring cost is its line minus this one;
+  a path's scoring cost is its median minus this one's;
 - ONNX Runtime alone, on the same rows as Arrow batches of 2,048 (what the function is
   handed): per batch, the columns stacked into a float32 matrix, one session.run, the
   scores summed; the batches read from DuckDB beforehand, outside the timing;
 - ONNX Runtime alone on the same rows as one batch (its best case, for reference);
-- DuckDB alone (one thread, as ONNX Runtime alone has): SUM of the macro and of the Arrow
-  function over the columns, SUM(x1), and a Python Arrow function that returns its first
-  argument: the floor any function registered with DuckDB pays, whatever the model.
+- DuckDB alone: SUM of the macro and of the Arrow function over the columns, and of a
+  Python Arrow function that returns its first argument (the floor any function
+  registered with DuckDB pays, whatever the model); SUM(x1 + x2 + x3), which reads the
+  same three columns (decompressing them is most of it), is what a path's cost is over.
 
 The target (issue 17): scoring within 1.5x of ONNX Runtime alone on the same batches.
-DuckDB calls a scalar Arrow function once per vector (2,048 rows, fixed when DuckDB is
-compiled); no setting of duckdb_settings() changes it, so the function path cannot take
-larger batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import sys
 import tempfile
@@ -102,33 +106,79 @@ def setup(rows: int) -> list[str]:
             f"(hash(i + 1) % 7)::DOUBLE AS x2, (hash(i + 2) % 1000) / 1000.0 AS x3 FROM range({rows}) r(i)"]
 
 
-def timed(function, reps: int) -> list[float]:
+Sample = tuple[float, float]  # (wall seconds, CPU seconds)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its children (the executors), every thread, from Linux's
+    schedstat (nanoseconds): what the work costs, whatever else the shared machine runs
+    (wall time also counts the waits for a core). NaN where /proc has no schedstat."""
+    try:
+        me = os.getpid()
+        pids = [me] + [int(entry.name) for entry in Path("/proc").iterdir()
+                       if entry.name.isdigit() and _parent(entry) == me]
+        return sum(_on_cpu(pid) for pid in pids) / 1e9
+    except OSError:
+        return math.nan
+
+
+def _parent(entry: Path) -> int | None:
+    try:
+        return int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _on_cpu(pid: int) -> int:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int(task.joinpath("schedstat").read_text().split()[0])
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            pass
+    return total
+
+
+def sample(function) -> Sample:
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    function()
+    return time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+def timed(function, reps: int) -> list[Sample]:
     function()  # warm: executors started, the model registered, files cached
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
+    return [sample(function) for _ in range(reps)]
+
+
+def interleaved(functions, reps: int) -> list[list[Sample]]:
+    """Each function timed `reps` times, one run of each per round in a rotating order."""
+    for function in functions:
+        function()  # warm
+    times = [[] for _ in functions]
+    for rep in range(reps):
+        for i in range(len(functions)):
+            which = (i + rep) % len(functions)
+            times[which].append(sample(functions[which]))
     return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="DuckDB's and ONNX Runtime's threads alike")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         udf_model = with_cast(Path(folder))
         assert not isinstance(classify(model_file(MODEL), MODEL.read_bytes()), Exception)  # compiles
         assert isinstance(classify(model_file(udf_model), udf_model.read_bytes()), Exception)  # does not
-        engine = build_engine(Path(folder), policy(udf_model), setup(args.rows))
+        engine = build_engine(Path(folder), policy(udf_model), setup(args.rows), threads=args.threads)
         try:
             scored = "SELECT grp, SUM(score('{}', x1, x2, x3)) AS s FROM t GROUP BY grp"
             plain = "SELECT grp, SUM(x1 + x2 + x3) AS s FROM t GROUP BY grp"
             run = lambda sql: engine.run(QueryRequest(user="bench", cleanroom="bench", sql=sql))  # noqa: E731
-            macro = timed(lambda: run(scored.format("m")), args.reps)
-            function = timed(lambda: run(scored.format("m_udf")), args.reps)
-            without = timed(lambda: run(plain), args.reps)
+            macro, function, without = interleaved([lambda: run(scored.format("m")),
+                                                    lambda: run(scored.format("m_udf")), lambda: run(plain)], args.reps)
             totals = {name: sum(run(scored.format(name)).table.column("s").to_pylist()) for name in ("m", "m_udf")}
         finally:
             engine.close()
@@ -139,7 +189,7 @@ def main() -> None:
             reader = con.execute("SELECT LEAST(GREATEST(x1, 0), 60), LEAST(GREATEST(x2, 0), 6), "
                                  "LEAST(GREATEST(x3, 0), 1) FROM t").to_arrow_reader(VECTOR)
             batches = list(reader)
-            con.execute("SET threads = 1")  # as ONNX Runtime alone below
+            con.execute(f"SET threads = {args.threads}")  # as the executors and ONNX Runtime alone
             con.execute("USE memory")
             scoring.register(con, model_file(MODEL))
             scoring.register_function(con, model_file(MODEL), "onnx_function")
@@ -147,13 +197,13 @@ def main() -> None:
             con.create_function("identity", lambda a, b, c: a, [duckdb.sqltypes.DOUBLE] * 3, duckdb.sqltypes.DOUBLE,
                                 type="arrow", side_effects=False)
             alone_sql = "SELECT SUM({}(x1, x2, x3)) FROM room.t"
-            duck_macro = timed(lambda: con.execute(alone_sql.format(model_file(MODEL).function)).fetchall(),
-                               args.reps)
-            duck_function = timed(lambda: con.execute(alone_sql.format("onnx_function")).fetchall(), args.reps)
-            identity = timed(lambda: con.execute(alone_sql.format("identity")).fetchall(), args.reps)
-            no_function = timed(lambda: con.execute("SELECT SUM(x1) FROM room.t").fetchall(), args.reps)
+            query = lambda sql: lambda: con.execute(sql).fetchall()  # noqa: E731
+            duck_macro, duck_function, identity, no_function = interleaved(
+                [query(alone_sql.format(model_file(MODEL).function)), query(alone_sql.format("onnx_function")),
+                 query(alone_sql.format("identity")), query("SELECT SUM(x1 + x2 + x3) FROM room.t")], args.reps)
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1  # one node: nothing runs beside it
     session = onnxruntime.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
 
     def per_batch():
@@ -171,30 +221,33 @@ def main() -> None:
     for name, total in totals.items():  # the same scores on both paths
         assert abs(expected - total) < 1e-6 * args.rows, (name, expected, total)
 
-    median = statistics.median
-    onnx_alone = median(alone)
+    def median(samples: list[Sample], which: int) -> float:
+        return statistics.median(s[which] for s in samples)
 
-    def line(name, times):
-        print(f"{name:<52} {median(times) * 1000:9.1f} ms  {args.rows / median(times) / 1e6:7.2f} M rows/s")
+    def line(name, samples):
+        wall, cpu = median(samples, 0), median(samples, 1)
+        print(f"{name:<50} {wall * 1000:7.1f} ms {cpu * 1000:7.1f} ms  {args.rows / wall / 1e6:6.2f} M rows/s")
 
-    print(f"{args.rows:,} rows, {args.reps} runs each (medians); model {MODEL.name}")
+    print(f"{args.rows:,} rows, {args.reps} runs each (medians); model {MODEL.name}; threads: DuckDB "
+          f"{args.threads}, ONNX Runtime intra_op_num_threads {args.threads}")
+    print(f"{'':<50} {'wall':>10} {'CPU':>10}")
     line("gateway: SUM(score(...)) by group, macro", macro)
-    line("gateway: SUM(score(...)) by group, ONNX Runtime function", function)
+    line("gateway: SUM(score(...)) by group, ONNX Runtime fn", function)
     line("gateway: SUM(x1 + x2 + x3) by group (no model)", without)
     line(f"ONNX Runtime alone, {len(batches)} batches of {VECTOR}", alone)
     line("ONNX Runtime alone, one batch", one_batch)
-    line("DuckDB alone, 1 thread: SUM(macro(x1, x2, x3))", duck_macro)
-    line("DuckDB alone, 1 thread: SUM(function(x1, x2, x3))", duck_function)
-    line("DuckDB alone, 1 thread: SUM(identity(x1, x2, x3)), Arrow", identity)
-    line("DuckDB alone, 1 thread: SUM(x1)", no_function)
-    print("scoring cost / ONNX Runtime alone on the same batches:")
+    line("DuckDB alone: SUM(macro(x1, x2, x3))", duck_macro)
+    line("DuckDB alone: SUM(function(x1, x2, x3))", duck_function)
+    line("DuckDB alone: SUM(identity(x1, x2, x3)), Arrow", identity)
+    line("DuckDB alone: SUM(x1 + x2 + x3) (no model)", no_function)
+    print("scoring cost (minus the same statement without the model) / ONNX Runtime alone on the same batches:")
     for name, times, base in (("gateway, macro", macro, without), ("gateway, function", function, without),
                               ("DuckDB alone, macro", duck_macro, no_function),
                               ("DuckDB alone, function", duck_function, no_function)):
-        cost = median(times) - median(base)
-        print(f"  {name:<24} {cost * 1000:8.1f} ms  {cost / onnx_alone:5.2f}x")
-    print(f"gateway total / ONNX Runtime alone: macro {median(macro) / onnx_alone:.2f}x, "
-          f"function {median(function) / onnx_alone:.2f}x")
+        costs = [median(times, i) - median(base, i) for i in (0, 1)]
+        ratios = [cost / median(alone, i) for i, cost in enumerate(costs)]
+        print(f"  {name:<24} wall {costs[0] * 1000:7.1f} ms {ratios[0]:6.2f}x   "
+              f"CPU {costs[1] * 1000:7.1f} ms {ratios[1]:6.2f}x")
 
 
 if __name__ == "__main__":

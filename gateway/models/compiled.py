@@ -15,24 +15,23 @@ Anything else (tree ensembles, scalers, normalizers, casts, other input types, a
 or attribute not listed) returns the reason it does not compile, and the executor
 registers the ONNX Runtime function (gateway.models.scoring) instead: never a guess.
 
-The macro gives what the ONNX Runtime function gives, row by row (tests hold them to
-1e-6 apart): inputs rounded to float32 as ONNX Runtime reads them (beyond float32's range
-clamped to it first, as the function does), the affine map and its transform in double,
-the result rounded to float32 as ONNX Runtime returns it, then clamped to the declared
-bounds; a NULL, NaN or infinite input scores NULL. Rows with an input so large that ONNX
-Runtime's float32 arithmetic could overflow (|b| + sum |w_i| max |x_i| beyond 1e37:
-values no declared bound allows in practice) are handed to the ONNX Runtime function
-itself, registered beside the macro under a name derived from it, so even those score
-exactly as before. DuckDB evaluates a
-CASE branch only over the rows that take it: the function is not called at all when no
-row does.
+The macro computes the model's own arithmetic in double precision, where ONNX Runtime
+computes it in float32 (inputs rounded to float32, float32 products and sums, its own
+approximations of exp): the two differ by ONNX Runtime's rounding, which
+`tolerance` bounds row by row (tests hold every row within it; on the demo's declared
+input ranges it is below 1e-6). A score is the transform of the affine map, clamped to the
+declared bounds; a NULL, NaN or infinite input, or arithmetic that overflows double (an
+input beyond about 1e307), scores NULL, never NaN and never an error. Inputs beyond
+float32's range (3.4e38), where ONNX Runtime's own float32 arithmetic may overflow to NaN
+(then the function scores NULL), score the double-precision value instead: bounded
+like every score.
 
 The weights are in the macro's body, which lives only in the executor's DuckDB catalog:
 the statement text, audit records, EXPLAIN and errors name the hash-derived function
 (ModelFile.function) as before, and analysts can neither call it by name nor read
 DuckDB's function catalogs (duckdb_functions(), duckdb_macros(): the resolver refuses
-every duckdb_ name). The arithmetic cannot raise: inputs are clamped before every cast
-and double arithmetic saturates, so no error message carries a weight either.
+every duckdb_ name). The arithmetic cannot raise (double arithmetic and exp saturate to
+infinity in DuckDB, and nothing is cast), so no error message carries a weight either.
 """
 
 from __future__ import annotations
@@ -43,9 +42,6 @@ import numpy as np
 
 from gateway.models.files import ModelFile
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-SAFE_MAGNITUDE = 1e37  # |x . w| + |b| below this: no float32 step of ONNX Runtime overflows
-FALLBACK_SUFFIX = "_onnx"  # the ONNX Runtime function beside a macro, for rows beyond SAFE_MAGNITUDE
 TRANSFORMS = ("none", "logistic", "softmax")
 # the node sequences compiled (Identity nodes aside): scikit-learn's and PyTorch's linear exports
 CHAINS = frozenset({("LinearClassifier",), ("LinearRegressor",)} | {
@@ -267,43 +263,47 @@ def _number(value: float) -> str:
 
 
 def macro_sql(model: ModelFile, form: LinearForm) -> str:
-    """CREATE MACRO (in the in-memory catalog: a TEMP one would not reach the executor's cursors) for the declaration's function (its body holds the weights)."""
+    """CREATE MACRO (in the in-memory catalog: a TEMP one would not reach the executor's cursors)
+    for the declaration's function; its body holds the weights.
+
+    One CASE over flat double arithmetic, which DuckDB runs a vector at a time: each affine
+    form is written once in the body and DuckDB's common-subexpression pass evaluates it once
+    per row, the finite test included. The transform is folded into the forms so that no row
+    pays for a negation or a maximum:
+
+    - logistic: 1 / (1 + exp(-z)), with -z written as its own affine form;
+    - softmax: exp(z_j) / sum_i exp(z_i) = 1 / (1 + sum_{i != j} exp(z_i - z_j)), one affine
+      form per other class (an exp that overflows to infinity gives the score's limit, 0; no
+      maximum is subtracted because none can give NaN);
+    - none: z, clamped to the declared bounds.
+    """
     arguments = [f"x{i}" for i in range(len(model.inputs))]
-    features = [f"CAST(CAST({x} AS FLOAT) AS DOUBLE)" for x in arguments]  # float32, as ONNX Runtime reads it
-
-    def linear(row: int) -> str:
-        terms = [f"{_number(w)} * {f}" for w, f in zip(form.weights[row], features) if w != 0.0]
-        return "(" + " + ".join([_number(form.biases[row])] + terms) + ")"
-
-    score = linear(form.column)
-    if form.transform == "logistic":  # exp overflows to infinity in DuckDB, never an error: 1 / (1 + inf) is 0
-        score = f"(1.0 / (1.0 + exp(-{score})))"
-    elif form.transform == "softmax":  # exp(s_j - max s) / sum exp(s_i - max s)
-        rows = [linear(r) for r in range(len(form.weights))]
-        top = f"GREATEST({', '.join(rows)})" if len(rows) > 1 else rows[0]
-        score = f"(exp({rows[form.column]} - {top}) / ({' + '.join(f'exp({r} - {top})' for r in rows)}))"
-    # rounded to float32 as ONNX Runtime returns it, then clamped to the declared bounds (LEAST and
-    # GREATEST cost a third of the macro: left out when the transform's own range lies within them)
-    rounded = f"CAST(CAST({score} AS FLOAT) AS DOUBLE)"
+    weights = np.asarray(form.weights, dtype=np.float64)
+    biases = np.asarray(form.biases, dtype=np.float64)
+    j = form.column
+    if form.transform == "logistic":
+        forms = [(-weights[j], -biases[j])]
+    elif form.transform == "softmax":
+        others = [i for i in range(len(weights)) if i != j]
+        forms = [(weights[i] - weights[j], biases[i] - biases[j]) for i in others] or [(weights[j] * 0.0, 0.0)]
+    else:
+        forms = [(weights[j], biases[j])]
+    # the first form is the finite test: it names every input (0.0 * x where its weight is 0, so a
+    # NaN or infinite input still makes it non-finite, as it makes ONNX Runtime's score NaN)
+    written = [_affine_sql(w, b, arguments, every_input=(n == 0)) for n, (w, b) in enumerate(forms)]
+    if form.transform == "logistic":
+        score = f"1.0 / (1.0 + exp({written[0]}))"
+    elif form.transform == "softmax":
+        score = "1.0" if not others else f"1.0 / (1.0 + {' + '.join(f'exp({f})' for f in written)})"
+    else:
+        score = written[0]
+    # a probability needs no clamp when the declared bounds hold [0, 1]
     within = form.transform != "none" and model.lower <= 0.0 and model.upper >= 1.0
-    bounded = rounded if within else \
-        f"LEAST(GREATEST({rounded}, {_number(model.lower)}), {_number(model.upper)})"
-    # every |x_i| within `limit`: no float32 value ONNX Runtime computes reaches SAFE_MAGNITUDE. One sum of
-    # absolute values tests it (a NULL input makes it NULL, a NaN or infinite one fails it: NaN compares
-    # above every number in DuckDB); such rows score NULL or, when finite, go to ONNX Runtime's function.
-    rows = range(len(form.weights)) if form.transform == "softmax" else (form.column,)
-    limit = min(_input_limit(form.weights[r], form.biases[r]) for r in rows) / len(arguments)
-    safe = " + ".join(f"abs({x})" for x in arguments) + f" <= {_number(limit)}"
-    finite = " AND ".join(f"isfinite({x})" for x in arguments)
-    fallback = f"{model.function}{FALLBACK_SUFFIX}({', '.join(arguments)})"
+    bounded = score if within else f"LEAST(GREATEST({score}, {_number(model.lower)}), {_number(model.upper)})"
     return (f"CREATE OR REPLACE MACRO {model.function}({', '.join(arguments)}) AS "
-            f"(CASE WHEN {safe} THEN {bounded} WHEN {finite} THEN {fallback} END)")
+            f"(CASE WHEN isfinite({written[0]}) THEN {bounded} END)")
 
 
-def _input_limit(weights: tuple[float, ...], bias: float) -> float:
-    """The largest |x_i| for which |b| + sum |w_i x_i| stays within SAFE_MAGNITUDE."""
-    total = sum(abs(w) for w in weights)
-    room = SAFE_MAGNITUDE - abs(bias)
-    if room <= 0:
-        return 0.0  # a bias this large: every row to ONNX Runtime's function
-    return min(room / total, SAFE_MAGNITUDE) if total > 0 else SAFE_MAGNITUDE
+def _affine_sql(weights: np.ndarray, bias: float, arguments: list[str], every_input: bool) -> str:
+    terms = [f"{_number(float(w))} * {x}" for w, x in zip(weights, arguments) if w != 0.0 or every_input]
+    return "(" + " + ".join([_number(float(bias))] + terms) + ")"

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gateway.models.compiled import FALLBACK_SUFFIX, LinearForm, NotLinear, classify, macro_sql
+from gateway.models.compiled import LinearForm, NotLinear, classify, macro_sql
 from gateway.models.files import Layout, ModelFile, load, read
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
@@ -108,9 +108,8 @@ def _as(values: np.ndarray, onnx_type: str) -> np.ndarray:
 
 def register(connection, model: ModelFile) -> str:
     """Make the declaration's function (ModelFile.function) callable on a DuckDB connection
-    (an executor's): a SQL macro when the graph is linear (gateway.models.compiled), with
-    the ONNX Runtime function beside it for rows beyond float32's safe range; the ONNX
-    Runtime function itself for every other graph. Returns which: "macro" or "function"."""
+    (an executor's): a SQL macro when the graph is linear (gateway.models.compiled), the
+    ONNX Runtime function for every other graph. Returns which: "macro" or "function"."""
     form = classify(model, read(model))  # the declared bytes (read checks the sha256 again)
     if isinstance(form, NotLinear):
         register_function(connection, model, model.function)
@@ -127,8 +126,7 @@ def register_function(connection, model: ModelFile, name: str) -> None:
 
 
 def register_macro(connection, model: ModelFile, form: LinearForm) -> None:
-    """The compiled macro, and the ONNX Runtime function it hands out-of-range rows to."""
-    register_function(connection, model, model.function + FALLBACK_SUFFIX)
+    """The compiled macro: the model's arithmetic in SQL, no Python call per vector."""
     connection.execute(macro_sql(model, form))
 
 
