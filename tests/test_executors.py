@@ -98,6 +98,32 @@ def test_a_statement_waiting_past_its_deadline_times_out(pool):
     holder.join(5)
 
 
+def test_a_statement_waiting_on_a_start_that_fails_starts_its_own(config, monkeypatch):
+    """The pool's own start of an executor (warm, or a refill after a kill) can fail, e.g. a
+    Spark session too slow to open on a loaded machine: a statement already waiting for that
+    slot gets it and starts an executor itself, instead of waiting out its deadline."""
+    from gateway.engine import executors
+
+    real, failing = executors.Executor, threading.Event()
+
+    def first_start_fails(config, deadline):
+        monkeypatch.setattr(executors, "Executor", real)  # only this start fails
+        failing.wait(30)
+        raise RuntimeError("executor failed to start: ('failed', 'the Spark session did not open')")
+
+    monkeypatch.setattr(executors, "Executor", first_start_fails)
+    pool = ExecutorPool(config, 1)
+    try:
+        pool.warm()  # the pool's start, in the background: it will fail
+        waiter, waited = in_thread(run, pool, "waiter", seconds=60)
+        wait_until(lambda: any(s.request_id == "waiter" for s in pool._waiting))
+        failing.set()
+        waiter.join(90)
+        assert "value" in waited and waited["value"].to_pylist() == [{"x": 1}], waited
+    finally:
+        pool.close()
+
+
 def test_the_next_free_executor_goes_to_the_analyst_who_used_least(pool):
     holder, _ = in_thread(run, pool, "heavy-0", principal="heavy", sql=HOLD)
     wait_until(lambda: "heavy-0" in pool._statements and pool._statements["heavy-0"].started)

@@ -396,7 +396,8 @@ class ExecutorPool:
         except Exception:
             log.exception("could not start a replacement executor")
             with self._lock:
-                self._empty_slots += 1
+                if not self._hand_over(None):  # a statement waiting for it starts one itself, in its own time
+                    self._empty_slots += 1
             return
         with self._lock:
             if self._closed:
