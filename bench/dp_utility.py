@@ -158,6 +158,8 @@ def bench_policy(path: Path, epsilon: float, settings: list[str]) -> dict:
     privacy["epsilon_per_query"] = epsilon
     privacy["budget"] = {"epsilon": 1_000_000, "delta": 0.01, "refresh": "never"}
     policy["timing"] = {"pad": "off"}  # padding changes when answers leave, not what they are: not measured here
+    for model in (policy.get("models") or {}).values():  # the copy lives elsewhere: model files by absolute path
+        model["file"] = str((path.parent / model["file"]).resolve())
     for setting in settings:
         name, _, value = setting.partition("=")
         if name in ("max_rows_per_unit", "max_groups_per_unit"):
@@ -230,12 +232,15 @@ def gateway_side(engine, folder: Path, reps: int) -> dict:
         runs, seconds, spent = [], [], None
         for _ in range(reps):
             clear_release_cache(folder / "state")
+            releases = engine.context.privacy.releases  # and what this process keeps of the entries it has seen
+            releases._seen = type(releases._seen)(releases.KEPT_ENTRIES)
             started = time.perf_counter()
             release = engine.run(QueryRequest(user="analyst", cleanroom="demo", sql=sql, front_end="bench"))
             seconds.append(time.perf_counter() - started)
             runs.append(as_map([tuple(r.values()) for r in release.table.to_pylist()]))
             spent = (release.protection or {}).get("spent")
-        out[name] = {"runs": runs, "seconds": seconds, "cost": spent}
+            bounds = (release.protection or {}).get("contribution_bounds", {})
+        out[name] = {"runs": runs, "seconds": seconds, "cost": spent, "bounds": bounds}
     return out
 
 
@@ -304,9 +309,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=20, help="repetitions of each query on each side")
     parser.add_argument("--epsilon", type=float, default=1.0, help="epsilon per query (both sides)")
-    parser.add_argument("--max-ids", type=int, default=None,
-                        help="SmartNoise: max_ids (rows per household, all groups); default: the policy's "
-                             "max_contributions_per_unit, or 10 without one")
+    parser.add_argument("--max-ids", default=None,
+                        help="SmartNoise: max_ids (rows per household, all groups), or several separated by commas "
+                             "(the first is compared in the main table, the others listed after it); default: the "
+                             "policy's max_contributions_per_unit (its ceiling), or 10 without one")
     parser.add_argument("--smartnoise-cost", choices=("equal", "per-column"), default="equal",
                         help="equal (default): a SmartNoise query whose columns would cost more than --epsilon in "
                              "all (AVG: a sum and a count) runs each at a share, so it costs --epsilon like the "
@@ -329,7 +335,9 @@ def main() -> None:
     generate(args.data_dir)
     policy = bench_policy(args.policy, args.epsilon, args.set)
     if args.max_ids is None:
-        args.max_ids = policy["privacy"].get("max_contributions_per_unit") or 10
+        args.max_ids = str(policy["privacy"].get("max_contributions_per_unit") or 10)
+    max_ids = [int(v) for v in str(args.max_ids).split(",") if v.strip()]
+    args.max_ids = max_ids[0]
     bounds = policy["tables"]["purchases"]["columns"]["amount"]["bounds"]
     exact = exact_answers(args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,9 +351,24 @@ def main() -> None:
             parquet = folder / "purchases.parquet"
             export_for_smartnoise(args.data_dir, parquet)
             smartnoise = smartnoise_side(args.smartnoise_python, parquet, bounds, args)
+            others = {}
+            for other in max_ids[1:]:
+                args.max_ids = other
+                others[other] = smartnoise_side(args.smartnoise_python, parquet, bounds, args)
+            args.max_ids = max_ids[0]
         else:
             smartnoise = {"error": "not run: pass --smartnoise-python (make one with --make-venv DIR)"}
+            others = {}
     report(args, policy, exact, gateway, smartnoise)
+    for other, result in others.items():
+        if result.get("error"):
+            print(f"SmartNoise at max_ids {other}: FAILED\n{result['error']}")
+            continue
+        cells = []
+        for name in QUERIES:
+            sn = utility(exact[name], [as_map(rows) for rows in result["results"][name]])
+            cells.append(f"{name} {sn['median_relative_error']:.5f} (bias share {sn['bias_share']:.2f})")
+        print(f"SmartNoise at max_ids {other}: " + "; ".join(cells))
 
 
 def report(args, policy: dict, exact: dict, gateway: dict, smartnoise: dict) -> None:
@@ -390,11 +413,19 @@ def report(args, policy: dict, exact: dict, gateway: dict, smartnoise: dict) -> 
                 return f"{'-' if value is None else value:>{width}}"
             return f"{value:{width}{fmt}}"
 
-        print(f"{name:18} {cell(gw, 'median_relative_error', 14, '.4f')} {cell(sn, 'median_relative_error', 14, '.4f')} "
-              f"{cell(gw, 'median_relative_bias', 11, '.4f')} {cell(sn, 'median_relative_bias', 11, '.4f')} "
+        print(f"{name:18} {cell(gw, 'median_relative_error', 14, '.5f')} {cell(sn, 'median_relative_error', 14, '.5f')} "
+              f"{cell(gw, 'median_relative_bias', 11, '.5f')} {cell(sn, 'median_relative_bias', 11, '.5f')} "
               f"{cell(gw, 'bias_share', 13, '.2f')} {cell(sn, 'bias_share', 13, '.2f')} "
               f"{cell(gw, 'groups', 9, '.0f')} {cell(sn, 'groups', 9, '.0f')} {cell(gw, 'ms', 7, '.0f')} "
               f"{cell(sn, 'ms', 7, '.0f')} {cell(gw, 'cost', 9, '')} {cell(sn, 'cost', 9, '')}")
+    for name in QUERIES:
+        bounds = gateway[name].get("bounds") or {}
+        chosen = bounds.get("chosen_for_this_query")
+        if chosen:
+            uppers = "".join(f", {m} upper {u['chosen']:g} (declared {u['declared']:g})"
+                             for m, u in (chosen.get("upper_bounds") or {}).items())
+            print(f"gateway {name}: max_contributions_per_unit {chosen['max_contributions_per_unit']} chosen from the "
+                  f"profile (ceiling {chosen['ceiling']}){uppers}")
     print(f"groups: released groups with a non-zero exact value, median per repetition (categories: "
           f"{len(exact['count_by_category'])}, weeks: {len(exact['count_by_week'])})")
     if args.json:

@@ -76,6 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--rows", type=_bounds, help="candidate max_rows_per_unit values, e.g. 1,2,5,10")
     report.add_argument("--groups", type=_bounds, help="candidate max_groups_per_unit values, e.g. 1,2,4,8")
     report.add_argument("--totals", type=_bounds, help="candidate max_contributions_per_unit values, e.g. 10,20,30")
+    report.add_argument("--profile", type=int, metavar="CEILING",
+                        help="with --epsilon: print the tables' DP contribution profile as the policy's "
+                             "privacy.profile holds it, counting units up to CEILING rows (the "
+                             "max_contributions_per_unit the policy declares)")
     report.set_defaults(handler=contributions_command)
 
 
@@ -107,7 +111,7 @@ def contributions_command(args) -> int:
         return _fail("a valid token is required (--token or $CLEANROOM_TOKEN)", "contributions")
     try:
         result = report_for(config, room, user, args.tables, epsilon=args.epsilon, rows=args.rows, groups=args.groups,
-                            totals=args.totals)
+                            totals=args.totals, profile=args.profile)
     except GatewayError as error:
         hint = f" ({error.hint})" if getattr(error, "hint", None) else ""
         print(f"cleanroom contributions: {error.message} [{error.rule}]{hint}", file=sys.stderr)

@@ -34,7 +34,7 @@ from gateway import sources
 from gateway.audit_log import AuditLog
 from gateway.dp import gaussian, mechanisms
 from gateway.dp.accounting import query_rho
-from gateway.dp.contributions_dp import dp_report
+from gateway.dp.contributions_dp import dp_profile, dp_report
 from gateway.dp.contributions_model import Dimension, Measure, Policy, dimensions, fresh_salt, literal, measures, quote
 from gateway.dp.families.base import Contribution, Sensitivity
 from gateway.dp.ledger import MAX_EPSILON, Account, Budget, Ledger, Spend
@@ -325,7 +325,7 @@ def _exact_measure(con, relation, unit, measure: Measure) -> dict:
 
 def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = None, *, epsilon: float | None = None,
                rows: list[int] | None = None, groups: list[int] | None = None, totals: list[int] | None = None,
-               front_end: str = "cli") -> dict:
+               front_end: str = "cli", profile: int | None = None) -> dict:
     """The report on the user's tables, exact or (epsilon given) under DP; audited,
     refusals included. Under DP the stated epsilon is recorded in the ledger as a
     charge to the account `owner:<collaborator>` (no analyst's budget is touched)
@@ -341,6 +341,9 @@ def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = Non
         raise
     if epsilon is not None and not (isinstance(epsilon, (int, float)) and 0 < epsilon <= 100):
         raise ValueError(f"epsilon must be in (0, 100], not {epsilon!r}")
+    if profile is not None and (epsilon is None or not 1 <= profile <= 100_000):
+        raise ValueError("--profile CEILING needs --epsilon (a profile is only published under DP) and a CEILING "
+                         "from 1 to 100000")
     policy = Policy.of(room)
     rows = candidates(rows, ROWS_CANDIDATES, policy.max_rows_per_unit)
     groups = candidates(groups, GROUPS_CANDIDATES, policy.max_groups_per_unit)
@@ -354,7 +357,10 @@ def report_for(config, room: CleanRoom, user: str, asked: list[str] | None = Non
     try:
         for table in tables:
             relation = sources.relation_for(table).sql(dialect="duckdb")
-            if epsilon is None:
+            if profile is not None:
+                result.setdefault("profile", {})[table.name] = dp_profile(con, relation, table, profile,
+                                                                          epsilon / len(tables))
+            elif epsilon is None:
                 result["tables"].append(exact_report(con, relation, table, policy, rows, groups, totals))
             else:
                 result["tables"].append(dp_report(con, relation, table, policy, rows, groups, epsilon / len(tables)))

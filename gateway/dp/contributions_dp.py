@@ -173,3 +173,56 @@ def _share(part: float, whole: float) -> float | None:
 
 def _bins(counts: list[int], top: int) -> dict:
     return {(f"{i}+" if i == top else str(i)): n for i, n in enumerate(counts, 1)}
+
+
+# -- the profile an owner publishes into the policy (privacy.profile) ------------------------
+
+PROFILE_BINS = 50  # per measure: equal bins from the declared lower to the declared upper bound
+
+
+def dp_profile(con, relation: str, table: Table, ceiling: int, epsilon: float) -> dict:
+    """The table's contribution profile under pure epsilon-DP in its privacy unit, as
+    `privacy.profile.<table>` holds it (gateway/dp/bound_choice.py reads it), split
+    evenly over its histograms:
+    - units by their rows in the table, bins 1..ceiling and one for more: a unit is in
+      one bin, L1 sensitivity 1;
+    - per measure bounded below by 0 or more: its values, up to `ceiling` of each unit
+      (keyed hash, a fresh key each run), over PROFILE_BINS equal bins from the declared
+      lower to the declared upper bound and one at or above it: L1 sensitivity `ceiling`.
+    Counts are rounded and floored at 0 after the noise (post-processing)."""
+    salt_sql = "'" + fresh_salt() + "'"
+    unit = quote(table.privacy_unit)
+    profiled = [m for m in measures(table) if m.lower >= 0]
+    share = epsilon / (1 + len(profiled))
+    spent = []
+
+    def noisy(counts: list[int], sensitivity: int) -> list[int]:
+        noise = mechanisms.integer_noise(sensitivity, share)
+        spent.append(noise.epsilon)
+        return [max(0, int(v)) for v in noise.apply(counts)]
+
+    per_unit = con.execute(f"SELECT n, COUNT(*) FROM (SELECT COUNT(*) AS n FROM {relation} WHERE {unit} IS NOT NULL "
+                           f"GROUP BY {unit}) GROUP BY n").fetchall()
+    bins = [0] * (ceiling + 1)
+    for rows, units in per_unit:
+        bins[min(int(rows), ceiling + 1) - 1] += int(units)
+    profile = {"epsilon": epsilon, "units_by_rows": noisy(bins, 1), "measures": {}}
+    for measure in profiled:
+        width = (measure.upper - measure.lower) / PROFILE_BINS
+        edges = [measure.lower + i * width for i in range(PROFILE_BINS)] + [measure.upper]
+        values = con.execute(
+            f"SELECT v FROM (SELECT {measure.column}::DOUBLE AS v, row_number() OVER (PARTITION BY {unit} "
+            f"ORDER BY hash({unit}, {measure.column}, {salt_sql})) AS r FROM {relation} "
+            f"WHERE {unit} IS NOT NULL AND {measure.column} IS NOT NULL) WHERE r <= {ceiling}").fetchall()
+        counts = [0] * len(edges)
+        for (v,) in values:
+            counts[max(0, bisect.bisect_right(edges, v) - 1)] += 1
+        profile["measures"][measure.name] = {"edges": [_tidy(e) for e in edges], "counts": noisy(counts, ceiling)}
+    if not profile["measures"]:
+        del profile["measures"]
+    profile["epsilon_spent"] = sum(spent)
+    return profile
+
+
+def _tidy(edge: float) -> float | int:
+    return int(edge) if float(edge).is_integer() else round(edge, 6)

@@ -40,7 +40,27 @@ def render(result: dict) -> str:
     for table in result["tables"]:
         lines.append("")
         lines += (_dp_table(table) if result["mode"] == "dp" else _exact_table(table, result["owner"]))
+    if "profile" in result:
+        lines += ["", _profile_yaml(result["profile"])]
     return "\n".join(lines)
+
+
+def _profile_yaml(profiles: dict) -> str:
+    """The profile as the policy holds it: paste it under `privacy:` (flow-style lists, one line each)."""
+    lines = ["# paste under privacy: in the policy (docs/privacy.md#bounds-chosen-per-query)", "profile:"]
+    for table, profile in profiles.items():
+        lines += [f"  {table}:", f"    epsilon: {profile['epsilon']:g}   # spent on this table's profile",
+                  f"    units_by_rows: {_flow(profile['units_by_rows'])}"]
+        if profile.get("measures"):
+            lines.append("    measures:")
+            for name, measure in profile["measures"].items():
+                lines += [f"      {name}:", f"        edges: {_flow(measure['edges'])}",
+                          f"        counts: {_flow(measure['counts'])}"]
+    return "\n".join(lines)
+
+
+def _flow(values: list) -> str:
+    return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + "]"
 
 
 def _exact_table(t: dict, owner: str) -> list[str]:

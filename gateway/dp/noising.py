@@ -149,7 +149,7 @@ def _static(plan: NoisePlan, built: dict) -> dict:
         "epsilon": plan.epsilon,
         "delta": plan.delta,
         "composition": plan.composition.as_json(),
-        "contribution_bounds": _bounds_json(bounds),
+        "contribution_bounds": _bounds_json(bounds, plan.bound_choice),
         "quantities": quantities,
         "intervals": intervals,
     }
@@ -158,12 +158,15 @@ def _static(plan: NoisePlan, built: dict) -> dict:
     return summary
 
 
-def _bounds_json(bounds: Contribution) -> dict:
+def _bounds_json(bounds: Contribution, choice=None) -> dict:
     """The bounds this query's guarantee rests on: the total only where it is tighter than
-    rows x groups (otherwise it bounds nothing the other two do not)."""
+    rows x groups (otherwise it bounds nothing the other two do not); and, when they were
+    chosen for this query from the owner's profile (gateway.dp.bound_choice), what from."""
     shown = {"max_rows_per_unit": bounds.rows_per_unit, "max_groups_per_unit": bounds.groups_per_unit}
     if bounds.binds:
         shown["max_contributions_per_unit"] = bounds.total_per_unit
+    if choice is not None:
+        shown["chosen_for_this_query"] = choice.as_json()
     return shown
 
 

@@ -45,7 +45,7 @@ def biases(plan: NoisePlan, unit: str = "privacy unit") -> list[dict]:
             found.append({"bound": "max_contributions_per_unit", "value": total, "affects": labels,
                           "effect": f"a {unit} with more than {total} row(s) in all keeps {total}, filling its "
                                     f"groups in keyed-hash order{each}: its rows beyond are not counted, its sums "
-                                    f"are scaled down alike{dropped}"})
+                                    f"are scaled down alike{dropped}" + _chosen_total(plan)})
     if _more_groups(plan, groups) and not (binds and total < groups):
         found.append({"bound": "max_groups_per_unit", "value": groups,
                       "affects": [label for _, label in _labelled(plan)] or ["the number of groups"],
@@ -55,10 +55,24 @@ def biases(plan: NoisePlan, unit: str = "privacy unit") -> list[dict]:
     for output, label in _labelled(plan):
         if output.bounds is not None:
             clamped.setdefault((output.bounds.lower, output.bounds.upper), []).append(label)
+    chosen_uppers = {chosen for chosen, _ in getattr(plan.bound_choice, "uppers", {}).values()}
     for (lower, upper), labels in clamped.items():
+        why = ""
+        if upper in chosen_uppers:
+            declared = next(d for u, d in plan.bound_choice.uppers.values() if u == upper)
+            why = (f" (an upper bound chosen for this query from the owner's contribution profile, "
+                   f"below the declared {declared:g})")
         found.append({"bound": "bounds", "value": [lower, upper], "affects": labels,
-                      "effect": f"values outside [{lower:g}, {upper:g}] are clamped into it"})
+                      "effect": f"values outside [{lower:g}, {upper:g}] are clamped into it{why}"})
     return found
+
+
+def _chosen_total(plan: NoisePlan) -> str:
+    choice = plan.bound_choice
+    if choice is None:
+        return ""
+    return (f" ({choice.total} was chosen for this query from the owner's contribution profile of {choice.table}, "
+            f"at most the declared {choice.ceiling})")
 
 
 def _more_groups(plan: NoisePlan, bound: int) -> bool:
@@ -98,6 +112,10 @@ def _header(protection: dict, unit: str) -> str:
     delta = f", delta {protection['delta']:g}" if protection["delta"] else ""
     total = bounds.get("max_contributions_per_unit")
     in_all = "" if total is None else f", {total} row(s) in all"
+    chosen = bounds.get("chosen_for_this_query")
+    if chosen is not None:
+        in_all += (f" (chosen for this query from the owner's contribution profile, at most {chosen['ceiling']})"
+                   if total is not None else "")
     return (f"differential privacy: {name}, {loss}{delta} per {unit}; each contributes at most "
             f"{bounds['max_rows_per_unit']} row(s) to a group{in_all} and appears in at most "
             f"{bounds['max_groups_per_unit']} group(s)")
@@ -155,7 +173,7 @@ def _coverage(protection: dict) -> str:
 
 def _bound(bias: dict) -> str:
     if bias["bound"] == "bounds":
-        return "declared bounds"
+        return "chosen bounds" if "chosen for this query" in bias["effect"] else "declared bounds"
     return f"{bias['bound']} {bias['value']}"
 
 

@@ -12,6 +12,7 @@ The outer SELECT is split in three:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -111,6 +112,9 @@ class NoisePlan:
     # the unit count is noised and released (k, private selection, COUNT(DISTINCT unit)); False only on
     # public keys under `min_group_size_on_public_keys: false`, where it is neither noised nor paid for
     unit_count: bool = True
+    # the bounds chosen for this query from the owner's profile (gateway.dp.bound_choice.Choice);
+    # None: the declared ones apply. Chosen ones are in `privacy` and the quantities' bounds already
+    bound_choice: object | None = None
 
     @property
     def public_keys(self) -> bool:
@@ -173,28 +177,48 @@ def plan(tree: exp.Select, room: CleanRoom, tables_read: frozenset[str], privacy
         if combinations > MAX_PUBLIC_GROUPS:
             raise Refused(f"{combinations} combinations of public group keys is more than {MAX_PUBLIC_GROUPS}",
                           rule="dp.too_many_groups", hint="group by fewer dimensions")
-    builder = _Quantities(tree, room, template, units)
     aggregates = _aggregate_nodes(tree)
-    outputs, labels = {}, {}
-    for node in aggregates:
-        key = _output_key(node)
-        if key not in outputs:
-            outputs[key] = builder.output(node, f"__a{len(outputs)}")
-            labels[key] = _label(node)
+    builder, outputs, labels = _build(tree, room, template, units, aggregates)
     clipping = room.privacy.report_clipping if builder.quantities else None  # only bounded rows can be clipped
-    if clipping:
-        builder.quantities.append(Quantity("__clipped", Kind.CLIPPED_UNITS, None, None, None, 0.0))
     public_keys = all(g.values is not None for g in groups)
     unit_count = (not public_keys or privacy.min_group_size_on_public_keys or not builder.quantities
                   or any(o.aggregate == "count_distinct" for o in outputs.values()))
     composition = _composition(privacy, builder.quantities, clipping, public_keys, unit_count)
+    choice = None
+    if public_keys and template is None:  # bounds chosen per query from the owner's profile (never from the data)
+        from gateway.dp.bound_choice import choose_for  # (it imports the families, which import this module)
+
+        choice = choose_for(room, privacy, tables_read, groups, builder, outputs, composition)
+    if choice is not None:
+        privacy = dataclasses.replace(privacy, max_contributions_per_unit=choice.total)
+        if choice.uppers:  # the rows stage clamps to the chosen upper bounds: build again with them
+            overrides = {(choice.table, m): Bounds(room.tables[choice.table].columns[m].bounds.lower, u)
+                         for m, (u, _) in choice.uppers.items()}
+            builder, outputs, labels = _build(tree, room, template, units, aggregates, overrides)
+            composition = _composition(privacy, builder.quantities, clipping, public_keys, unit_count)
     quantities = tuple(Quantity(q.column, q.kind, q.value, q.bounds, q.alpha,
                                 composition.part(q.column).loss.amount if unit_count or q.column != "__units" else 0.0)
                        for q in [Quantity("__units", Kind.UNITS, None, None, None, 0.0), *builder.quantities])
     rows = _rows_stage(tree, unit, group_exprs, builder.values, publics)
     post, released_from = _post_query(tree, group_exprs, aggregates, outputs)
     return NoisePlan(privacy, min_group_size, groups, quantities, tuple(outputs.values()), rows, post, released_from,
-                     _key_filter(tree, group_exprs, groups), composition, tuple(labels.values()), unit_count)
+                     _key_filter(tree, group_exprs, groups), composition, tuple(labels.values()), unit_count, choice)
+
+
+def _build(tree: exp.Select, room: CleanRoom, template: Template | None, units: list[exp.Column], aggregates,
+           overrides: dict | None = None) -> tuple["_Quantities", dict, dict]:
+    """The analyst's aggregates as quantities; `overrides` ((table, column) -> Bounds) replaces
+    declared measure bounds with the ones chosen for this query."""
+    builder = _Quantities(tree, room, template, units, overrides)
+    outputs, labels = {}, {}
+    for node in aggregates:
+        key = _output_key(node)
+        if key not in outputs:
+            outputs[key] = builder.output(node, f"__a{len(outputs)}")
+            labels[key] = _label(node)
+    if room.privacy.report_clipping and builder.quantities:  # only bounded rows can be clipped
+        builder.quantities.append(Quantity("__clipped", Kind.CLIPPED_UNITS, None, None, None, 0.0))
+    return builder, outputs, labels
 
 
 def _composition(privacy: QueryPrivacy, quantities: list[Quantity], clipping: float | None,
@@ -264,10 +288,13 @@ def _aggregate_nodes(tree: exp.Select) -> list[exp.Expression]:
 class _Quantities:
     """Turns the analyst's aggregates into quantities over rows-stage values."""
 
-    def __init__(self, tree: exp.Select, room: CleanRoom, template: Template | None, units: list[exp.Column]):
+    def __init__(self, tree: exp.Select, room: CleanRoom, template: Template | None, units: list[exp.Column],
+                 overrides: dict | None = None):
         self.tree, self.room, self.template, self.units = tree, room, template, units
+        self.overrides = overrides or {}  # (table, column) -> Bounds chosen for this query
         self.values: list[exp.Expression] = []  # rows-stage value expressions, "__v{i}"
         self.quantities: list[Quantity] = []
+        self.measures: dict[str, tuple[str, str]] = {}  # output column -> (table, measure) it aggregates as is
         self.scope = build_scope(tree)
 
     def output(self, node: exp.Expression, column: str) -> Output:
@@ -294,6 +321,9 @@ class _Quantities:
                           hint="use COUNT, SUM, AVG, median(), percentile_cont(), percentile_disc() or quantile_cont()")
         bounds = self._bounds(node.this)
         value = self._value(clamp(node.this.copy(), bounds.lower, bounds.upper), condition)
+        traced = _base_column(self.scope, node.this, self.room) if isinstance(node.this, exp.Column) else None
+        if traced is not None and condition is None:
+            self.measures[column] = traced
         if kind in (exp.Median, exp.Quantile):
             alpha = 0.5 if kind is exp.Median else float(node.args["quantile"].this)
             name = "median" if kind is exp.Median else spelled(node)
@@ -355,6 +385,8 @@ class _Quantities:
                 return model.file.lower, model.file.upper
         if isinstance(node, exp.Column):
             traced = _base_column(self.scope, node, self.room)
+            if traced is not None and traced in self.overrides:
+                return self.overrides[traced].lower, self.overrides[traced].upper
             if traced is not None:
                 spec = self.room.tables[traced[0]].columns[traced[1]]
                 if spec.role is Role.MEASURE and spec.bounds is not None:

@@ -18,6 +18,7 @@ from gateway.policy.model import (
     ColumnRef,
     DifferentialPrivacy,
     JoinPath,
+    MeasureProfile,
     Member,
     MemberRole,
     Output,
@@ -28,6 +29,7 @@ from gateway.policy.model import (
     Refresh,
     Role,
     Table,
+    TableProfile,
     Template,
     Timing,
     TimingPad,
@@ -89,7 +91,16 @@ def _privacy(spec: dict | None) -> DifferentialPrivacy | None:
         optional["accounting"] = Accounting(spec["accounting"])
     if "min_group_size_on_public_keys" in spec:
         optional["min_group_size_on_public_keys"] = bool(spec["min_group_size_on_public_keys"])
+    if "profile" in spec:
+        optional["profiles"] = tuple(_profile(table, entry) for table, entry in spec["profile"].items())
     return DifferentialPrivacy(epsilon_per_query=float(spec["epsilon_per_query"]), budget=_budget(spec["budget"]), **optional)
+
+
+def _profile(table: str, spec: dict) -> TableProfile:
+    measures = tuple(MeasureProfile(column, tuple(float(e) for e in m["edges"]), tuple(int(c) for c in m["counts"]))
+                     for column, m in (spec.get("measures") or {}).items())
+    epsilon = float(spec["epsilon"]) if "epsilon" in spec else None
+    return TableProfile(table, tuple(int(u) for u in spec["units_by_rows"]), epsilon, measures)
 
 
 def _privacy_override(spec: dict | None) -> PrivacyOverride | None:

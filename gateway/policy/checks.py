@@ -15,6 +15,7 @@ from sqlglot import exp
 from gateway.policy.buckets import bucket_problems
 from gateway.policy.model import ParamType, Role
 from gateway.policy.model_assets import model_problems
+from gateway.policy.profiles import profile_problems
 from gateway.policy.quotas import quota_problems
 from gateway.yamlsource import KeyPath
 
@@ -65,6 +66,7 @@ def semantic_problems(data: dict) -> Problems:
     found += _member_problems(data, collaborators)
     found += _output_problems(templates, collaborators)
     found += _privacy_problems(data)
+    found += profile_problems(data)
     found += quota_problems(data)
     found += model_problems(data)
     return found

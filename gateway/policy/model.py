@@ -63,6 +63,28 @@ class PrivacyBudget:
 
 
 @dataclass(frozen=True)
+class MeasureProfile:
+    """A measure's values under DP (the owner's `cleanroom contributions --epsilon E --profile`):
+    counts[i] values in [edges[i], edges[i + 1]), the last bin at or above edges[-1]; edges run
+    from the measure's declared lower bound to its declared upper bound."""
+
+    column: str
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TableProfile:
+    """A private table's contributions under DP, published by its owner into the policy
+    (`privacy.profile`): gateway/dp/bound_choice.py picks each query's bounds from it."""
+
+    table: str
+    units_by_rows: tuple[int, ...]  # [i]: units with i + 1 rows in the table; the last: that many or more
+    epsilon: float | None = None  # what the owner spent computing it (recorded in the ledger)
+    measures: tuple[MeasureProfile, ...] = ()
+
+
+@dataclass(frozen=True)
 class DifferentialPrivacy:
     """Differential privacy for released aggregates, per privacy unit.
 
@@ -91,6 +113,10 @@ class DifferentialPrivacy:
     # share of the query's loss goes to counting units for k (as Tumult and PipelineDP release
     # public partitions); None or True: k applies to a noisy unit count on public keys too
     min_group_size_on_public_keys: bool | None = field(default=None, metadata={"canonical": "omit_when_unset"})
+    # the owners' DP contribution profiles of their tables: with them each query's
+    # max_contributions_per_unit (and a profiled measure's upper bound) is chosen per query, at
+    # most the declared ones (gateway/dp/bound_choice.py); None: the declared bounds apply as they are
+    profiles: tuple[TableProfile, ...] | None = field(default=None, metadata={"canonical": "omit_when_unset"})
 
 
 @dataclass(frozen=True)
