@@ -101,8 +101,9 @@ def spark_demo_data_dir(demo_data_dir, tmp_path_factory) -> Path:
     return demo_data_dir
 
 
-def spark_config(config_path: Path, remote: str, folder: Path) -> Path:
-    """A copy of a demo config (and its policy) that runs on Spark, purchases read from Parquet."""
+def spark_config(config_path: Path, remote: str, folder: Path, edit_policy=None) -> Path:
+    """A copy of a demo config (and its policy) that runs on Spark, purchases read from Parquet;
+    edit_policy(policy dict), when given, changes the policy copy before it is written."""
     from gateway.collab.demo import approve_demo
 
     config = yaml.safe_load(config_path.read_text())
@@ -112,6 +113,8 @@ def spark_config(config_path: Path, remote: str, folder: Path) -> Path:
     policy["tables"]["purchases"].pop("relation", None)
     for model in policy.get("models", {}).values():  # the copy lies elsewhere: its model files stay where they are
         model["file"] = str((policy_path.parent / model["file"]).resolve())
+    if edit_policy is not None:
+        edit_policy(policy)
     spark_policy = folder / f"spark-{policy_path.name}"
     spark_policy.write_text(yaml.safe_dump(policy, sort_keys=False))
     link_demo_models(folder)  # the copy names its model files relative to itself

@@ -17,7 +17,7 @@ from gateway.engine import QueryRequest
 from gateway.engine.executors import Executor, _Stopped
 from gateway.errors import GatewayError, PolicyInvalid
 from gateway.spark import session as spark_session
-from tests.sparkkit import assert_same_rows
+from tests.sparkkit import assert_same_rows, spark_config, warm_engine
 
 
 def run(engine, sql, **request):
@@ -39,6 +39,59 @@ def test_the_demo_template_answers_as_on_duckdb(spark_engine, engine):
     on_duckdb = engine.run(QueryRequest(user="analyst", cleanroom="demo", template=name, params=params))
     assert on_spark.authorised_by == on_duckdb.authorised_by == f"template:{name}"
     assert_same_rows(on_spark.table, on_duckdb.table)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("campaign_reach", {"campaign": "holiday_gifts"}),
+    ("propensity_lift", {}),
+    ("propensity_histogram", {}),
+])
+def test_every_demo_aggregate_template_answers_as_on_duckdb(spark_engine, engine, name, params):
+    """The templates that score() a model are refused on Spark, naming score() (models are
+    DuckDB functions of the executors), before anything runs or is charged."""
+    request = QueryRequest(user="analyst", cleanroom="demo", template=name, params=params)
+    if name.startswith("propensity_"):
+        with pytest.raises(GatewayError) as refused:
+            spark_engine.run(request)
+        assert (refused.value.rule, refused.value.sqlstate) == ("engine.spark", "0A000")
+        assert "score()" in refused.value.message and "cleanroom_model" not in refused.value.message.lower()
+        return
+    on_spark = spark_engine.run(request)
+    on_duckdb = engine.run(QueryRequest(user="analyst", cleanroom="demo", template=name, params=params))
+    assert on_spark.table.num_rows > 0
+    assert_same_rows(on_spark.table, on_duckdb.table)
+    assert on_spark.notices == on_duckdb.notices
+
+
+OUTPUT_TEMPLATE = {
+    "description": "Households and average basket by region, delivered to the retailer.",
+    "sql": "SELECT region, COUNT(DISTINCT household_id) AS households, AVG(amount) AS basket FROM purchases GROUP BY region",
+    "output": {"name": "baskets_by_region", "receivers": ["retailer"]},
+}
+
+
+@pytest.fixture(scope="module")
+def spark_output_engine(spark_server, spark_demo_data_dir, demo_config_path, tmp_path_factory):
+    """The k-only demo on Spark with a template whose result goes to the retailer as an output."""
+    def add_output(policy):
+        policy["templates"]["baskets_for_retailer"] = OUTPUT_TEMPLATE
+        policy["analysts"]["analyst"]["templates"].append("baskets_for_retailer")
+
+    path = spark_config(demo_config_path, spark_server.remote, tmp_path_factory.mktemp("spark-output"), add_output)
+    yield from warm_engine(path)
+
+
+def test_an_output_is_delivered_with_duckdbs_rows(spark_output_engine, engine):
+    from gateway.collab.outputs import read_output
+
+    receipt = spark_output_engine.run(QueryRequest(user="analyst", cleanroom="demo", template="baskets_for_retailer", params={}))
+    assert receipt.table.column_names == ["output", "output_id", "rows", "receivers", "expires_at"]
+    room = spark_output_engine.context.cleanrooms["demo"]
+    info, delivered = read_output(spark_output_engine.context.collab, room, "retailer_approver", "baskets_by_region")
+    assert info.receivers == ("retailer",) and receipt.table.column("rows").to_pylist() == [delivered.num_rows]
+    assert_same_rows(delivered, run(engine, OUTPUT_TEMPLATE["sql"]).table)
+    record = [r for r in spark_output_engine.context.audit.records() if r.get("request_id") == receipt.request_id][-1]
+    assert record["output_id"] == info.output_id and record["rows_released"] == delivered.num_rows
 
 
 def test_what_spark_computes_otherwise_is_refused_before_it_is_charged(spark_engine):
@@ -73,6 +126,27 @@ def test_private_answers_agree_within_their_intervals(spark_dp_engine, dp_engine
             other, other_low, other_high = duckdb_rows[region][column]
             allowed = 3 * ((high - low) / 2 + (other_high - other_low) / 2)
             assert abs(value - other) <= allowed, (region, column, value, other, allowed)
+
+
+def test_repeats_the_ledger_and_the_audit_log_as_on_duckdb(spark_dp_engine, dp_engine):
+    """On either engine: a repeat comes from the release cache with the same rows, free; the
+    ledger is charged once; the audit log records both, the repeat as a reused release."""
+    sql = ("SELECT category, COUNT(DISTINCT household_id) AS buyers, AVG(amount) AS basket FROM purchases "
+           "WHERE region = 'islands' GROUP BY category")
+    for engine in (spark_dp_engine, dp_engine):
+        before = engine.budget("analyst", "demo")["spent"]["epsilon"]
+        first, again = run(engine, sql), run(engine, sql)
+        charged = first.protection["spent"]["epsilon"]
+        assert charged == (0.0 if first.protection["reused"] else 0.1)
+        assert again.protection["reused"] is True and again.protection["spent"]["epsilon"] == 0.0
+        assert again.table.equals(first.table)
+        assert engine.budget("analyst", "demo")["spent"]["epsilon"] == pytest.approx(before + charged)
+        records = {r["request_id"]: r for r in engine.context.audit.records()
+                   if r.get("request_id") in (first.request_id, again.request_id)}
+        assert records[first.request_id]["reused_release"] is first.protection["reused"]
+        assert records[again.request_id]["reused_release"] is True
+        assert records[again.request_id]["rows_released"] == again.table.num_rows
+    assert run(spark_dp_engine, sql).protection["reused"]  # this engine's own state: its first run paid
 
 
 def _by_region(release) -> dict:

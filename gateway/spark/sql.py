@@ -44,6 +44,7 @@ from sqlglot import expressions as exp
 from sqlglot.errors import SqlglotError
 
 from gateway.errors import GatewayError
+from gateway.models.files import FUNCTION_PREFIX as MODEL_FUNCTION_PREFIX
 from gateway.plan.verify import SAFE_NODES
 
 
@@ -339,6 +340,8 @@ def _function(node: exp.Anonymous) -> exp.Expression:
         return exp.Anonymous(this="size", expressions=args)
     if name in ("list_slice", "flatten"):
         raise NotOnSpark(f"{name}()")
+    if name.startswith(MODEL_FUNCTION_PREFIX):  # score(): a model the executors register in DuckDB only
+        raise NotOnSpark("score() (a model of the policy)")
     if name in _SPARK_FUNCTIONS:
         return node
     raise NotOnSpark(f"{node.name}()")
