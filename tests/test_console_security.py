@@ -95,6 +95,21 @@ def test_csv_download_is_a_post_with_the_token(console_server):
     assert answer.headers["X-Authorised-By"] == "rule:cross_party_aggregates"
 
 
+def test_arrow_download_is_the_same_release_as_an_ipc_stream(console_server):
+    import pyarrow as pa
+
+    client = logged_in(console_server, "analyst")
+    form = {"csrf_token": client.csrf, "statement": f'{{"sql": "{SQL}"}}', "format": "arrow"}
+    answer = client.post("/console/analyst/download", form=form)
+    assert answer.status == 200 and answer.headers["Content-Type"].startswith("application/vnd.apache.arrow.stream")
+    assert answer.headers["Content-Disposition"].startswith("attachment;") and ".arrows" in answer.headers["Content-Disposition"]
+    table = pa.ipc.open_stream(answer.body).read_all()
+    assert table.column_names == ["region", "households"] and table.num_rows >= 1
+    assert answer.headers["X-Authorised-By"] == "rule:cross_party_aggregates"
+    csv = client.post("/console/analyst/download", form={**form, "format": "csv"})  # a repeat: the same noisy rows
+    assert csv.text.splitlines()[1:] == [f"{r['region']},{r['households']}" for r in table.to_pylist()]
+
+
 class _Page(HTMLParser):
     def __init__(self):
         super().__init__()
