@@ -1,7 +1,8 @@
 """The scoring function executors register with DuckDB: ONNX Runtime over Arrow
 batches, one call per DuckDB vector, clamped to the declared bounds. Linear graphs
-are registered as a SQL macro instead (gateway.models.compiled: the same scores,
-without a Python call per vector); `register` chooses from the graph.
+are registered as a SQL macro instead (gateway.models.compiled: the same scores up to
+ONNX Runtime's float32 rounding, without a Python call per vector); `register` chooses
+from the graph.
 
 No row's value can make it fail: a NULL, NaN or infinite input makes that
 row's score NULL (aggregates skip it), never an error; values are cast to the
