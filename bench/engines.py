@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway import demo  # noqa: E402
 from gateway.engine import Engine, QueryRequest  # noqa: E402
-from tests.demokit import DEMO_POLICY  # noqa: E402
+from tests.demokit import DEMO_POLICY, link_demo_models  # noqa: E402
 from tests.roomkit import approve_config  # noqa: E402
 from tests.sparkkit import SparkServer, missing  # noqa: E402
 
@@ -49,6 +49,7 @@ def demo_room(folder: Path, scale: float) -> Path:
     policy["tables"]["purchases"]["source"] = "retail_parquet"
     policy["tables"]["purchases"].pop("relation")
     (folder / "demo-policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    link_demo_models(folder)  # the copy names the demo's model files relative to itself
     sources = {"retail_parquet": {"kind": "parquet", "path": str(data / "purchases.parquet")},
                "publisher_impressions": {"kind": "parquet", "path": str(data / "impressions" / "*.parquet")},
                "region_lookup": {"kind": "csv", "path": str(data / "regions.csv")}}
