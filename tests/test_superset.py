@@ -212,6 +212,17 @@ def test_database_schemas_and_tables(api, database):
     assert sorted(t["value"] for t in tables) == TABLES
 
 
+def test_sql_lab_table_panel(api, database):
+    """SQL Lab's table panel (table_metadata, as its page asks): SQLAlchemy 1.4 reflects the
+    columns the policy shows, no keys or indexes, and the SELECT * it offers lists no hidden column."""
+    where = "?name=purchases&schema=public"
+    panel = api.get(f"/api/v1/database/{database}/table_metadata/{where}")
+    assert [c["name"] for c in panel["columns"]] == ["household_id", "region", "category", "amount", "purchased_on"]
+    assert panel["indexes"] == [] and panel["foreignKeys"] == []
+    assert "purchased_on" in panel["selectStar"] and "card_last4" not in panel["selectStar"]
+    assert api.get(f"/api/v1/database/{database}/table_metadata/extra/{where}") == {}
+
+
 def test_a_dataset_for_every_table_shows_what_the_policy_shows(api, datasets):
     purchases = api.get(f"/api/v1/dataset/{datasets['purchases']}")["result"]
     columns = {c["column_name"]: c for c in purchases["columns"]}
