@@ -208,6 +208,24 @@ def test_matmul_add_graphs_score_as_onnx_runtime(tmp_path, last):
     assert_within_tolerance(model, x, macro)
 
 
+@pytest.mark.parametrize("classes", [1, 3, 4])
+def test_softmax_over_any_number_of_classes_scores_as_onnx_runtime(tmp_path, classes):
+    # the macro writes class j's softmax as 1 / (1 + sum of exp(z_i - z_j)): every column checked
+    rng = np.random.default_rng(classes)
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["m"]), helper.make_node("Add", ["m", "B"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["y"])]
+    path = graph_file(tmp_path / "softmax.onnx", nodes, {"W": rng.normal(0, 1, (3, classes)),
+                                                          "B": rng.normal(0, 1, classes)}, out_width=classes)
+    x = rng.uniform(-50, 50, (20_000, 3))
+    x[:3] = [[np.nan, 1, 1], [1, np.inf, 1], [1, 1, -np.inf]]
+    for column in range(classes):
+        model = declared(path, ("a", "b", "c"), "y", column, (0, 1))
+        macro, function, registered = both_paths(model, x)
+        assert registered == "macro"
+        assert np.isnan(macro[:3]).all() and np.isnan(function[:3]).all()  # a non-finite input: NULL
+        assert_within_tolerance(model, x[3:], macro[3:])
+
+
 # -- the weights stay in the executor's catalog ----------------------------------------
 
 def weight_spellings(model: ModelFile) -> list[str]:
