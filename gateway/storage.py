@@ -44,6 +44,9 @@ def lock_key(text: str) -> int:
 SCHEMA_LOCK = lock_key("dp schema")  # what the ledger has always created its tables under
 
 
+MAX_UNCHANGED_READS = 1024  # per thread: distinct reads kept by query_unchanged
+
+
 class Connection:
     """A connection whose `execute` takes `?` placeholders on either database."""
 
@@ -193,6 +196,34 @@ class Database:
             con = self._reader()
             try:
                 return con.rows(sql, params)
+            except Exception as error:
+                if attempt == 2 or not self.is_broken(error):
+                    raise
+                self._drop_reader()
+        raise AssertionError("unreachable")
+
+    def query_unchanged(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        """query(), answered from this thread's memory while nothing was committed to the
+        database since this thread last ran it: SQLite's `PRAGMA data_version` changes
+        whenever any other connection, in any process, commits to the file. For reads on
+        every statement's path (approvals). PostgreSQL keeps no such counter: read each time.
+        The rows are shared with later callers: do not change them."""
+        if self.postgres_dsn:
+            return self.query(sql, params)
+        for attempt in (1, 2):
+            con = self._reader()
+            try:
+                version = (id(con), con.raw.execute("PRAGMA data_version").fetchone()[0])
+                memo = self._readers.__dict__.setdefault("unchanged", {})
+                key = (sql, tuple(params))
+                kept = memo.get(key)
+                if kept is not None and kept[0] == version:
+                    return kept[1]
+                rows = con.rows(sql, params)
+                if len(memo) >= MAX_UNCHANGED_READS:
+                    memo.clear()
+                memo[key] = (version, rows)
+                return rows
             except Exception as error:
                 if attempt == 2 or not self.is_broken(error):
                     raise

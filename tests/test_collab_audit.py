@@ -399,3 +399,20 @@ def test_records_nobody_waits_for_are_written_in_order_and_synced_soon(tmp_path,
     assert len(fsyncs) == 1 and [json.loads(line)["n"] for line in path.read_text().splitlines()][1:] == list(range(5))
     assert log.append({"n": "released"})["seq"] == 7 and len(fsyncs) == 2
     assert log.anchors.heads()[path.stem]["seq"] == 7
+
+
+def test_a_steady_stream_nobody_waits_for_is_still_synced_while_it_flows(tmp_path, monkeypatch):
+    """A flood of SELECT 1 keeps the writer busy: its records are still fsync'd about every
+    SYNC_AFTER_SECONDS while they keep coming, not only every SYNC_AFTER_RECORDS."""
+    import time
+
+    from gateway.audit_log import AuditLog, writer
+
+    log = AuditLog(tmp_path)
+    log.append({"n": "created"})
+    fsyncs, fsync = [], writer.os.fsync
+    monkeypatch.setattr(writer.os, "fsync", lambda fd: fsyncs.append(fd) or fsync(fd))
+    for n in range(200):  # 2 s at least, 40 times SYNC_AFTER_SECONDS, far fewer than SYNC_AFTER_RECORDS
+        log.submit({"n": n}, durable=False)
+        time.sleep(0.01)
+    assert len(fsyncs) >= 2

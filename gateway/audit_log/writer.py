@@ -19,11 +19,11 @@ Two kinds of record (`submit(record, durable=...)`):
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import datetime as dt
 import logging
 import os
-import queue
 import re
 import secrets
 import socket
@@ -43,28 +43,36 @@ SYNC_AFTER_SECONDS = 0.05  # how long a record that nobody waits for may stay wr
 SYNC_AFTER_RECORDS = 1000  # ... and how many of them
 # How long the writer, woken by a record nobody waits for, lets more gather before writing them: a
 # flood of SELECT 1 then costs one wake-up and one write per few milliseconds, not one per statement.
-# A record someone waits for cuts the wait short.
 GATHER_SECONDS = 0.004
+# How long the writer leaves a durable record for the thread that waits for it to commit (it
+# usually has, long before): only a record submitted by a thread that never waits is left to it.
+LEAD_GRACE_SECONDS = 0.002
 CHAINS_FOLDER = "audit"
 LEGACY_LOG = "audit.jsonl"  # the single log shared by all processes in earlier versions: read, never written
 
 
 class AuditLog:
-    """Appends go through two stages, each run by a thread of its own per process:
+    """Group commit, led by the threads that wait:
 
-    1. the writer chains and writes everything queued in one write, and fsyncs it
-       when a record in it is waited for; records queued meanwhile form the next batch;
-    2. the anchorer stores the newest durable head (and, with PostgreSQL, the records
-       up to it); heads made durable meanwhile are covered by the next one.
+    - a thread that waits for a durable record (`wait`, `append`, `commit_queued`)
+      takes the commit lock and commits everything queued so far, its own record and
+      whoever else's: one write, one fsync, one anchor in the store (with PostgreSQL,
+      the copy of those records in the same statement), then completes their futures.
+      Threads that queued meanwhile find their records committed, or lead the next
+      batch. No record waits for another thread to be woken and scheduled: under load
+      every hand-off between threads costs the length of a GIL switch;
+    - the writer thread commits what nobody leads: records nobody waits for (after
+      GATHER_SECONDS, so a flood of SELECT 1 costs one write per few milliseconds),
+      durable ones submitted by a thread that does not wait (looked for every
+      SYNC_AFTER_SECONDS, and left LEAD_GRACE_SECONDS more to a leader), those submitted
+      on an event loop's thread (at once),
+      and the fsync of written records SYNC_AFTER_SECONDS after their write.
 
-    A batch's anchor is stored while the next batch is written and fsync'd, so the
-    store's round trip does not hold up the chain. The anchor only ever names a head
-    already fsync'd. Each waiter is woken once, by its own future.
-
-    The wire server's event loop submits like any thread and never writes or fsyncs
-    itself: an fsync on the loop's thread stalled every session of the process for
-    its length (bench/mixed_load.py: the wire's latency beside the HTTP load went
-    from 3.1x to 1.6-1.9x its latency alone, SELECT 1's from 11.8 ms to 3.1 ms).
+    The anchor only ever names a head already fsync'd. An event loop's thread never
+    leads a commit: the wire server's loop submits like any thread and never writes or
+    fsyncs (an fsync on the loop stalled every session of the process for its length;
+    bench/mixed_load.py: the wire's latency beside the HTTP load went from 3.1x to
+    1.6-1.9x its latency alone, SELECT 1's from 11.8 ms to 3.1 ms).
     """
 
     def __init__(self, state_dir: Path, store: Database | None = None):
@@ -86,19 +94,21 @@ class AuditLog:
         return cls(Path(config.state_dir), Database.for_config(config, "collab.sqlite"))
 
     def _fork_reset(self) -> None:
-        # A fork copies the parent's queues, chain and threads' state but not its threads:
+        # A fork copies the parent's queue, chain and threads' state but not its threads:
         # the child starts a chain of its own on its first record. The inherited descriptor
         # is left open, not closed: its number may have been reused since.
         self._pid = os.getpid()
         self._chain: _ChainFile | None = None
-        self._to_write: queue.SimpleQueue = queue.SimpleQueue()  # (record, future or None)
-        self._waited_for = threading.Event()  # set when a durable record is queued: write now
-        self._to_anchor: queue.SimpleQueue = queue.SimpleQueue()  # (chain, seq, hash, copies, futures)
-        self._lock = threading.Lock()  # starting threads; the loop's list; the counters
+        self._lock = threading.Lock()  # the queue and the counters
+        self._queued = threading.Condition(self._lock)  # the writer thread waits on it
+        self._pending: list[tuple[dict, Future | None]] = []  # in submission order; taken under the commit lock
+        self._durable_pending = 0  # of those, records someone waits for
+        self._unled = False  # of those, one whose waiter cannot commit (an event loop's thread)
         self._commit_lock = threading.Lock()  # one committer at a time, whichever thread
         self._written = threading.Condition(threading.Lock())
         self._submitted = self._done = 0  # records queued / written (or failed), for flush
         self._unsynced = 0  # records written, not yet fsync'd
+        self._unsynced_since = 0.0  # when the oldest of them was written (monotonic)
         self._copies: list[tuple] = []  # with PostgreSQL: those records, to copy with their anchor
         self._started = False
 
@@ -109,14 +119,18 @@ class AuditLog:
         return self.wait(self.submit(record))
 
     def wait(self, future: Future) -> dict:
-        """A submitted record's future, waited for from any thread."""
+        """A submitted record's future, waited for from any thread: unless that thread
+        runs an event loop, it leads the commit of what is queued."""
+        if not future.done():
+            self.commit_queued()
         return future.result()
 
     def submit(self, record: dict, durable: bool = True) -> Future:
         """Queues the record. Durable: the future gives it, chained and hashed, once it
-        is on disk and anchored, or raises why not (the whole batch shares its fate).
+        is on disk and anchored, or raises why not (the whole batch shares its fate);
+        the thread that waits for it commits it (`wait`, `commit_queued`).
         Not durable: the future is complete now (see the module's docstring)."""
-        if self._pid != os.getpid():  # a fork copied another process's queues and chain
+        if self._pid != os.getpid():  # a fork copied another process's queue and chain
             self._fork_reset()
         record = normalised(record)
         if "time" not in record:  # readers merge chains by time
@@ -124,21 +138,40 @@ class AuditLog:
         future: Future = Future()
         if not durable:
             future.set_result(record)
-        waiter = future if durable else None
         with self._lock:
             self._submitted += 1
+            self._pending.append((record, future if durable else None))
+            self._durable_pending += durable
+            # A durable record from an event loop's thread has no thread to lead its commit.
+            unled = durable and _on_event_loop()
+            self._unled |= unled
+            if unled or not durable:  # the writer's to commit; a waiting thread commits its own
+                self._queued.notify()
         if not self._started:
-            self._start_threads()
-        self._to_write.put((record, waiter))
-        if durable:
-            self._waited_for.set()
+            self._start_writer()
         return future
+
+    @staticmethod
+    def can_wait_here() -> bool:
+        """Whether this thread may block until a record is durable (an event loop's may not)."""
+        return not _on_event_loop()
+
+    def commit_queued(self) -> None:
+        """If a durable record is queued, commit everything queued now, in this thread
+        (never on an event loop's thread: the writer thread commits for it)."""
+        if self._pid != os.getpid() or not self._durable_pending or _on_event_loop():
+            return
+        with self._commit_lock:
+            self._commit(self._take())
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every record submitted so far is written (not necessarily fsync'd):
         for readers in this process, which then find even the records nobody waited for."""
         if self._pid != os.getpid():
             return
+        if not _on_event_loop():
+            with self._commit_lock:
+                self._commit(self._take())
         with self._lock:
             target = self._submitted
         with self._written:
@@ -150,102 +183,84 @@ class AuditLog:
         if self._pid != os.getpid():
             return
         self.flush(timeout=10)
-        done = self._sync_written()
-        if done is not None:
-            done.exception(timeout=10)
+        self._sync_written()
 
     # -- committing ------------------------------------------------------------------
 
-    def _start_threads(self) -> None:
+    def _start_writer(self) -> None:
         with self._lock:
             if not self._started:
                 threading.Thread(target=self._write_forever, name="audit-writer", daemon=True).start()
-                threading.Thread(target=self._anchor_forever, name="audit-anchor", daemon=True).start()
                 self._started = True
 
     def _write_forever(self) -> None:
         while True:
-            try:
-                batch = [self._to_write.get(timeout=SYNC_AFTER_SECONDS if self._unsynced else None)]
-            except queue.Empty:  # records written a while ago that nobody waited for: make them durable
-                self._sync_written()
+            with self._lock:
+                if not self._pending:  # the timeout also finds durable records whose thread never waits
+                    self._queued.wait(SYNC_AFTER_SECONDS)
+                queued, durable, unled = bool(self._pending), self._durable_pending, self._unled
+            if not queued:
+                self._sync_written(older_than=SYNC_AFTER_SECONDS)
                 continue
-            if batch[0][1] is None:  # nobody waits for it: let others gather, unless someone waits
-                self._waited_for.wait(GATHER_SECONDS)
-            self._waited_for.clear()  # before taking the queue: a durable record queued after it sets it again
-            while not self._to_write.empty():
-                batch.append(self._to_write.get_nowait())
-            self._commit(batch)
+            # Let others gather (nobody waits), or let the thread that waits lead.
+            if not unled:
+                time.sleep(LEAD_GRACE_SECONDS if durable else GATHER_SECONDS)
+            with self._commit_lock:
+                self._commit(self._take())
+            self._sync_written(older_than=SYNC_AFTER_SECONDS)  # a steady stream nobody waits for
 
-    def _anchor_forever(self) -> None:
-        while True:
-            durable = _everything_queued(self._to_anchor, None)
-            self._anchor(durable)
+    def _take(self) -> list[tuple[dict, Future | None]]:
+        """Everything queued, in order. Called under the commit lock only, so batches
+        are written in the order their records were submitted."""
+        with self._lock:
+            batch, self._pending, self._durable_pending, self._unled = self._pending, [], 0, False
+        return batch
 
-    def _commit(self, batch: list[tuple[dict, Future | None]]) -> bool:
+    def _commit(self, batch: list[tuple[dict, Future | None]]) -> None:
         """Chain and write the batch; fsync and anchor it if any record in it is waited
-        for, or enough are unsynced. Returns whether nothing written is left unsynced."""
+        for, or enough are unsynced. Under the commit lock."""
+        if not batch:
+            return
         waiters = [(future, record) for record, future in batch if future is not None]
-        with self._commit_lock:
-            try:
-                self._write([record for record, _ in batch])
-            except BaseException as failure:  # every record of the batch shares its fate
-                self._count_done(len(batch))
-                self._fail(waiters, failure, len(batch) - len(waiters))
-                return not self._unsynced
+        try:
+            self._write([record for record, _ in batch])
+        except BaseException as failure:  # every record of the batch shares its fate
             self._count_done(len(batch))
-            if not waiters and self._unsynced < SYNC_AFTER_RECORDS:
-                return False
+            self._fail(waiters, failure, len(batch) - len(waiters))
+            return
+        self._count_done(len(batch))
+        if waiters or self._unsynced >= SYNC_AFTER_RECORDS:
             self._sync_locked(waiters)
-            return True
 
-    def _sync_written(self) -> Future | None:
-        """Fsync and anchor what was written and not yet synced; a future for the anchor."""
+    def _sync_written(self, older_than: float = 0.0) -> None:
+        """Fsync and anchor what was written and not yet synced (once the oldest of it
+        was written `older_than` seconds ago)."""
+        if not self._unsynced or time.monotonic() - self._unsynced_since < older_than:
+            return
         with self._commit_lock:
-            if not self._unsynced:
-                return None
-            done: Future = Future()
-            self._sync_locked([(done, None)])
-            return done
+            if self._unsynced:
+                self._sync_locked([])
 
-    def _sync_locked(self, waiters: list[tuple[Future, dict | None]]) -> None:
+    def _sync_locked(self, waiters: list[tuple[Future, dict]]) -> None:
         chain, copies, pending = self._chain, self._copies, self._unsynced
         self._unsynced, self._copies = 0, []
         try:
             os.fsync(chain.fd)
         except BaseException as failure:
             self._abandon()  # the kernel may have dropped the pages: nothing about the file is known
-            self._fail(waiters, failure, pending - sum(record is not None for _, record in waiters))
+            self._fail(waiters, failure, pending - len(waiters))
             return
         # The anchor is stored after the fsync, so it never names a record the disk may lose.
-        if not self._started:
-            self._start_threads()
-        self._to_anchor.put((chain.name, chain.seq, chain.prev, copies, waiters))
-
-    def _anchor(self, durable: list[tuple]) -> None:
-        """Anchor each chain's newest head (with PostgreSQL, copying its records), then
-        wake the waiters. Older heads of the same chain are covered by the newest."""
-        by_chain: dict[str, list] = {}
-        for name, seq, hash_, copies, waiters in durable:
-            entry = by_chain.setdefault(name, [0, "", [], []])
-            entry[0], entry[1] = seq, hash_
-            entry[2].extend(copies)
-            entry[3].extend(waiters)
-        for name, (seq, hash_, copies, waiters) in by_chain.items():
-            try:
-                self.anchors.save(name, seq, hash_, copies)
-                error = None
-            except BaseException as failure:  # durable, but not anchored: the statements fail
-                error = failure
-                log.error("audit chain %s: records up to %d are written but could not be anchored in %s: %s",
-                          name, seq, self.anchors.describe(), failure)
-            for future, record in waiters:
-                if future.done():
-                    continue
-                if error is None:
-                    future.set_result(record)
-                else:
-                    future.set_exception(error)
+        try:
+            self.anchors.save(chain.name, chain.seq, chain.prev, copies)
+        except BaseException as failure:  # durable, but not anchored: the statements fail
+            log.error("audit chain %s: records up to %d are written but could not be anchored in %s: %s",
+                      chain.name, chain.seq, self.anchors.describe(), failure)
+            self._fail(waiters, failure, 0)
+            return
+        for future, record in waiters:
+            if not future.done():
+                future.set_result(record)
 
     def _write(self, records: list[dict]) -> None:
         chain = self._current_chain()
@@ -259,6 +274,8 @@ class AuditLog:
             self._abandon()  # a partial write? the next batch starts a new chain
             raise
         chain.seq, chain.prev = seq, prev
+        if not self._unsynced:
+            self._unsynced_since = time.monotonic()
         self._unsynced += len(records)
         if self.anchors.copies_records:
             self._copies.extend((r["seq"], line[:-1], r.get("time"), r.get("cleanroom"))
@@ -336,13 +353,10 @@ class _ChainFile:
             return cls(name, path, fd)
 
 
-def _everything_queued(waiting: queue.SimpleQueue, timeout: float | None) -> list:
-    """Waits for one item (raising queue.Empty after timeout), then takes whatever
-    else is queued: the next batch."""
-    batch = [waiting.get(timeout=timeout)]
-    while not waiting.empty():
-        batch.append(waiting.get_nowait())
-    return batch
+def _on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop (the wire server's), which must
+    never block on a write, an fsync or the store."""
+    return asyncio._get_running_loop() is not None
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -152,7 +152,7 @@ class Collaboration:
         return [self.subject(room, kind, name) for kind, name in subject_names(room)]
 
     def _approvals(self, subject: Subject) -> tuple[Approval, ...]:
-        rows = self.store.query(
+        rows = self.store.query_unchanged(  # on every statement's path: kept while the store is unchanged
             "SELECT * FROM approvals WHERE cleanroom = ? AND template = ? AND template_sha256 = ? ORDER BY approved_at",
             (subject.cleanroom, subject.key, subject.sha256),
         )

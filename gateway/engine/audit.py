@@ -9,7 +9,10 @@ failures wait here: they are rare, and their error must not outrun the record.
 A statement that read no clean-room data (a constant like a pool's `SELECT 1`, a
 catalog query answered from the policy) does not wait: its record goes into the
 same chain, in order, and is made durable by the next fsync (gateway.audit_log.writer).
-Anything that read a table of the room, public or private, or ran a template waits."""
+Anything that read a table of the room, public or private, or ran a template waits,
+except the repeat of a differentially private answer this process has already
+durably audited for the same analyst, statement and stored measurement
+(gateway/engine/replay.py): the rows it gives were released, and recorded, before."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import datetime as dt
 import hashlib
 
 from gateway.dp.policy import spent_json
+from gateway.engine.replay import delivered_answer
 from gateway.engine.state import QueryState
 from gateway.errors import GatewayError
 
@@ -27,6 +31,8 @@ def audit(state: QueryState) -> QueryState:
     if state.template is not None and state.template.output is not None:  # the table is the output's receipt
         rows, output = released.table.column("rows")[0].as_py(), released.table.column("output_id")[0].as_py()
     protection = released.protection
+    answer = delivered_answer(state)
+    durable = not reads_no_room_data(state) and not (answer is not None and state.context.delivered.get(answer))
     audited = state.context.audit.submit(_record(
         state,
         decision="released",
@@ -39,7 +45,12 @@ def audit(state: QueryState) -> QueryState:
         reused_release=protection["reused"] if protection else None,
         min_group_size=released.min_group_size,
         output_id=output,
-    ), durable=not reads_no_room_data(state))
+    ), durable=durable)
+    if answer is not None and not state.replayed:
+        # Durably audited, the answer is delivered; a repeat's release is kept for the replay pass.
+        kept = released if protection and protection.get("reused") else True
+        delivered = state.context.delivered
+        audited.add_done_callback(lambda done: done.exception() is None and delivered.put(answer, kept))
     return state.evolve(audited=audited)
 
 
@@ -65,7 +76,12 @@ def audit_failure(state: QueryState, error: Exception) -> None:
         outcome = dict(decision=decision, rule=error.rule, sqlstate=error.sqlstate, message=error.message)
     else:
         outcome = dict(decision="failed", rule="internal", message=type(error).__name__)
-    state.context.audit.append(_record(state, privacy_budget_spent=_spent(state), **outcome))
+    audit = state.context.audit
+    recorded = audit.submit(_record(state, privacy_budget_spent=_spent(state), **outcome))
+    if audit.can_wait_here():
+        audit.wait(recorded)
+    else:  # an event loop's thread (the wire's, for statements answered from memory) must not block:
+        error.audit_record = recorded  # the front end awaits it before the error leaves
 
 
 def _record(state: QueryState, **outcome) -> dict:

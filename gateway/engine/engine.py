@@ -19,7 +19,7 @@ from gateway.config_model import GatewayConfig
 from gateway.dp import noising, thresholds
 from gateway.dp.ledger import Account
 from gateway.dp.policy import budget_for
-from gateway.engine import intervals, over_released, parse, pipeline, recall, train
+from gateway.engine import intervals, over_released, parse, pipeline, recall, replay, train
 from gateway.engine.context import EngineContext
 from gateway.engine.executors import ExecutorPool
 from gateway.engine.resolve import visible_tables
@@ -185,16 +185,26 @@ class Engine:
         state = pipeline.run(self._start(request))
         return state.release, state.audited
 
+    def submit_committed(self, request: QueryRequest) -> tuple[Release, Future]:
+        """submit, then commit the statement's audit record in this thread (a front end's
+        worker thread): the front end's event loop then waits only for a padded answer's
+        time, not for a hand-off to another thread (gateway.audit_log.writer)."""
+        release, audited = self.submit(request)
+        self.context.audit.commit_queued()
+        return release, audited
+
     def runs_in_memory(self, request: QueryRequest) -> bool:
-        """Whether submit would return without I/O (recall.in_memory), so that a front
-        end may call it on its event loop. Never while a policy check is due: a
+        """Whether submit would return without I/O that can wait (recall.in_memory: a
+        constant; replay.in_memory: a kept DP answer), so that a front end may call it on
+        its event loop. Never while a policy check is due: a
         reload reads files and describes sources."""
         if self._watcher is not None and self._watcher.due():
             return False
         room = self.context.cleanrooms.get(request.cleanroom)
         if room is None or request.user not in room.analysts:
             return False
-        return recall.in_memory(self._start(request, room))
+        state = self._start(request, room)
+        return recall.in_memory(state) or replay.in_memory(state)
 
     def compile(self, request: QueryRequest, *, describing: bool = False) -> QueryState:
         """Every pass up to the generated SQL, nothing executed (benchmarks, EXPLAIN).

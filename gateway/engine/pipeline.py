@@ -7,8 +7,8 @@ what it does. New behaviour is a new pass here or a change to one.
 from __future__ import annotations
 
 from gateway.engine import (admit, audit, authorise, catalog, charge, deliver, execute, flatten, intervals,
-                            over_released, own_tables, parse, plan_noise, public_range, recall, release, resolve,
-                            rewrite, series_limit, timing, verify)
+                            over_released, own_tables, parse, plan_noise, public_range, recall, release, replay,
+                            resolve, rewrite, series_limit, timing, verify)
 from gateway.engine.state import QueryState
 
 # Up to the SQL DuckDB will run: what `compile` and EXPLAIN need.
@@ -36,11 +36,15 @@ AFTER_RELEASE = (
     timing.pad,  # an answer over private tables leaves at a time the rows do not decide
 )
 
+# A replayed release was post-processed when it was first published: only these run.
+AFTER_REPLAY = (audit.audit, timing.pad)
+
 PASSES = (
     recall.recall,  # a repeated statement brings back its analysis and skips COMPILE
     *COMPILE,
     recall.remember,
     admit.admit,  # the analyst's quotas: statements at once, per minute, engine seconds per hour
+    replay.replay,  # a DP answer given to this analyst before: the same release, published once
     charge.charge,  # differential privacy: reuse a released answer, or pay before running
     execute.execute,
     release.release,
@@ -64,11 +68,15 @@ def run(state: QueryState, passes=PASSES) -> QueryState:
     return state
 
 
+_COMPILE, _AFTER_RELEASE, _AFTER_REPLAY = frozenset(COMPILE), frozenset(AFTER_RELEASE), frozenset(AFTER_REPLAY)
+
+
 def _needed(step, state: QueryState) -> bool:
     """A pass runs unless an earlier one already did its work: the catalog pass
-    answers catalog statements itself, and recall restores a known analysis."""
-    if step in AFTER_RELEASE:
-        return True
+    answers catalog statements itself, recall restores a known analysis, and replay
+    a published answer."""
+    if step in _AFTER_RELEASE:
+        return not state.replayed or step in _AFTER_REPLAY
     if state.release is not None:
         return False
-    return not (state.generated_sql is not None and step in COMPILE)
+    return not (state.generated_sql is not None and step in _COMPILE)

@@ -75,6 +75,7 @@ class QueryState:
     clock: "StatementClock | None" = None  # execute: when it started and the padded time its answer leaves
     release: Release | None = None  # release
     rows_suppressed: int | None = None  # release: groups below k (None: not counted)
+    replayed: bool = False  # replay: the release is one given before, as it was given
     audited: "Future | None" = None  # audit: completes once the statement's record is durable
 
     def evolve(self, **changes) -> "QueryState":

@@ -63,10 +63,16 @@ class Results:
                                request_id=request_id(), intervals=intervals_on(self.params))
         self.running = request.request_id
         try:
-            if self.engine.runs_in_memory(request):  # e.g. a pool's `SELECT 1`: no thread needed
-                release, audited = self.engine.submit(request)
+            if self.engine.runs_in_memory(request):  # a pool's `SELECT 1`, a kept replay: no thread needed
+                try:
+                    release, audited = self.engine.submit(request)
+                except Exception as error:  # refused on the loop: its record is durable before the error leaves
+                    recorded = getattr(error, "audit_record", None)
+                    if recorded is not None:
+                        await self.io.wait(recorded)
+                    raise
             else:
-                release, audited = await self.io.run(self.engine.submit, request)
+                release, audited = await self.io.run(self.engine.submit_committed, request)
             await self.io.wait(audited)  # the audit record is durable before any row leaves
             return release
         finally:
