@@ -25,6 +25,9 @@ from gateway.engine.state import QueryState
 from gateway.errors import GatewayError
 
 
+KEPT_REPLAY_ROWS = 1_000
+
+
 def audit(state: QueryState) -> QueryState:
     released = state.release
     rows, output = released.table.num_rows, None
@@ -47,8 +50,10 @@ def audit(state: QueryState) -> QueryState:
         output_id=output,
     ), durable=durable)
     if answer is not None and not state.replayed:
-        # Durably audited, the answer is delivered; a repeat's release is kept for the replay pass.
-        kept = released if protection and protection.get("reused") else True
+        # Durably audited, the answer is delivered; a repeat's release is kept for the replay pass
+        # (up to KEPT_REPLAY_ROWS rows: a larger one is published afresh, not held in memory).
+        reused = bool(protection and protection.get("reused"))
+        kept = released if reused and released.table.num_rows <= KEPT_REPLAY_ROWS else True
         delivered = state.context.delivered
         audited.add_done_callback(lambda done: done.exception() is None and delivered.put(answer, kept))
     return state.evolve(audited=audited)

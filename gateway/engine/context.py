@@ -37,7 +37,7 @@ class EngineContext:
     constant_results: LruCache = field(default_factory=lambda: LruCache(256))  # see execute.py
     catalog_results: LruCache = field(default_factory=lambda: LruCache(512))  # see catalog.py
     replays: LruCache = field(default_factory=lambda: LruCache(256))  # replayed releases as published: release.py
-    delivered: LruCache = field(default_factory=lambda: LruCache(4096))  # DP answers durably audited: audit.py
+    delivered: LruCache = field(default_factory=lambda: LruCache(1024))  # DP answers durably audited: audit.py
     watchdog: Watchdog = field(default_factory=Watchdog)  # padded answers' release times, catalog deadlines
     catalogs: CatalogCache = field(default_factory=CatalogCache)  # the catalog pass's databases and translations
     _privacy: PrivacyServices | None = field(default=None, repr=False)
