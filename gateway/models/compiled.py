@@ -17,11 +17,12 @@ registers the ONNX Runtime function (gateway.models.scoring) instead: never a gu
 
 The macro computes the model's own arithmetic in double precision, where ONNX Runtime
 computes it in float32 (inputs rounded to float32, float32 products and sums, its own
-approximations of exp): the two differ by ONNX Runtime's rounding, which
-`tolerance` bounds row by row (tests hold every row within it; on the demo's declared
-input ranges it is below 1e-6). A score is the transform of the affine map, clamped to the
-declared bounds; a NULL, NaN or infinite input, or arithmetic that overflows double (an
-input beyond about 1e307), scores NULL, never NaN and never an error. Inputs beyond
+approximations of exp): the two differ by ONNX Runtime's rounding, within the bound
+docs/models.md states per row, 1e-7 + (k + 3) 2^-24 (|b| + sum |w_i x_i|)
+(tests/test_models_compiled.py holds every row to it; on the demo's declared input
+ranges the difference is below 1e-6). A score is the transform of the affine map,
+clamped to the declared bounds; a NULL, NaN or infinite input scores NULL, as does a row
+whose affine form overflows double (inputs near 1e308): never NaN, never an error. Inputs beyond
 float32's range (3.4e38), where ONNX Runtime's own float32 arithmetic may overflow to NaN
 (then the function scores NULL), score the double-precision value instead: bounded
 like every score.
