@@ -244,3 +244,17 @@ def test_the_choice_reads_the_policy_not_the_data(tmp_path):
             engine.close()
     assert chosen[0] == chosen[1]
     assert chosen[0]["chosen_for_this_query"]["max_contributions_per_unit"] <= 5
+
+
+def test_no_choice_beyond_what_the_profile_counts(tmp_path):
+    """A rule whose ceiling is above what the profile counts keeps its declared bound: the
+    profile cannot show the bias there."""
+    policy = policy_with({"visits": {"units_by_rows": [500, 300, 100, 50, 20, 10]}})
+    policy["rules"]["agg"]["privacy"] = {"max_contributions_per_unit": 8}
+    engine = build_engine(tmp_path, policy, ONE_HEAVY)
+    try:
+        described = engine.explain(request("SELECT region, COUNT(*) FROM visits GROUP BY region"))
+        bounds = described["differential_privacy"]["contribution_bounds"]
+        assert "chosen_for_this_query" not in bounds and bounds["max_contributions_per_unit"] == 8
+    finally:
+        engine.close()

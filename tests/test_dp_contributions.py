@@ -315,3 +315,48 @@ def test_noise_column_follows_the_accounting(room, tmp_path):
     assert count_noise_ci95(zcdp, 4, 5) == gaussian.integer_noise(10.0, 0.0025).ci95()
     assert count_noise_ci95(zcdp, 4, 5) < count_noise_ci95(pure, 4, 5)
     assert count_noise_ci95(Policy(5, 4, None, "pure"), 4, 5) is None  # no privacy section: no noise to show
+
+
+# -- the profile an owner publishes into the policy (privacy.profile) ---------------------------
+
+
+def test_profile_counts_units_by_rows_and_values_near_the_truth_and_is_charged(room):
+    from gateway.dp.ledger import Account, Ledger
+
+    _, cleanroom, config = room
+    result = report_for(config, cleanroom, "owner_a", ["visits"], epsilon=100.0, profile=25)
+    assert result["tables"] == [] and set(result["profile"]) == {"visits"}
+    profile = result["profile"]["visits"]
+    assert 0 < profile["epsilon_spent"] <= 100.0 and profile["epsilon"] == 100.0
+    units = profile["units_by_rows"]
+    assert len(units) == 26  # 1 to 25 rows, and more
+    # 50 households with 2 rows, 40 with 6, 10 with 20 (50 per histogram: noise scale 0.02 for units)
+    assert (units[1], units[5], units[19]) == (50, 40, 10) and sum(units) == 100
+    spend = profile["measures"]["spend"]
+    assert spend["edges"][0] == 0 and spend["edges"][-1] == 100 and len(spend["counts"]) == len(spend["edges"])
+    # values of 10 (340 rows) and 200 (at or above the upper bound: 200 rows), noise scale 0.5 per bin
+    assert spend["counts"][5] == pytest.approx(340, abs=5) and spend["counts"][-1] == pytest.approx(200, abs=5)
+    charges = [r for r in Ledger.from_config(config).history(Account("room", "owner:a")) if r["kind"] == "charge"]
+    assert charges[-1]["epsilon"] == 100.0
+
+
+def test_profile_text_is_the_policy_block_and_loads(room, capsys, tmp_path):
+    from gateway.cli import main
+    from gateway.policy.loader import load_policy
+
+    path, _, config = room
+    assert main(["contributions", "visits", "--config", str(path), "--token", USERS["owner_a"],
+                 "--epsilon", "1", "--profile", "5"]) == 0
+    text = capsys.readouterr().out
+    block = yaml.safe_load(text[text.index("profile:"):])
+    policy = yaml.safe_load(Path(config.policies[0]).read_text())
+    policy["privacy"].update(block, max_contributions_per_unit=5)
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    (profile,) = load_policy(tmp_path / "policy.yaml").privacy.profiles
+    assert profile.table == "visits" and len(profile.units_by_rows) == 6
+
+
+def test_profile_needs_epsilon(room):
+    _, cleanroom, config = room
+    with pytest.raises(ValueError, match="--profile CEILING needs --epsilon"):
+        report_for(config, cleanroom, "owner_a", ["visits"], profile=5)

@@ -220,6 +220,8 @@ def choose_for(room, privacy, tables_read, groups, builder, outputs: dict, compo
     if privacy.max_contributions_per_unit is None or len(private) != 1 or private[0] not in profiles:
         return None
     table, profile = private[0], profiles[private[0]]
+    if privacy.max_contributions_per_unit > len(profile.units_by_rows) - 1:  # a rule's or analyst's higher ceiling:
+        return None  # the profile cannot show the bias of bounds beyond what it counts
     histograms = {m.column: Histogram(m.edges, m.counts) for m in profile.measures}
     declared = {m: (room.tables[table].columns[m].bounds.lower, room.tables[table].columns[m].bounds.upper)
                 for m in histograms}
