@@ -100,7 +100,7 @@ def test_analyst_previews_runs_charts_and_downloads(browser, console_server, dow
     log_in(browser, console_server, "analyst")
     assert browser.current_url.endswith("/console/analyst")
     schema = browser.find_element(By.ID, "schema").text
-    for shown_text in ("purchases", "impressions", "regions", "join_key", "measure", "bounds [0.0, 200.0]",
+    for shown_text in ("purchases", "impressions", "regions", "join_key", "measure", "bounds [0.0, 500.0]",
                        "values: north, south", "day / week / month from 2026-01-01", "campaign_reach"):
         assert shown_text in schema, shown_text
     assert "card_last4" not in schema  # hidden columns are not shown, as /v1/tables does not list them

@@ -91,7 +91,9 @@ def dp_pg_small_bounds(demo_data_dir, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("dp-pgwire-small-bounds")
     policy = yaml.safe_load(DEMO_POLICY.read_text())
-    policy["privacy"].update(max_rows_per_unit=5, max_groups_per_unit=4)
+    # k on public keys (the notices below say how many groups k released)
+    policy["privacy"].update(max_rows_per_unit=5, max_groups_per_unit=4, min_group_size_on_public_keys=True)
+    policy["privacy"].pop("profile")  # bounds as declared: the profile is of the full-size data, not this scale
     policy["tables"]["purchases"]["columns"]["amount"]["bounds"] = [0, 500]
     (folder / "demo.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
     config = write_demo_config(folder, demo_data_dir, folder / "demo.yaml")

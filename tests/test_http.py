@@ -158,7 +158,7 @@ def test_tables_lists_schema_with_roles_and_no_hidden_columns(http_server):
     assert "card_last4" not in purchases
     assert purchases["household_id"]["role"] == "join_key"
     assert purchases["amount"]["role"] == "measure"
-    assert purchases["amount"]["bounds"] == {"lower": 0, "upper": 200}
+    assert purchases["amount"]["bounds"] == {"lower": 0, "upper": 500}
     assert "north" in purchases["region"]["values"]
     assert tables["regions"]["public"] is True
     assert "card_last4" not in reply.body.decode()

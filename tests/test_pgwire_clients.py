@@ -64,7 +64,7 @@ def test_psql_lists_tables_columns_databases_schemas(pg):
     assert "card_last4" not in described  # hidden columns do not exist
     assert "numeric(10,2)" in described
     # each column's role and bounds, under "Policies:" (what the policy says of the column)
-    for line in ('POLICY "amount: measure in [0, 200]"', 'POLICY "household_id: privacy unit, join key"',
+    for line in ('POLICY "amount: measure in [0, 500]"', 'POLICY "household_id: privacy unit, join key"',
                  'POLICY "region: dimension, 8 declared values"',
                  'POLICY "purchased_on: dimension, buckets 2026-01-01..2026-12-31"'):
         assert line in described, described

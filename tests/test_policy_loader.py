@@ -48,7 +48,7 @@ def test_demo_policy_loads_into_the_model():
     assert room.source_file == str(path)
     purchases = room.tables["purchases"]
     assert purchases.privacy_unit == "household_id" and purchases.relation == "purchases"
-    assert purchases.columns["amount"].bounds == Bounds(0.0, 200.0)
+    assert purchases.columns["amount"].bounds == Bounds(0.0, 500.0)
     assert purchases.columns["card_last4"].role is Role.HIDDEN
     assert "card_last4" not in purchases.visible()
     assert purchases.columns["region"].values[:2] == ("north", "south")

@@ -50,7 +50,8 @@ def write_room(folder: Path, demo_config_path: Path, dsn: str) -> tuple[Path, Pa
         "cleanroom": "shared",
         "min_group_size": 10,
         "privacy": {**demo["privacy"], "epsilon_per_query": EPSILON,
-                    "budget": {"epsilon": N * EPSILON, "delta": 1.0e-5, "refresh": "never"}},
+                    "budget": {"epsilon": N * EPSILON, "delta": 1.0e-5, "refresh": "never"},
+                    "profile": {"purchases": demo["privacy"]["profile"]["purchases"]}},  # the one table kept
         "collaborators": demo["collaborators"],
         "tables": {"purchases": demo["tables"]["purchases"]},
         "rules": {"retail": {"tables": ["purchases"], "aggregates": ["count", "count_distinct", "sum", "avg"]}},
