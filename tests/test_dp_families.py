@@ -286,15 +286,26 @@ def truth(tmp_path) -> dict:
     return found
 
 
+# An owner's profile of these rows (gateway/dp/bound_choice.py): every household has one row and
+# values reach the upper bound, so the bounds chosen from it (C = 1, spend's upper 500) clip nothing.
+PROFILE = {"max_contributions_per_unit": 2, "profile": {"visits": {
+    "units_by_rows": [6600, 0, 0],
+    "measures": {"spend": {"edges": [0, 250, 500], "counts": [3300, 3300, 100_000]},
+                 "converted": {"edges": [0, 0.5, 1], "counts": [4600, 0, 2000]}}}}}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("accounting", ["pure", "zcdp"])
-def test_released_intervals_cover_the_truth_through_the_engine(tmp_path, accounting):
+@pytest.mark.parametrize("accounting, chosen", [("pure", False), ("zcdp", False), ("pure", True)])
+def test_released_intervals_cover_the_truth_through_the_engine(tmp_path, accounting, chosen):
     """The release path itself (measure, then publish with the analyst's SQL) repeated
     200 times on the bounded table the engine computed: every column's per-row
     interval covers the true value >= 93% of the time; counts are non-negative
-    integers, sums non-negative, averages within their bounds."""
-    engine = make_engine(tmp_path, accounting)
+    integers, sums non-negative, averages within their bounds. Also with bounds
+    chosen per query from a profile (the noise then calibrated to the chosen C = 1)."""
+    engine = make_engine(tmp_path, accounting, **(PROFILE if chosen else {}))
     state = engine.compile(request(SQL))
+    if chosen:
+        assert state.noise_plan.bound_choice.total == 1 and not state.noise_plan.bound_choice.uppers
     bounded = engine.database.cursor().sql(state.generated_sql).to_arrow_table()
     truths = truth(tmp_path)
     pairs = {column: [] for column in ("n", "households", "total", "basket", "rate")}
