@@ -69,7 +69,7 @@ class Setting:
     pure: bool  # Laplace (epsilon) or Gaussian (rho)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: the caches below see one object many times
 class Histogram:
     """A measure's profiled values: counts[i] in [edges[i], edges[i + 1]), the last at or above edges[-1]."""
 
@@ -138,6 +138,11 @@ def profiled_rows(units_by_rows: tuple[int, ...]) -> float:
     return float(sum(rows * units for rows, units in enumerate(units_by_rows, 1)))
 
 
+@lru_cache(maxsize=65536)
+def _rows_sensitivity(rows_per_unit: int, groups_per_unit: int, total: int, magnitude: float) -> Sensitivity:
+    return Sensitivity.of_rows(Contribution(rows_per_unit, groups_per_unit, total), magnitude)
+
+
 def _variance(sensitivity: Sensitivity, loss: float, pure: bool) -> float:
     if loss <= 0:
         return 0.0
@@ -146,17 +151,32 @@ def _variance(sensitivity: Sensitivity, loss: float, pure: bool) -> float:
     return sensitivity.l2 ** 2 / (2 * loss)
 
 
-def expected_error(total: int, uppers: dict, units_by_rows: tuple[int, ...], histograms: dict,
+class _Profiled:
+    """Units by rows with what the choice reads of them computed once."""
+
+    def __init__(self, units_by_rows):
+        self.units_by_rows = tuple(units_by_rows)
+        self.rows = profiled_rows(self.units_by_rows)
+        self._beyond: dict[int, float] = {}
+
+    def beyond(self, total: int) -> float:
+        if total not in self._beyond:
+            self._beyond[total] = rows_beyond(self.units_by_rows, total)
+        return self._beyond[total]
+
+
+def expected_error(total: int, uppers: dict, units_by_rows, histograms: dict,
                    declared: dict, demands: list[Demand], setting: Setting) -> float:
     """The expected squared relative error, summed over the demands, at total bound
     `total` and measure upper bounds `uppers` (measure -> U; declared ones elsewhere)."""
-    rows = profiled_rows(units_by_rows)
+    profiled = units_by_rows if isinstance(units_by_rows, _Profiled) else _Profiled(units_by_rows)
+    rows = profiled.rows
     if rows <= 0:
         return 0.0
     n = rows / max(1, setting.groups)
-    beta = rows_beyond(units_by_rows, total) / rows
-    contribution = Contribution(setting.rows_per_unit, setting.groups_per_unit, total)
-    count_noise = Sensitivity.of_rows(contribution)
+    beta = profiled.beyond(total) / rows
+    r, g = setting.rows_per_unit, setting.groups_per_unit
+    count_noise = _rows_sensitivity(r, g, total, 1.0)
     error = 0.0
     for demand in demands:
         rows_variance = _variance(count_noise, demand.rows_loss, setting.pure)
@@ -170,11 +190,11 @@ def expected_error(total: int, uppers: dict, units_by_rows: tuple[int, ...], his
         if mean <= 0:
             continue
         if demand.aggregate == "sum":
-            variance = _variance(Sensitivity.of_rows(contribution, max(abs(lower), abs(upper))), demand.sum_loss,
+            variance = _variance(_rows_sensitivity(r, g, total, max(abs(lower), abs(upper))), demand.sum_loss,
                                  setting.pure)
             error += ((1 - beta) * clamped / mean - 1) ** 2 + variance / (n * mean) ** 2
         else:  # avg: midpoint + centred sum / count
-            variance = _variance(Sensitivity.of_rows(contribution, (upper - lower) / 2), demand.sum_loss, setting.pure)
+            variance = _variance(_rows_sensitivity(r, g, total, (upper - lower) / 2), demand.sum_loss, setting.pure)
             kept = max(1.0, (1 - beta) * n)
             offset = clamped - (lower + upper) / 2
             # the rows a bound drops may differ in value from those kept (heavy units buy otherwise):
@@ -191,6 +211,7 @@ def choose(table: str, units_by_rows: tuple[int, ...], histograms: dict, declare
     upper bound among its histogram's edges (at most the declared one) that minimise
     expected_error; ties go to the larger bound. Depends on its arguments only."""
     measures = sorted({d.measure for d in demands if d.measure is not None})
+    units_by_rows = _Profiled(units_by_rows)
     best = None
     for total in range(setting.ceiling, 0, -1):
         uppers = {}
@@ -211,6 +232,12 @@ def choose(table: str, units_by_rows: tuple[int, ...], histograms: dict, declare
 # -- one query's plan -------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=256)
+def _histogram(measure) -> Histogram:
+    """One Histogram per profiled measure of the policy, so the means cached for it serve every query."""
+    return Histogram(measure.edges, measure.counts)
+
+
 def choose_for(room, privacy, tables_read, groups, builder, outputs: dict, composition) -> Choice | None:
     """The choice for a query on public keys (or none) that reads one private table the
     policy profiles, with a declared max_contributions_per_unit; None otherwise (the
@@ -222,7 +249,7 @@ def choose_for(room, privacy, tables_read, groups, builder, outputs: dict, compo
     table, profile = private[0], profiles[private[0]]
     if privacy.max_contributions_per_unit > len(profile.units_by_rows) - 1:  # a rule's or analyst's higher ceiling:
         return None  # the profile cannot show the bias of bounds beyond what it counts
-    histograms = {m.column: Histogram(m.edges, m.counts) for m in profile.measures}
+    histograms = {m.column: _histogram(m) for m in profile.measures}
     declared = {m: (room.tables[table].columns[m].bounds.lower, room.tables[table].columns[m].bounds.upper)
                 for m in histograms}
     demands = []
