@@ -3,25 +3,26 @@ Arrow batches (docs/models.md#throughput).
 
     .venv/bin/python bench/scoring.py [--rows 1000000] [--reps 7] [--threads 1]
 
-A clean room over one DuckDB table of `rows` rows (three float features, 16 groups);
-the demo's model (policies/models/purchase_propensity.onnx) declared in it twice: as `m`,
-which executors compile to a SQL macro (a LinearClassifier: gateway/models/compiled.py),
-and as `m_udf`, the same file with one Cast node appended to its output, a node the
-compiler does not take, so executors score it with the ONNX Runtime Arrow function.
+A clean room over one DuckDB table of `rows` rows (three float features, 16 groups, a
+unit per 100 rows); the demo's model (policies/models/purchase_propensity.onnx) declared
+in it twice: as `m`, which executors compile to a SQL macro (a LinearClassifier:
+gateway/models/compiled.py), and as `m_udf`, the same file with one Cast node appended
+to its output, a node the compiler does not take, so executors score it with the ONNX
+Runtime Arrow function.
 
 Every side runs on `threads` threads: the executors' DuckDB (engine.threads), DuckDB
-alone (SET threads) and ONNX Runtime alone (intra_op_num_threads). Timed `reps` times
-each, the gateway's three statements interleaved in each round (so load from other
-processes falls on all of them alike), medians reported, of wall time and of CPU time
-(this process's and its children's, every thread: on a shared machine wall time also
-counts the waits for a core, CPU time only the work):
+alone (SET threads) and ONNX Runtime alone (intra_op_num_threads). Every line below is
+timed once per round, `reps` rounds, in a rotating order, so load from other processes
+falls on all of them alike; medians reported, of wall time and of CPU time (this
+process's and its children's, every thread: on a shared machine wall time also counts
+the waits for a core, CPU time only the work). A cost and its ratio to ONNX Runtime
+alone are taken within each round, their medians over rounds reported:
 
 - gateway, macro and function: `SELECT grp, SUM(score('m', x1, x2, x3)) FROM t GROUP BY grp`
   through Engine.run (resolve, authorise, the k test, an executor process, DuckDB running
   the macro, or calling the Arrow function once per vector of 2,048 rows);
 - gateway without scoring: the same statement over SUM(x1 + x2 + x3), the engine's share;
-  a path's scoring cost is the median over rounds of its time minus this one's in the
-  same round;
+  a path's scoring cost is its time minus this one's;
 - ONNX Runtime alone, on the same rows as Arrow batches of 2,048 (what the function is
   handed): per batch, the columns stacked into a float32 matrix, one session.run, the
   scores summed; the batches read from DuckDB beforehand, outside the timing; and, the
@@ -62,6 +63,7 @@ from tests.roomkit import build_engine  # noqa: E402
 
 MODEL = REPO / "policies" / "models" / "purchase_propensity.onnx"
 VECTOR = 2048  # DuckDB's vector size: the batches an Arrow function is called with
+ROWS_PER_UNIT = 100
 
 
 INPUTS = {"impressions": {"type": "float"}, "campaigns": {"type": "float"}, "ctv_share": {"type": "float"}}
@@ -107,7 +109,10 @@ def policy(udf_model: Path) -> dict:
 
 
 def setup(rows: int) -> list[str]:
-    return [f"CREATE TABLE t AS SELECT i AS id, i % 16 AS grp, (hash(i) % 6000) / 100.0 AS x1, "
+    # a unit (id) has ROWS_PER_UNIT rows, as a household has many impressions: the k test's
+    # COUNT(DISTINCT id) then stays small beside the scoring it is subtracted from
+    units = max(rows // ROWS_PER_UNIT, 1)
+    return [f"CREATE TABLE t AS SELECT i % {units} AS id, i % 16 AS grp, (hash(i) % 6000) / 100.0 AS x1, "
             f"(hash(i + 1) % 7)::DOUBLE AS x2, (hash(i + 2) % 1000) / 1000.0 AS x3 FROM range({rows}) r(i)"]
 
 
@@ -150,11 +155,6 @@ def sample(function) -> Sample:
     return time.perf_counter() - wall, cpu_seconds() - cpu
 
 
-def timed(function, reps: int) -> list[Sample]:
-    function()  # warm: executors started, the model registered, files cached
-    return [sample(function) for _ in range(reps)]
-
-
 def interleaved(functions, reps: int) -> list[list[Sample]]:
     """Each function timed `reps` times, one run of each per round in a rotating order."""
     for function in functions:
@@ -179,33 +179,31 @@ def main() -> None:
         assert isinstance(classify(model_file(udf_model), udf_model.read_bytes()), Exception)  # does not
         engine = build_engine(Path(folder), policy(udf_model), setup(args.rows), threads=args.threads)
         try:
-            scored = "SELECT grp, SUM(score('{}', x1, x2, x3)) AS s FROM t GROUP BY grp"
-            plain = "SELECT grp, SUM(x1 + x2 + x3) AS s FROM t GROUP BY grp"
-            run = lambda sql: engine.run(QueryRequest(user="bench", cleanroom="bench", sql=sql))  # noqa: E731
-            macro, function, without = interleaved([lambda: run(scored.format("m")),
-                                                    lambda: run(scored.format("m_udf")), lambda: run(plain)], args.reps)
-            totals = {name: sum(run(scored.format(name)).table.column("s").to_pylist()) for name in ("m", "m_udf")}
+            with duckdb.connect() as con:  # in memory, as executors are: the macro is created there
+                samples, totals, batches = measure(engine, con, Path(folder), args)
         finally:
             engine.close()
-        with duckdb.connect() as con:  # in memory, as executors are: the macro is created there
-            con.execute(f"ATTACH '{Path(folder) / 'data' / 'room.duckdb'}' AS room (READ_ONLY)")
-            con.execute("USE room")
-            # the clamped features, as the gateway's SQL hands them to the function
-            reader = con.execute("SELECT LEAST(GREATEST(x1, 0), 60), LEAST(GREATEST(x2, 0), 6), "
-                                 "LEAST(GREATEST(x3, 0), 1) FROM t").to_arrow_reader(VECTOR)
-            batches = list(reader)
-            con.execute(f"SET threads = {args.threads}")  # as the executors and ONNX Runtime alone
-            con.execute("USE memory")
-            scoring.register(con, model_file(MODEL))
-            scoring.register_function(con, model_file(MODEL), "onnx_function")
-            # DuckDB's own cost of calling an Arrow function: one that hands its first argument back
-            con.create_function("identity", lambda a, b, c: a, [duckdb.sqltypes.DOUBLE] * 3, duckdb.sqltypes.DOUBLE,
-                                type="arrow", side_effects=False)
-            alone_sql = "SELECT SUM({}(x1, x2, x3)) FROM room.t"
-            query = lambda sql: lambda: con.execute(sql).fetchall()  # noqa: E731
-            duck_macro, duck_function, identity, no_function = interleaved(
-                [query(alone_sql.format(model_file(MODEL).function)), query(alone_sql.format("onnx_function")),
-                 query(alone_sql.format("identity")), query("SELECT SUM(x1 + x2 + x3) FROM room.t")], args.reps)
+    report(samples, totals, batches, args)
+
+
+def measure(engine, con, folder: Path, args) -> tuple[dict[str, list[Sample]], dict[str, float], list]:
+    """Every line's samples, all taken in the same rounds."""
+    scored = "SELECT grp, SUM(score('{}', x1, x2, x3)) AS s FROM t GROUP BY grp"
+    plain = "SELECT grp, SUM(x1 + x2 + x3) AS s FROM t GROUP BY grp"
+    run = lambda sql: engine.run(QueryRequest(user="bench", cleanroom="bench", sql=sql))  # noqa: E731
+    con.execute(f"ATTACH '{folder / 'data' / 'room.duckdb'}' AS room (READ_ONLY)")
+    # the clamped features, as the gateway's SQL hands them to the function
+    batches = list(con.execute("SELECT LEAST(GREATEST(x1, 0), 60), LEAST(GREATEST(x2, 0), 6), "
+                               "LEAST(GREATEST(x3, 0), 1) FROM room.t").to_arrow_reader(VECTOR))
+    con.execute(f"SET threads = {args.threads}")  # as the executors and ONNX Runtime alone
+    scoring.register(con, model_file(MODEL))
+    scoring.register_function(con, model_file(MODEL), "onnx_function")
+    # DuckDB's own cost of calling an Arrow function: one that hands its first argument back
+    con.create_function("identity", lambda a, b, c: a, [duckdb.sqltypes.DOUBLE] * 3, duckdb.sqltypes.DOUBLE,
+                        type="arrow", side_effects=False)
+    alone_sql = "SELECT SUM({}(x1, x2, x3)) FROM room.t"
+    query = lambda sql: lambda: con.execute(sql).fetchall()  # noqa: E731
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1  # one node: nothing runs beside it
@@ -218,49 +216,68 @@ def main() -> None:
             total += float(session.run(["probabilities"], {"X": matrix})[0][:, 1].sum())
         return total
 
-    whole = np.column_stack([np.concatenate([b.column(i).to_numpy() for b in batches]) for i in range(3)])
-    whole = whole.astype(np.float32)
     matrices = [np.column_stack([c.to_numpy(zero_copy_only=False) for c in b.columns]).astype(np.float32)
                 for b in batches]
-    alone = timed(per_batch, args.reps)
-    run_only = timed(lambda: [session.run(["probabilities"], {"X": m}) for m in matrices], args.reps)
-    one_batch = timed(lambda: session.run(["probabilities"], {"X": whole}), args.reps)
+    whole = np.concatenate(matrices)
+    lines = {
+        "gateway macro": lambda: run(scored.format("m")),
+        "gateway function": lambda: run(scored.format("m_udf")),
+        "gateway plain": lambda: run(plain),
+        "onnx batches": per_batch,
+        "onnx run only": lambda: [session.run(["probabilities"], {"X": m}) for m in matrices],
+        "onnx one batch": lambda: session.run(["probabilities"], {"X": whole}),
+        "duckdb macro": query(alone_sql.format(model_file(MODEL).function)),
+        "duckdb function": query(alone_sql.format("onnx_function")),
+        "duckdb identity": query(alone_sql.format("identity")),
+        "duckdb plain": query("SELECT SUM(x1 + x2 + x3) FROM room.t"),
+    }
+    samples = dict(zip(lines, interleaved(list(lines.values()), args.reps)))
+    totals = {name: sum(run(scored.format(name)).table.column("s").to_pylist()) for name in ("m", "m_udf")}
     expected = per_batch()
     for name, total in totals.items():  # the same scores on both paths
         assert abs(expected - total) < 1e-6 * args.rows, (name, expected, total)
+    return samples, totals, batches
 
-    def median(samples: list[Sample], which: int) -> float:
-        return statistics.median(s[which] for s in samples)
 
-    def line(name, samples):
-        wall, cpu = median(samples, 0), median(samples, 1)
-        print(f"{name:<50} {wall * 1000:7.1f} ms {cpu * 1000:7.1f} ms  {args.rows / wall / 1e6:6.2f} M rows/s")
+def report(samples: dict[str, list[Sample]], totals: dict[str, float], batches: list, args) -> None:
+    def median(name: str, which: int) -> float:
+        return statistics.median(s[which] for s in samples[name])
 
-    print(f"{args.rows:,} rows, {args.reps} runs each (medians); model {MODEL.name}; threads: DuckDB "
+    def line(label: str, name: str) -> None:
+        wall, cpu = median(name, 0), median(name, 1)
+        print(f"{label:<50} {wall * 1000:7.1f} ms {cpu * 1000:7.1f} ms  {args.rows / wall / 1e6:6.2f} M rows/s")
+
+    def cost_ratio(name: str, base: str, against: str, which: int) -> tuple[float, float]:
+        """Median over rounds of the cost (name - base) and of its ratio to `against`, all
+        three taken in the same round."""
+        rounds = list(zip(samples[name], samples[base], samples[against]))
+        costs = [t[which] - b[which] for t, b, _ in rounds]
+        return statistics.median(costs), statistics.median(c / a[which] for c, (_, _, a) in zip(costs, rounds))
+
+    print(f"{args.rows:,} rows, {args.reps} rounds (medians); model {MODEL.name}; threads: DuckDB "
           f"{args.threads}, ONNX Runtime intra_op_num_threads {args.threads}")
     print(f"{'':<50} {'wall':>10} {'CPU':>10}")
-    line("gateway: SUM(score(...)) by group, macro", macro)
-    line("gateway: SUM(score(...)) by group, ONNX Runtime fn", function)
-    line("gateway: SUM(x1 + x2 + x3) by group (no model)", without)
-    line(f"ONNX Runtime alone, {len(batches)} batches of {VECTOR}", alone)
-    line("  of which session.run (matrices stacked before)", run_only)
-    line("ONNX Runtime alone, one batch", one_batch)
-    line("DuckDB alone: SUM(macro(x1, x2, x3))", duck_macro)
-    line("DuckDB alone: SUM(function(x1, x2, x3))", duck_function)
-    line("DuckDB alone: SUM(identity(x1, x2, x3)), Arrow", identity)
-    line("DuckDB alone: SUM(x1 + x2 + x3) (no model)", no_function)
-    print("scoring cost (minus the same statement without the model) / ONNX Runtime alone on the same batches:")
-    for name, times, base in (("gateway, macro", macro, without), ("gateway, function", function, without),
-                              ("DuckDB alone, macro", duck_macro, no_function),
-                              ("DuckDB alone, function", duck_function, no_function)):
-        # the median over rounds of (statement - the same without the model), run side by side
-        costs = [statistics.median(t[i] - b[i] for t, b in zip(times, base)) for i in (0, 1)]
-        ratios = [cost / median(alone, i) for i, cost in enumerate(costs)]
-        print(f"  {name:<24} wall {costs[0] * 1000:7.1f} ms {ratios[0]:6.2f}x   "
-              f"CPU {costs[1] * 1000:7.1f} ms {ratios[1]:6.2f}x")
-        if name == "gateway, macro":
-            strict = [cost / median(run_only, i) for i, cost in enumerate(costs)]
-            print(f"  {'  / session.run alone':<24} wall {'':>10} {strict[0]:6.2f}x   CPU {'':>10} {strict[1]:6.2f}x")
+    line("gateway: SUM(score(...)) by group, macro", "gateway macro")
+    line("gateway: SUM(score(...)) by group, ONNX Runtime fn", "gateway function")
+    line("gateway: SUM(x1 + x2 + x3) by group (no model)", "gateway plain")
+    line(f"ONNX Runtime alone, {len(batches)} batches of {VECTOR}", "onnx batches")
+    line("  its session.run calls (matrices stacked before)", "onnx run only")
+    line("ONNX Runtime alone, one batch", "onnx one batch")
+    line("DuckDB alone: SUM(macro(x1, x2, x3))", "duckdb macro")
+    line("DuckDB alone: SUM(function(x1, x2, x3))", "duckdb function")
+    line("DuckDB alone: SUM(identity(x1, x2, x3)), Arrow", "duckdb identity")
+    line("DuckDB alone: SUM(x1 + x2 + x3) (no model)", "duckdb plain")
+    print("scoring cost (minus the same statement without the model) / ONNX Runtime alone on the same batches,")
+    print("medians over rounds:")
+    for label, name, base, against in (
+            ("gateway, macro", "gateway macro", "gateway plain", "onnx batches"),
+            ("  / bare session.run", "gateway macro", "gateway plain", "onnx run only"),
+            ("gateway, function", "gateway function", "gateway plain", "onnx batches"),
+            ("DuckDB alone, macro", "duckdb macro", "duckdb plain", "onnx batches"),
+            ("  / bare session.run", "duckdb macro", "duckdb plain", "onnx run only"),
+            ("DuckDB alone, function", "duckdb function", "duckdb plain", "onnx batches")):
+        (wall, wall_ratio), (cpu, cpu_ratio) = (cost_ratio(name, base, against, i) for i in (0, 1))
+        print(f"  {label:<24} wall {wall * 1000:7.1f} ms {wall_ratio:6.2f}x   CPU {cpu * 1000:7.1f} ms {cpu_ratio:6.2f}x")
 
 
 if __name__ == "__main__":
