@@ -386,3 +386,28 @@ def test_a_message_not_yet_whole_is_not_split():
     whole = m.command_complete("SELECT 1")
     assert [m.split_message(whole[:n]) for n in range(len(whole))] == [None] * len(whole)
     assert m.split_message(whole) == (b"C", c("SELECT 1"), len(whole))
+
+
+def test_encoded_answers_are_kept_per_table_object_and_never_given_to_another():
+    import gc
+
+    import pyarrow as pa
+
+    from gateway.pgwire import types as t
+    from gateway.pgwire.encoded_answers import EncodedAnswers
+    from gateway.pgwire.messages import notice_response
+
+    answers = EncodedAnswers()
+    oids, formats = [t.TEXT, t.INT8], [0, 0]
+    first = pa.table({"region": ["north", "south"], "n": [3, 4]})
+    encoded = answers.rows(first, oids, formats)
+    assert encoded == t.encode_batch(first.to_batches()[0], oids, formats)
+    assert answers.rows(first, oids, formats) is encoded  # the same table: encoded once
+    del first
+    gc.collect()
+    for _ in range(50):  # new tables, some at a freed table's address: each gets its own rows
+        other = pa.table({"region": ["east", "west"], "n": [5, 6]})
+        assert answers.rows(other, oids, formats) == t.encode_batch(other.to_batches()[0], oids, formats)
+    large = pa.table({"n": list(range(t.SMALL_BATCH + 1))})
+    assert answers.rows(large, [t.INT8], [0]) is None  # streamed in batches as before
+    assert answers.notices(("a", "b")) == notice_response("a") + notice_response("b")

@@ -30,6 +30,7 @@ class Portal:
     fields: list[m.Field] | None = None
     encoded: object = None  # gateway.pgwire.results.EncodedFields of `fields` once known
     batches: list[pa.RecordBatch] | None = None
+    whole: pa.Table | None = None  # the release's table while none of it is sent (EncodedAnswers)
     sent: int = 0  # rows sent so far (suspension)
     described: bool = False
 

@@ -118,9 +118,10 @@ class Results:
         if encoded is None:
             encoded = _encode_fields(table.schema, portal.result_formats, declared)
         portal.release, portal.fields, portal.encoded = release, encoded.fields, encoded
-        for notice in release.notices:  # how the result was protected, before its rows
-            self.send(m.notice_response(notice))
+        if release.notices:  # how the result was protected, before its rows
+            self.send(self.server.answers.notices(release.notices))
         portal.batches = table.to_batches(max_chunksize=ROWS_PER_CHUNK)
+        portal.whole = table
 
     async def run_show(self, portal: Portal) -> None:
         name = show_name(portal.statement.sql)
@@ -164,6 +165,14 @@ class Results:
         """DataRows for up to max_rows (0: all) of the portal's rows not sent yet; how many."""
         oids, formats = portal.encoded.oids, portal.encoded.formats
         budget = max_rows if max_rows > 0 else None
+        whole, portal.whole = portal.whole, None
+        if whole is not None and portal.sent == 0 and (budget is None or budget >= whole.num_rows):
+            encoded = self.server.answers.rows(whole, oids, formats)  # a small answer, maybe a repeat's
+            if encoded is not None:
+                portal.batches = []
+                self.send(encoded)
+                portal.sent = whole.num_rows
+                return whole.num_rows
         sent_now = 0
         pending: list[tuple[int, asyncio.Future | bytes]] = []  # encodings under way, in order
 

@@ -26,6 +26,7 @@ from gateway.pgwire import types as t
 from gateway.pgwire.commands import SessionCommands
 from gateway.pgwire.copy_out import CopyOut
 from gateway.pgwire.cursors import Cursor, Cursors
+from gateway.pgwire.encoded_answers import EncodedAnswers
 from gateway.pgwire.extended_query import ExtendedQuery
 from gateway.pgwire.portal import Failed, Portal, Statement
 from gateway.pgwire.results import Results
@@ -61,6 +62,7 @@ class ServerState:
     worker: int = 0  # this process's index among the server's worker processes
     sessions: dict[int, "Session"] = field(default_factory=dict)
     describe_cache: dict = field(default_factory=dict)
+    answers: EncodedAnswers = field(default_factory=EncodedAnswers)  # repeats' rows and notices, encoded once
 
     def cancel(self, pid: int, secret: int) -> None:
         session = self.sessions.get(pid)
