@@ -243,3 +243,35 @@ def test_the_wire_answers_kept_replays_on_its_loop_and_a_refusal_there_never_sta
         loop.call_soon_threadsafe(loop.stop)
         serving.join(10)
         wired.close()
+
+
+def test_a_kept_replay_takes_no_slot_among_statements_at_once_but_counts_per_minute(tmp_path):
+    from gateway.errors import QuotaExceeded
+
+    policy = simple_policy({"visits": private_table("visits", COLUMNS)}, k=5)
+    policy["privacy"] = {"epsilon_per_query": 1.0, "delta_per_query": 1e-6, "max_rows_per_unit": MAX_ROWS,
+                         "max_groups_per_unit": MAX_GROUPS, "budget": {"epsilon": 100, "delta": 0.001}}
+    policy["quotas"] = {"per_analyst": {"concurrent_statements": 1, "statements_per_minute": 8}}
+    engine = build_engine(tmp_path, policy, list(VISITS))
+    try:
+        run(engine), run(engine)  # 2 of 8 this minute; the answer is kept
+        room = engine.context.cleanrooms["room"]
+        quotas = engine.context.quotas
+        (analyst, _), _, _ = quotas.parties(room, "ana", "a")
+        held = quotas.slots.take(analyst.subject, 1)  # ana's one statement at once, held (another worker's)
+        try:
+            assert run(engine).protection["reused"] is True  # 3: a kept replay needs no executor
+            with pytest.raises(QuotaExceeded) as refused:
+                run(engine, "SELECT region, sum(spend) AS s FROM visits GROUP BY region")  # a fresh one does
+            assert refused.value.rule == "quota.concurrent"
+        finally:
+            held.release()
+        rules = []
+        for _ in range(8):
+            try:
+                run(engine)
+            except QuotaExceeded as error:
+                rules.append(error.rule)
+        assert rules and set(rules) == {"quota.rate"}  # replays count in the minute's window
+    finally:
+        engine.close()

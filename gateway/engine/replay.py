@@ -35,6 +35,11 @@ def delivered_answer(state: QueryState) -> tuple | None:
     return None if statement is None else (statement, state.measurement_key)
 
 
+def kept(state: QueryState) -> bool:
+    """Whether this pass will answer the statement (for admit: it needs no executor)."""
+    return _given(state) is not None
+
+
 def replay(state: QueryState) -> QueryState:
     given = _given(state)
     if given is None:

@@ -146,10 +146,17 @@ class QuotaService:
         self._limits[key] = (room.quotas, found)
         return found
 
-    def admit(self, room: CleanRoom, user: str, collaborator: str) -> Admission:
-        """An Admission, or QuotaExceeded (nothing counted but the refusal)."""
+    def admit(self, room: CleanRoom, user: str, collaborator: str, *, runs_on_engine: bool = True) -> Admission:
+        """An Admission, or QuotaExceeded (nothing counted but the refusal). A statement
+        that will not run on the engine (a kept replay: microseconds, no executor) is
+        counted in the per-minute windows only, not among the statements running at once."""
         parties, subjects, checks = self.parties(room, user, collaborator)
         analyst, organisation = parties
+        if not runs_on_engine:
+            over = self.usage.admit(checks, self.clock())
+            if over is not None:
+                raise self._refuse(subjects, _over(parties[over.index], over.measure, over.retry_after))
+            return Admission(self, user, collaborator, room.name, subjects, ())
         first = self.slots.take(analyst.subject, analyst.limits.concurrent_statements)
         if first is None:
             raise self._refuse(subjects, _concurrent(analyst))
