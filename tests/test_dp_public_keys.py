@@ -45,6 +45,11 @@ def test_without_k_on_public_keys_every_group_is_released_and_the_count_gets_the
     assert [n["epsilon"] for n in noises["count(*)"]] == [pytest.approx(0.5)]  # count and sum share it: no unit count
     assert [n["epsilon"] for n in noises["sum(spend)"]] == [pytest.approx(0.5)]
     assert release.protection["groups"]["min_group_size"] is None
+    # Nothing says k was applied where it was not: the release, its audit record and EXPLAIN agree.
+    assert release.min_group_size is None
+    assert engine.context.audit.records()[-1]["min_group_size"] is None
+    explained = engine.explain(QueryRequest(user="ana", cleanroom="room", sql="SELECT region, count(*) AS n FROM visits GROUP BY region"))
+    assert explained["min_group_size"] is None
     assert any("all released, whatever their size" in n for n in release.notices)
     assert not any("suppressed" in n for n in release.notices)
 
@@ -54,7 +59,7 @@ def test_the_default_still_applies_k_to_a_noisy_unit_count_on_public_keys(tmp_pa
     release = run(engine, "SELECT region, count(*) AS n FROM visits GROUP BY region")
     noise = {a["sql"]: a["noise"] for a in release.protection["aggregates"]}["count(*)"]
     assert [n["epsilon"] for n in noise] == [pytest.approx(20.0)]  # the other half counts units for k
-    assert release.protection["groups"]["min_group_size"] == 10
+    assert release.protection["groups"]["min_group_size"] == 10 == release.min_group_size
     regions = release.table.column("region").to_pylist()
     assert "empty" not in regions and "tiny" not in regions  # 0 and 1 household: below 10
 

@@ -129,7 +129,7 @@ def _add_released(arrays: list, names: list, column: str, released: list, intege
 
 def _groups(plan: NoisePlan, built: dict) -> dict:
     if plan.public_keys:
-        k = plan.min_group_size if plan.unit_count else None  # None: every group released, k not applied
+        k = plan.applied_min_group_size  # None: every group released, k not applied
         return {"keys": "public" if plan.groups else "none (one group)", "min_group_size": k}
     selector = built["__units"]
     return {"keys": "selected privately", "threshold": selector.threshold, "delta": selector.delta,

@@ -117,6 +117,12 @@ class NoisePlan:
     bound_choice: object | None = None
 
     @property
+    def applied_min_group_size(self) -> int | None:
+        """The k every released group cleared (on its noisy unit count); None when no
+        unit count is released (public keys under `min_group_size_on_public_keys: false`)."""
+        return self.min_group_size if self.unit_count else None
+
+    @property
     def public_keys(self) -> bool:
         return all(g.values is not None for g in self.groups)
 

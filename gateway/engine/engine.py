@@ -248,6 +248,8 @@ class Engine:
         plan = state.noise_plan
         explained = {"authorised_by": state.authorisation.authorised_by if state.authorisation else "catalog",
                      "min_group_size": state.authorisation.min_group_size if state.authorisation else None}
+        if plan is not None:  # the k the released groups clear; none on public keys released whatever their size
+            explained["min_group_size"] = plan.applied_min_group_size
         if plan is None:
             explained["differential_privacy"] = None
             explained["cost"] = {"epsilon": 0.0, "delta": 0.0}

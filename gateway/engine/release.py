@@ -80,11 +80,12 @@ _REPLAY_ROWS = 10_000  # larger answers are published afresh rather than held in
 
 
 def _release(state: QueryState, table: pa.Table, notices: tuple[str, ...], protection=None) -> Release:
+    plan = state.noise_plan  # under DP, the k the groups cleared: none on public keys released whatever their size
     return Release(
         request_id=state.request.request_id,
         table=table,
         authorised_by=state.authorisation.authorised_by,
-        min_group_size=state.authorisation.min_group_size,
+        min_group_size=state.authorisation.min_group_size if plan is None else plan.applied_min_group_size,
         notices=notices,
         protection=protection,
     )
