@@ -10,6 +10,7 @@ Tests that launch a server are marked `server` (pyproject.toml).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -244,3 +245,25 @@ def mariadb():
                                autocommit=True)
     except pymysql.err.OperationalError as error:
         pytest.skip(f"MariaDB at 127.0.0.1:3306 is not reachable: {error}")
+
+
+@contextlib.contextmanager
+def wire_in_process(engine):
+    """The engine's wire server on an event loop in a thread of this process (for tests that
+    patch what the server calls); yields its port, bound here so no other test can take it."""
+    import asyncio
+    import threading
+
+    from gateway.pgwire.server import PgServer
+
+    server, loop = PgServer(engine, engine.context.config), asyncio.new_event_loop()
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    loop.run_until_complete(server.start("127.0.0.1", port, sock=listening))
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(10)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -221,42 +220,33 @@ def test_the_wire_serves_other_sessions_while_an_audit_fsync_is_held(demo_config
     """The wire server's event loop never writes or fsyncs audit records (the audit log's
     thread does): while one statement's record waits for a slow disk, a new session
     logs in and runs SELECT 1. With the fsync on the loop's thread, nothing would move."""
-    import asyncio
-
     import psycopg
 
     from gateway.engine import Engine
-    from gateway.pgwire.server import PgServer
-    from tests.servers import PASSWORD, wire_config
+    from tests.servers import PASSWORD, wire_config, wire_in_process
 
     engine = Engine.from_config_file(wire_config(demo_config_path, tmp_path))
-    server, loop = PgServer(engine, engine.context.config), asyncio.new_event_loop()
-    listening = socket.create_server(("127.0.0.1", 0))  # bound here: no other test can take the port meanwhile
-    port = listening.getsockname()[1]
-    loop.run_until_complete(server.start("127.0.0.1", port, sock=listening))
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    dsn = f"host=127.0.0.1 port={port} dbname=demo user=analyst password={PASSWORD} sslmode=disable connect_timeout=20"
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:  # the chain exists before the fsync is held
-            conn.execute(DEMO_SQL).fetchall()
-        held = HeldFsync(engine.context.audit, monkeypatch)
-        released = {}
-        worker = threading.Thread(target=lambda: released.update(rows=psycopg.connect(dsn, autocommit=True).execute(
-            DEMO_SQL.replace("region", "region, category")).fetchall()))
-        worker.start()
-        try:
-            assert held.entered.wait(120)  # that statement's record is inside the held fsync
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                assert conn.execute("SELECT 1").fetchone() == (1,)
-            assert "rows" not in released  # its answer still waits for its record
-        finally:
-            held.open()
-        worker.join(60)
-        assert released["rows"]
+        with wire_in_process(engine) as port:
+            dsn = f"host=127.0.0.1 port={port} dbname=demo user=analyst password={PASSWORD} sslmode=disable " \
+                  "connect_timeout=20"
+            with psycopg.connect(dsn, autocommit=True) as conn:  # the chain exists before the fsync is held
+                conn.execute(DEMO_SQL).fetchall()
+            held = HeldFsync(engine.context.audit, monkeypatch)
+            released = {}
+            worker = threading.Thread(target=lambda: released.update(rows=psycopg.connect(
+                dsn, autocommit=True).execute(DEMO_SQL.replace("region", "region, category")).fetchall()))
+            worker.start()
+            try:
+                assert held.entered.wait(120)  # that statement's record is inside the held fsync
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    assert conn.execute("SELECT 1").fetchone() == (1,)
+                assert "rows" not in released  # its answer still waits for its record
+            finally:
+                held.open()
+            worker.join(60)
+            assert released["rows"]
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(10)
         engine.close()
 
 

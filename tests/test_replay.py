@@ -188,60 +188,51 @@ def test_the_wire_answers_kept_replays_on_its_loop_and_a_refusal_there_never_sta
     """A kept replay runs on the wire server's event loop (replay.in_memory). Refused there
     (here: its rule's approval withdrawn by another process), its record is still durable
     before the error leaves, and the loop goes on serving other sessions meanwhile."""
-    import socket
-
     import psycopg
-
     import yaml
 
     from gateway.pgwire.scram import make_verifier
-    from gateway.pgwire.server import PgServer
-    from tests.servers import PASSWORD
+    from tests.servers import PASSWORD, wire_in_process
 
     config_path = tmp_path / "gateway.yaml"  # the engine fixture's config, ana given a wire password
     config = yaml.safe_load(config_path.read_text())
     config["users"] = {"ana": {"scram_sha256": make_verifier(PASSWORD)}}
+    config["engine"]["policy_reload_seconds"] = 0  # no file check due: a kept replay always runs on the loop
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     wired = type(engine).from_config_file(config_path)
-    server, loop = PgServer(wired, wired.context.config), asyncio.new_event_loop()
-    listening = socket.create_server(("127.0.0.1", 0))
-    port = listening.getsockname()[1]
-    loop.run_until_complete(server.start("127.0.0.1", port, sock=listening))
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    dsn = f"host=127.0.0.1 port={port} dbname=room user=ana password={PASSWORD} sslmode=disable connect_timeout=20"
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            answers = [conn.execute(DP_SQL).fetchall() for _ in range(3)]
-        assert answers[0] == answers[1] == answers[2]
-        assert wired.runs_in_memory(QueryRequest(user="ana", cleanroom="room", sql=DP_SQL))
-        with sqlite3.connect(wired.context.collab.store.sqlite_path) as other:
-            other.execute("DELETE FROM approvals WHERE collaborator = 'a'")
-        held = HeldFsync(wired.context.audit, monkeypatch)
-        outcome: dict = {}
-
-        def refused():
-            try:
-                psycopg.connect(dsn, autocommit=True).execute(DP_SQL)
-            except psycopg.Error as error:
-                outcome["sqlstate"] = error.sqlstate
-
-        thread = threading.Thread(target=refused)
-        thread.start()
-        try:
-            assert held.entered.wait(120)  # the refusal's record is inside the held fsync
+        with wire_in_process(wired) as port:
+            dsn = f"host=127.0.0.1 port={port} dbname=room user=ana password={PASSWORD} sslmode=disable " \
+                  "connect_timeout=20"
             with psycopg.connect(dsn, autocommit=True) as conn:
-                assert conn.execute("SELECT 1").fetchone() == (1,)  # the loop still serves
-            assert not outcome  # and the refusal has not left before its record
-        finally:
-            held.open()
-        thread.join(60)
+                answers = [conn.execute(DP_SQL).fetchall() for _ in range(3)]
+            assert answers[0] == answers[1] == answers[2]
+            assert wired.runs_in_memory(QueryRequest(user="ana", cleanroom="room", sql=DP_SQL))
+            with sqlite3.connect(wired.context.collab.store.sqlite_path) as other:
+                other.execute("DELETE FROM approvals WHERE collaborator = 'a'")
+            held = HeldFsync(wired.context.audit, monkeypatch)
+            outcome: dict = {}
+
+            def refused():
+                try:
+                    psycopg.connect(dsn, autocommit=True).execute(DP_SQL)
+                except psycopg.Error as error:
+                    outcome["sqlstate"] = error.sqlstate
+
+            thread = threading.Thread(target=refused)
+            thread.start()
+            try:
+                assert held.entered.wait(120)  # the refusal's record is inside the held fsync
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    assert conn.execute("SELECT 1").fetchone() == (1,)  # the loop still serves
+                assert not outcome  # and the refusal has not left before its record
+            finally:
+                held.open()
+            thread.join(60)
         assert outcome["sqlstate"] == "42501"
         refusals = [r for r in wired.context.audit.records() if r["decision"] == "refused"]
         assert [(r["sql"], r["rule"]) for r in refusals] == [(DP_SQL, "rule.not_approved")]
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(10)
         wired.close()
 
 
