@@ -32,7 +32,7 @@ def geometric_profile(units=200_000, mean=5.0, top=CEILING) -> tuple[int, ...]:
 
 
 def count_choice(epsilon, profile=None, groups=12, **kw):
-    return choose("t", profile or geometric_profile(), {}, {}, [Demand("count", rows_loss=epsilon)],
+    return choose("t", profile or geometric_profile(), {}, {}, [Demand("rows", rows_loss=epsilon)],
                   setting(groups=groups, **kw)).total
 
 
@@ -50,8 +50,8 @@ def test_never_above_the_ceiling_nor_below_one():
         profile = tuple(rng.randint(0, 1000) for _ in range(ceiling + 1 + rng.randint(0, 5)))
         epsilon = 10 ** rng.uniform(-3, 2)
         choice = choose("t", profile, {"x": AMOUNTS}, {"x": (0.0, 500.0)},
-                        [Demand("count", rows_loss=epsilon), Demand("sum", sum_loss=epsilon, measure="x"),
-                         Demand("avg", rows_loss=epsilon / 2, sum_loss=epsilon / 2, measure="x")],
+                        [Demand("rows", rows_loss=epsilon), Demand("sum", sum_loss=epsilon, measure="x"),
+                         Demand("ratio", rows_loss=epsilon / 2, sum_loss=epsilon / 2, measure="x")],
                         setting(groups=rng.randint(1, 60), ceiling=ceiling, pure=rng.random() < 0.5))
         assert 1 <= choice.total <= ceiling
         for chosen, declared in choice.uppers.values():
@@ -60,7 +60,7 @@ def test_never_above_the_ceiling_nor_below_one():
 
 def test_deterministic_given_the_policy_and_the_loss():
     args = ("t", geometric_profile(), {"x": AMOUNTS}, {"x": (0.0, 500.0)},
-            [Demand("sum", sum_loss=0.5, measure="x"), Demand("count", rows_loss=0.5)], setting())
+            [Demand("sum", sum_loss=0.5, measure="x"), Demand("rows", rows_loss=0.5)], setting())
     first = choose(*args)
     assert all(choose(*args) == first for _ in range(4))
 
@@ -105,13 +105,13 @@ def test_an_average_is_not_cut_to_one_row_per_unit():
     model takes them a standard deviation away, so with little noise an average keeps
     most rows (C = 1 would weigh units, not rows, alike)."""
     choice = choose("t", geometric_profile(), {"x": AMOUNTS}, {"x": (0.0, 500.0)},
-                    [Demand("avg", rows_loss=1.0, sum_loss=1.0, measure="x")], setting())
+                    [Demand("ratio", rows_loss=1.0, sum_loss=1.0, measure="x")], setting())
     assert choice.total >= 20
 
 
 def test_the_error_model_adds_bias_and_noise():
     profile = geometric_profile()
-    demands = [Demand("count", rows_loss=1.0)]
+    demands = [Demand("rows", rows_loss=1.0)]
     rows = sum(n * u for n, u in enumerate(profile, 1))
     n = rows / 12
     beta = rows_beyond(profile, 20) / rows

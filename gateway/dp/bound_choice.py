@@ -49,10 +49,11 @@ from gateway.dp.families.base import Contribution, Sensitivity
 
 @dataclass(frozen=True)
 class Demand:
-    """One released aggregate the choice weighs: `count`, `sum` or `avg`, with the
-    loss (epsilon, or rho under zCDP) of each of its noisy quantities."""
+    """One released aggregate the choice weighs, by what its noisy quantities estimate:
+    `rows` (a row count), `sum` (a sum) or `ratio` (a centred sum over a row count, an
+    average), with the loss (epsilon, or rho under zCDP) of each."""
 
-    aggregate: str
+    estimate: str
     rows_loss: float = 0.0  # its row count (count, avg)
     sum_loss: float = 0.0  # its sum (sum) or centred sum (avg)
     measure: str | None = None  # the profiled measure it sums or averages
@@ -180,7 +181,7 @@ def expected_error(total: int, uppers: dict, units_by_rows, histograms: dict,
     error = 0.0
     for demand in demands:
         rows_variance = _variance(count_noise, demand.rows_loss, setting.pure)
-        if demand.aggregate == "count":
+        if demand.estimate == "rows":
             error += beta * beta + rows_variance / (n * n)
             continue
         lower, declared_upper = declared[demand.measure]
@@ -189,11 +190,11 @@ def expected_error(total: int, uppers: dict, units_by_rows, histograms: dict,
         mean, clamped = histogram.mean(), histogram.mean(upper)
         if mean <= 0:
             continue
-        if demand.aggregate == "sum":
+        if demand.estimate == "sum":
             variance = _variance(_rows_sensitivity(r, g, total, max(abs(lower), abs(upper))), demand.sum_loss,
                                  setting.pure)
             error += ((1 - beta) * clamped / mean - 1) ** 2 + variance / (n * mean) ** 2
-        else:  # avg: midpoint + centred sum / count
+        else:  # ratio: midpoint + centred sum / count
             variance = _variance(_rows_sensitivity(r, g, total, (upper - lower) / 2), demand.sum_loss, setting.pure)
             kept = max(1.0, (1 - beta) * n)
             offset = clamped - (lower + upper) / 2
@@ -252,17 +253,19 @@ def choose_for(room, privacy, tables_read, groups, builder, outputs: dict, compo
     histograms = {m.column: _histogram(m) for m in profile.measures}
     declared = {m: (room.tables[table].columns[m].bounds.lower, room.tables[table].columns[m].bounds.upper)
                 for m in histograms}
+    kinds = {q.column: str(getattr(q.kind, "value", q.kind)) for q in builder.quantities}
     demands = []
-    for output in outputs.values():
+    for output in outputs.values():  # by the kinds of its quantities: the families, not aggregate names, decide
         losses = [composition.part(q).loss.amount for q in output.quantities]
+        shape = tuple(kinds.get(q) for q in output.quantities)
         traced = builder.measures.get(output.column)
         measure = traced[1] if traced is not None and traced[0] == table and traced[1] in histograms else None
-        if output.aggregate == "count":
-            demands.append(Demand("count", rows_loss=losses[0]))
-        elif output.aggregate == "sum" and measure is not None:
+        if shape == ("rows",):
+            demands.append(Demand("rows", rows_loss=losses[0]))
+        elif shape == ("sum",) and measure is not None:
             demands.append(Demand("sum", sum_loss=losses[0], measure=measure))
-        elif output.aggregate == "avg" and measure is not None:  # (centred sum, count)
-            demands.append(Demand("avg", rows_loss=losses[1], sum_loss=losses[0], measure=measure))
+        elif shape == ("centered_sum", "rows") and measure is not None:
+            demands.append(Demand("ratio", rows_loss=losses[1], sum_loss=losses[0], measure=measure))
     if not demands:
         return None
     combinations = 1
