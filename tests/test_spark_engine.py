@@ -213,7 +213,9 @@ def test_interrupt_stops_a_running_operation(spark_server):
             time.sleep(1)
             stopped = spark_session.interrupt(spark_server.remote, session_id)
         thread.join(120)
-        assert len(stopped) == 1 and "OPERATION_CANCELED" in failure.get("error", ""), (stopped, failure)
+        # interrupt() cancels, then releases the session: the running call sees whichever reached it first
+        error = failure.get("error", "")
+        assert len(stopped) == 1 and ("OPERATION_CANCELED" in error or "SESSION_CLOSED" in error), (stopped, failure)
     finally:
         session.stop()
 
