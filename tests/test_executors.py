@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,40 @@ def test_a_closed_pool_refuses_and_leaves_no_process(config):
             os.kill(pid, 0)
     with pytest.raises(ExecutionFailed):
         run(pool, "late")
+
+
+def test_a_paused_executor_ends_when_its_server_is_killed(config, tmp_path):
+    """A heavy statement's executor is paused (SIGSTOP) while a light one runs. If the server
+    is killed then (kill -9), the paused executor must not stay stopped for ever, holding its
+    memory: the kernel continues and hangs up an orphaned process group's stopped members."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from gateway.config import load_config\n"
+        "from gateway.engine.executors import Executor\n"
+        f"executor = Executor(load_config({str(config.path)!r}), time.monotonic() + 120)\n"
+        "executor.pause(True)\n"
+        "print(executor.process.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        executor = int(server.stdout.readline())
+        assert open(f"/proc/{executor}/stat").read().rsplit(")", 1)[1].split()[0] == "T"  # stopped
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(30)
+        wait_until(lambda: not _alive(executor), 60)  # without: stopped, re-parented, for ever
+    finally:
+        server.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

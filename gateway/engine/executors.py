@@ -83,7 +83,11 @@ class Executor:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.executor_main", str(theirs.fileno()), self.spark_session or ""],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
-                start_new_session=True)  # a terminal's Ctrl-C goes to the server, which decides
+                # A process group of its own: a terminal's Ctrl-C goes to the server, which decides.
+                # In the server's session (not a new one): should the server die while this one is
+                # paused (SIGSTOP), its group is orphaned with a stopped member, and the kernel sends
+                # it SIGHUP and SIGCONT: it ends instead of staying stopped for ever.
+                process_group=0)
         self.pipe = Connection(ours.detach())
         self.stopped_for: str | None = None  # why it was killed on purpose: "timeout", "cancel", ...
         self.nice = 0  # its scheduling priority: 0, or BACKGROUND_NICE for a heavy analyst's statements
