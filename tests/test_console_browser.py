@@ -249,8 +249,9 @@ def test_approver_revokes_and_approves_with_a_diff(browser, console_server):
     assert "Loosens:" in card.text and "Still to approve: publisher, retailer" in card.text
     screenshot(browser, "approver")
     # Every worker re-reads the policy within a second of a request after it changed: the one
-    # serving this query may not have looked yet.
-    wait(browser, lambda d: bearer(console_server, "/v1/query", "analyst", {"sql": SQL})[0] == 403)
+    # serving this query may not have looked yet. Refused four times in a row: every worker has.
+    wait(browser, lambda d: all(bearer(console_server, "/v1/query", "analyst", {"sql": SQL})[0] == 403
+                                for _ in range(4)))
     status, refused = bearer(console_server, "/v1/query", "analyst", {"sql": SQL})
     assert status == 403 and refused["rule"] == "rule.not_approved"
     done = approve_or_revoke(browser, "approve", "rule", "cross_party_aggregates")

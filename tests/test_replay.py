@@ -156,6 +156,7 @@ def test_a_k_only_repeat_always_waits_for_its_record(tmp_path, monkeypatch):
 def test_a_waiting_thread_commits_its_own_record_and_an_event_loop_never_does(tmp_path, monkeypatch):
     from gateway.audit_log import AuditLog
 
+    monkeypatch.setattr(writer, "LEAD_GRACE_SECONDS", 600.0)  # the writer thread never steps in for a waiter
     log = AuditLog(tmp_path)
     log.append({"n": "created"})
     committers, real = [], os.fsync

@@ -104,6 +104,7 @@ class AuditLog:
         self._pending: list[tuple[dict, Future | None]] = []  # in submission order; taken under the commit lock
         self._durable_pending = 0  # of those, records someone waits for
         self._unled = False  # of those, one whose waiter cannot commit (an event loop's thread)
+        self._gathering = False  # the writer is letting records gather before it commits them
         self._commit_lock = threading.Lock()  # one committer at a time, whichever thread
         self._written = threading.Condition(threading.Lock())
         self._submitted = self._done = 0  # records queued / written (or failed), for flush
@@ -145,7 +146,9 @@ class AuditLog:
             # A durable record from an event loop's thread has no thread to lead its commit.
             unled = durable and _on_event_loop()
             self._unled |= unled
-            if unled or not durable:  # the writer's to commit; a waiting thread commits its own
+            # The writer's to commit (a waiting thread commits its own); while it gathers, only a
+            # record that cannot be led needs to wake it.
+            if unled or not (durable or self._gathering):
                 self._queued.notify()
         if not self._started:
             self._start_writer()
@@ -198,13 +201,16 @@ class AuditLog:
             with self._lock:
                 if not self._pending:  # the timeout also finds durable records whose thread never waits
                     self._queued.wait(SYNC_AFTER_SECONDS)
-                queued, durable, unled = bool(self._pending), self._durable_pending, self._unled
+                queued, durable = bool(self._pending), self._durable_pending
+                if queued:
+                    # Let others gather (nobody waits), or let the thread that waits lead; a record
+                    # from an event loop's thread, which cannot lead, cuts the wait short.
+                    self._gathering = True
+                    self._queued.wait_for(lambda: self._unled, LEAD_GRACE_SECONDS if durable else GATHER_SECONDS)
+                    self._gathering = False
             if not queued:
                 self._sync_written(older_than=SYNC_AFTER_SECONDS)
                 continue
-            # Let others gather (nobody waits), or let the thread that waits lead.
-            if not unled:
-                time.sleep(LEAD_GRACE_SECONDS if durable else GATHER_SECONDS)
             with self._commit_lock:
                 self._commit(self._take())
             self._sync_written(older_than=SYNC_AFTER_SECONDS)  # a steady stream nobody waits for
