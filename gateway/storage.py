@@ -192,10 +192,14 @@ class Database:
         """A read on this thread's reading connection (autocommit: each read sees
         everything committed before it, without the cost of connecting: about 2 ms
         for SQLite, 20 ms for PostgreSQL); connects again once if it broke."""
+        return self._on_reader(lambda con: con.rows(sql, params))
+
+    def _on_reader(self, read):
+        """read(connection) on this thread's reading connection, connecting again once if it broke."""
         for attempt in (1, 2):
             con = self._reader()
             try:
-                return con.rows(sql, params)
+                return read(con)
             except Exception as error:
                 if attempt == 2 or not self.is_broken(error):
                     raise
@@ -210,25 +214,21 @@ class Database:
         The rows are shared with later callers: do not change them."""
         if self.postgres_dsn:
             return self.query(sql, params)
-        for attempt in (1, 2):
-            con = self._reader()
-            try:
-                version = (id(con), con.raw.execute("PRAGMA data_version").fetchone()[0])
-                memo = self._readers.__dict__.setdefault("unchanged", {})
-                key = (sql, tuple(params))
-                kept = memo.get(key)
-                if kept is not None and kept[0] == version:
-                    return kept[1]
-                rows = con.rows(sql, params)
-                if len(memo) >= MAX_UNCHANGED_READS:
-                    memo.clear()
-                memo[key] = (version, rows)
-                return rows
-            except Exception as error:
-                if attempt == 2 or not self.is_broken(error):
-                    raise
-                self._drop_reader()
-        raise AssertionError("unreachable")
+
+        def read(con: Connection) -> list[dict]:
+            version = (id(con), con.raw.execute("PRAGMA data_version").fetchone()[0])
+            memo = self._readers.__dict__.setdefault("unchanged", {})
+            key = (sql, tuple(params))
+            kept = memo.get(key)
+            if kept is not None and kept[0] == version:
+                return kept[1]
+            rows = con.rows(sql, params)
+            if len(memo) >= MAX_UNCHANGED_READS:
+                memo.clear()
+            memo[key] = (version, rows)
+            return rows
+
+        return self._on_reader(read)
 
     def connect(self, *, durable: bool = True, any_thread: bool = False) -> Connection:
         """An autocommit connection for the caller to keep (and to open again in a
